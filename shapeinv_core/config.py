@@ -1,0 +1,128 @@
+"""Validated settings for inversion and generation, with a JSON round-trip.
+
+Settings are plain dataclasses so that a run folder's `config.json` says exactly what was
+done, and so that the CLI, the app and a notebook all share one set of defaults.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import InputError
+
+DEFAULT_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
+DEFAULT_PLACEHOLDER = "*s"
+DEFAULT_TEMPLATE = "a photo of {cls} in the shape of {token}"
+ATTENTION_LAYER_CHOICES = ("all", "down", "mid", "up")
+MAP_NORMS = ("none", "max")
+
+
+@dataclass
+class InversionConfig:
+    """How `*s` is learned. Defaults follow the research notes (DESIGN.md)."""
+
+    placeholder: str = DEFAULT_PLACEHOLDER
+    initializer: str = "chair"
+    class_word: str = "chair"
+    template: str = DEFAULT_TEMPLATE
+    num_vectors: int = 1
+    mask_weight: float = 0.1
+    map_resolution: int = 16
+    attention_layers: str = "all"
+    map_norm: str = "none"
+    init_reg: float = 0.0
+    learning_rate: float = 5e-3
+    steps: int = 500
+    batch_size: int = 4
+    seed: int = 0
+    resolution: int = 512
+    checkpoint_every: int = 50
+
+    def validate(self) -> InversionConfig:
+        """Raise `InputError` naming the first bad setting and its allowed range."""
+        _check(self.placeholder.strip() == self.placeholder and self.placeholder != "",
+               "placeholder must be a non-empty string without surrounding spaces, e.g. '*s'")
+        _check(" " not in self.placeholder, "placeholder must be one word, e.g. '*s'")
+        _check(self.initializer.strip() != "", "initializer must be a word such as 'chair'")
+        _check("{token}" in self.template,
+               f"template must contain '{{token}}' (and usually '{{cls}}'), e.g. '{DEFAULT_TEMPLATE}'")
+        _check(1 <= self.num_vectors <= 16, "num_vectors must be between 1 and 16")
+        _check(0.0 <= self.mask_weight <= 1.0,
+               "mask_weight must be between 0 (plain textual inversion) and 1; 0.1 is the default")
+        _check(self.map_resolution in (8, 16, 32, 64), "map_resolution must be 8, 16, 32 or 64")
+        _check(self.attention_layers in ATTENTION_LAYER_CHOICES,
+               f"attention_layers must be one of {', '.join(ATTENTION_LAYER_CHOICES)}")
+        _check(self.map_norm in MAP_NORMS, "map_norm must be 'none' (research form) or 'max' (Break-A-Scene)")
+        _check(self.init_reg >= 0.0, "init_reg must be >= 0 (0 turns the pull toward the initializer off)")
+        _check(0.0 < self.learning_rate <= 1.0, "learning_rate must be in (0, 1]; 5e-3 is the default")
+        _check(1 <= self.steps <= 100_000, "steps must be between 1 and 100000")
+        _check(1 <= self.batch_size <= 64, "batch_size (timesteps per step) must be between 1 and 64")
+        _check(self.seed >= 0, "seed must be >= 0")
+        _check(self.resolution % 64 == 0 and 64 <= self.resolution <= 1024,
+               "resolution must be a multiple of 64 between 64 and 1024 (512 for SD 1.x, 768 for SD 2.x)")
+        _check(self.checkpoint_every >= 1, "checkpoint_every must be >= 1")
+        return self
+
+    def prompt(self) -> str:
+        """The training prompt, e.g. 'a photo of chair in the shape of *s'."""
+        return self.template.format(cls=self.class_word, token=self.placeholder)
+
+
+@dataclass
+class GenerationConfig:
+    """How edit prompts are turned into images."""
+
+    negative_prompt: str = ""
+    num_images: int = 1
+    seed: int = 0
+    steps: int = 25
+    guidance: float = 7.5
+    height: int | None = None
+    width: int | None = None
+    batch_size: int = 4
+
+    def validate(self) -> GenerationConfig:
+        _check(1 <= self.num_images <= 64, "num_images must be between 1 and 64")
+        _check(self.seed >= 0, "seed must be >= 0")
+        _check(1 <= self.steps <= 200, "steps must be between 1 and 200; 25 is the default")
+        _check(0.0 <= self.guidance <= 30.0, "guidance must be between 0 and 30; 7.5 is the default")
+        for name in ("height", "width"):
+            value = getattr(self, name)
+            _check(value is None or (value % 8 == 0 and 64 <= value <= 2048),
+                   f"{name} must be a multiple of 8 between 64 and 2048")
+        _check(1 <= self.batch_size <= 64, "batch_size must be between 1 and 64")
+        return self
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise InputError(f"Invalid setting: {message}.")
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    return dataclasses.asdict(config)
+
+
+def from_dict(cls: type, data: dict[str, Any]):
+    """Build `cls` from a dict, refusing unknown keys so a typo is not silently ignored."""
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise InputError(f"Unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}.")
+    return cls(**data).validate()
+
+
+def save_json(config: Any, path: str | Path) -> None:
+    Path(path).write_text(json.dumps(to_dict(config), indent=2) + "\n")
+
+
+def load_json(cls: type, path: str | Path):
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise InputError(f"Cannot read settings from {path}: {error}. Fix or delete the file.") from error
+    return from_dict(cls, data)
