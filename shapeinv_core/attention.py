@@ -1,0 +1,139 @@
+"""Capturing the placeholder's cross-attention maps during a UNet forward.
+
+Only the cross-attention layers whose maps are needed get `MapCaptureProcessor`, which computes
+the softmax probabilities explicitly (77 keys, so this is cheap); self-attention and every other
+layer keep their fused attention path. Each captured layer contributes one map per batch row:
+the attention probability of the placeholder token column(s) (summed over the placeholder's
+vectors), averaged over heads and resized to one grid.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+import torch.nn.functional as F
+
+from .errors import InputError
+
+
+class AttentionStore:
+    """Collects one resized map per captured layer for the current forward pass."""
+
+    def __init__(self, token_positions: list[int], latent_size: tuple[int, int], resolution: int):
+        if not token_positions:
+            raise InputError("The prompt does not contain the placeholder token, so it has no attention map.")
+        self.token_positions = torch.tensor(token_positions, dtype=torch.long)
+        self.latent_size = latent_size
+        self.resolution = resolution
+        self.maps: list[torch.Tensor] = []
+
+    def reset(self) -> None:
+        self.maps = []
+
+    def add(self, probs: torch.Tensor, batch: int, heads: int, query_len: int) -> None:
+        """probs: [batch*heads, query_len, keys] softmax probabilities of one layer."""
+        columns = probs[:, :, self.token_positions.to(probs.device)].sum(dim=-1)  # [b*h, q]
+        per_row = columns.view(batch, heads, query_len).mean(dim=1)  # [b, q]
+        height, width = _layer_size(self.latent_size, query_len)
+        grid = per_row.view(batch, 1, height, width)
+        self.maps.append(resize_map(grid, self.resolution)[:, 0])
+
+    def mean_map(self) -> torch.Tensor:
+        """[batch, res, res]: the average over the captured layers of this forward pass."""
+        if not self.maps:
+            raise RuntimeError("No cross-attention map was captured: no selected layer ran.")
+        return torch.stack(self.maps).mean(dim=0)
+
+
+def _layer_size(latent_size: tuple[int, int], query_len: int) -> tuple[int, int]:
+    """A layer's spatial size from its query count: the latent downsampled by a power of two."""
+    height, width = latent_size
+    factor = 1
+    while (height // factor) * (width // factor) > query_len and factor < 64:
+        factor *= 2
+    if (height // factor) * (width // factor) != query_len:
+        raise RuntimeError(f"Cannot map {query_len} attention queries onto a {height}x{width} latent grid.")
+    return height // factor, width // factor
+
+
+def resize_map(grid: torch.Tensor, resolution: int) -> torch.Tensor:
+    """Resize [b, 1, h, w] maps to resolution x resolution: area average down, bilinear up."""
+    if grid.shape[-2:] == (resolution, resolution):
+        return grid
+    if grid.shape[-2] >= resolution and grid.shape[-1] >= resolution:
+        return F.adaptive_avg_pool2d(grid, resolution)
+    return F.interpolate(grid, size=(resolution, resolution), mode="bilinear", align_corners=False)
+
+
+class MapCaptureProcessor:
+    """Cross-attention with explicit probabilities, reporting the placeholder column to a store."""
+
+    def __init__(self, store: AttentionStore):
+        self.store = store
+
+    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None,
+                 *args, **kwargs):
+        if encoder_hidden_states is None:
+            raise RuntimeError("MapCaptureProcessor is only for cross-attention layers (attn2).")
+        residual = hidden_states
+        if attn.spatial_norm is not None:
+            hidden_states = attn.spatial_norm(hidden_states, temb)
+        input_ndim = hidden_states.ndim
+        if input_ndim == 4:
+            batch, channel, height, width = hidden_states.shape
+            hidden_states = hidden_states.view(batch, channel, height * width).transpose(1, 2)
+        if attn.group_norm is not None:
+            hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
+        if attn.norm_cross:
+            encoder_hidden_states = attn.norm_encoder_hidden_states(encoder_hidden_states)
+
+        batch, query_len, _ = hidden_states.shape
+        query = attn.head_to_batch_dim(attn.to_q(hidden_states))
+        key = attn.head_to_batch_dim(attn.to_k(encoder_hidden_states))
+        value = attn.head_to_batch_dim(attn.to_v(encoder_hidden_states))
+        # Scores and softmax in fp32: the maps feed a loss, and bf16 probabilities are coarse.
+        scores = torch.baddbmm(
+            torch.zeros(query.shape[0], query_len, key.shape[1], dtype=torch.float32, device=query.device),
+            query.float(), key.float().transpose(-1, -2), beta=0, alpha=attn.scale,
+        )
+        if attention_mask is not None:
+            mask = attn.prepare_attention_mask(attention_mask, key.shape[1], batch)
+            scores = scores + mask.float()
+        probs = scores.softmax(dim=-1)
+        self.store.add(probs, batch, attn.heads, query_len)
+
+        hidden_states = attn.batch_to_head_dim(torch.bmm(probs.to(value.dtype), value))
+        hidden_states = attn.to_out[1](attn.to_out[0](hidden_states))
+        if input_ndim == 4:
+            hidden_states = hidden_states.transpose(-1, -2).reshape(batch, channel, height, width)
+        if attn.residual_connection:
+            hidden_states = hidden_states + residual
+        return hidden_states / attn.rescale_output_factor
+
+
+def cross_attention_layers(unet, which: str = "all") -> dict[str, torch.nn.Module]:
+    """The UNet's cross-attention modules (attn2), optionally only the down, mid or up blocks."""
+    prefixes = {"all": ("down_blocks", "mid_block", "up_blocks"), "down": ("down_blocks",),
+                "mid": ("mid_block",), "up": ("up_blocks",)}[which]
+    layers = {name: module for name, module in unet.named_modules()
+              if name.endswith("attn2") and name.startswith(prefixes)}
+    if not layers:
+        raise InputError(f"The UNet has no cross-attention layers in '{which}'. Use attention_layers='all'.")
+    return layers
+
+
+@contextmanager
+def capture_attention(unet, store: AttentionStore, which: str = "all") -> Iterator[AttentionStore]:
+    """Swap in `MapCaptureProcessor` on the selected cross-attention layers; restore on exit."""
+    layers = cross_attention_layers(unet, which)
+    previous = {name: module.processor for name, module in layers.items()}
+    processor = MapCaptureProcessor(store)
+    try:
+        for module in layers.values():
+            module.set_processor(processor)
+        yield store
+    finally:
+        for name, module in layers.items():
+            module.set_processor(previous[name])

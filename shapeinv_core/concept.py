@@ -1,0 +1,152 @@
+"""The learned `*s`: its vectors, the settings that made it, and where it came from.
+
+On disk a concept is diffusers' textual-inversion format, `learned_embeds.safetensors` holding
+`{token: tensor[num_vectors, dim]}`, so `pipe.load_textual_inversion(folder, token="*s")` works in
+plain diffusers, plus `concept.json` with the provenance this project adds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from . import __version__
+from .config import InversionConfig, from_dict, to_dict
+from .errors import InputError
+
+EMBEDS_FILE = "learned_embeds.safetensors"
+CONCEPT_FILE = "concept.json"
+
+
+@dataclass
+class Concept:
+    token: str
+    vectors: torch.Tensor  # [num_vectors, dim], float32 on CPU
+    settings: InversionConfig = field(default_factory=InversionConfig)
+    model: str | None = None
+    model_revision: str | None = None
+    steps_done: int = 0
+    final_losses: dict[str, float] = field(default_factory=dict)
+    version: str = __version__
+    attention_map: torch.Tensor | None = field(default=None, repr=False, compare=False)  # not saved
+
+    def save(self, folder: str | Path) -> Path:
+        """Write `learned_embeds.safetensors` and `concept.json` into `folder` (atomically each)."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        embeds = folder / EMBEDS_FILE
+        _atomic(embeds, lambda tmp: save_file({self.token: self.vectors.detach().float().cpu().contiguous()}, tmp))
+        info = {
+            "token": self.token,
+            "num_vectors": int(self.vectors.shape[0]),
+            "dim": int(self.vectors.shape[1]),
+            "initializer": self.settings.initializer,
+            "class_word": self.settings.class_word,
+            "template": self.settings.template,
+            "settings": to_dict(self.settings),
+            "model": self.model,
+            "model_revision": self.model_revision,
+            "steps_done": self.steps_done,
+            "final_losses": self.final_losses,
+            "shapeinv_version": self.version,
+        }
+        _atomic(folder / CONCEPT_FILE, lambda tmp: Path(tmp).write_text(json.dumps(info, indent=2) + "\n"))
+        return folder
+
+    @classmethod
+    def load(cls, source: str | Path) -> Concept:
+        """Load a concept folder (or a bare `learned_embeds.safetensors` made elsewhere)."""
+        source = Path(source)
+        embeds = source / EMBEDS_FILE if source.is_dir() else source
+        if not embeds.is_file():
+            raise InputError(
+                f"No learned concept in {source}: {EMBEDS_FILE} is missing. Run `shapeinv invert IMAGE -o "
+                f"{source}` first, or point at a folder (or .safetensors file) that holds a learned *s."
+            )
+        try:
+            tensors = load_file(str(embeds))
+        except (SafetensorError, OSError) as error:
+            raise InputError(f"{embeds} is not a readable safetensors file ({error}). Re-run the inversion.") from error
+        if len(tensors) != 1:
+            raise InputError(f"{embeds} holds {len(tensors)} tensors; a textual-inversion file holds exactly one.")
+        token, vectors = next(iter(tensors.items()))
+        vectors = vectors.float()
+        if vectors.ndim == 1:
+            vectors = vectors[None]
+        concept_json = embeds.parent / CONCEPT_FILE
+        if not concept_json.is_file():
+            return cls(token=token, vectors=vectors, settings=InversionConfig(placeholder=token))
+        info: dict[str, Any] = json.loads(concept_json.read_text())
+        return cls(
+            token=token,
+            vectors=vectors,
+            settings=from_dict(InversionConfig, info.get("settings", {})),
+            model=info.get("model"),
+            model_revision=info.get("model_revision"),
+            steps_done=int(info.get("steps_done", 0)),
+            final_losses=info.get("final_losses", {}),
+            version=info.get("shapeinv_version", __version__),
+        )
+
+
+def _atomic(path: Path, write) -> None:
+    """Write through a temporary file so a crash never leaves a half-written file behind."""
+    tmp = path.with_name(path.name + ".tmp")
+    write(str(tmp))
+    os.replace(tmp, path)
+
+
+# --- tokens in the tokenizer and text encoder ------------------------------------------------
+
+def placeholder_tokens(token: str, num_vectors: int) -> list[str]:
+    """diffusers' multi-vector naming: '*s', '*s_1', '*s_2', ..."""
+    return [token] + [f"{token}_{index}" for index in range(1, num_vectors)]
+
+
+def install_tokens(pipe, token: str, vectors: torch.Tensor) -> list[int]:
+    """Add `token` (with `vectors` as its embedding rows) to the pipeline, replacing any earlier one.
+
+    Uses diffusers' own loader so that prompts are expanded ('*s' -> '*s *s_1 ...') the same way
+    everywhere. Returns the token ids, one per vector.
+    """
+    remove_tokens(pipe, token)
+    try:
+        pipe.load_textual_inversion({token: vectors.detach().cpu().float()}, token=token)
+    except ValueError as error:
+        raise InputError(
+            f"Cannot use {token!r} as the placeholder: {error}. Pick a string that is not a word, such as '*s' "
+            "or '<my-chair>'."
+        ) from error
+    return pipe.tokenizer.convert_tokens_to_ids(placeholder_tokens(token, vectors.shape[0]))
+
+
+def remove_tokens(pipe, token: str) -> None:
+    """Remove `token` and its extra vectors ('*s_1', ...) if an earlier concept installed them."""
+    vocab = pipe.tokenizer.get_vocab()
+    if token not in vocab:
+        return
+    present = [token]
+    index = 1
+    while f"{token}_{index}" in vocab:
+        present.append(f"{token}_{index}")
+        index += 1
+    pipe.unload_textual_inversion(present)
+
+
+def initializer_vectors(pipe, word: str, num_vectors: int) -> torch.Tensor:
+    """Starting vectors: the initializer's token embeddings (mean-filled if the counts differ)."""
+    ids = pipe.tokenizer(word, add_special_tokens=False).input_ids
+    if not ids:
+        raise InputError(f"The initializer {word!r} has no tokens. Use a plain word such as 'chair'.")
+    table = pipe.text_encoder.get_input_embeddings().weight.detach().float().cpu()
+    rows = table[ids]
+    if len(ids) == num_vectors:
+        return rows.clone()
+    return rows.mean(dim=0, keepdim=True).repeat(num_vectors, 1)

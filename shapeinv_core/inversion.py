@@ -1,0 +1,367 @@
+"""Learning `*s`: textual inversion with a cross-attention mask loss.
+
+    loss = MSE(UNet(noisy latents, t, text(template with *s)), noise or v)
+         + mask_weight * MSE(mean cross-attention map of *s, object mask)
+         + init_reg * |vectors - initializer embedding|^2
+
+Only the `*s` vectors are trainable: a small parameter substituted into the frozen token
+embedding's output. The VAE encodes the image once. Several independent concepts (one per
+mask weight of a sweep) share each batched UNet pass; each is identical to a run of its own,
+because noise and timesteps depend only on (seed, step) and AdamW acts element-wise.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from .attention import AttentionStore, capture_attention
+from .concept import Concept, initializer_vectors, install_tokens, remove_tokens
+from .config import InversionConfig, to_dict
+from .errors import InputError, ShapeInvError
+from .masking import check_mask
+from .models import LoadedModel
+from .runs import RunFolder
+
+
+class Cancelled(ShapeInvError):
+    """The caller asked to stop; the last step's checkpoint was saved, so the run can resume."""
+
+
+@dataclass
+class LossTerms:
+    loss: float
+    diffusion_loss: float
+    mask_loss: float
+    init_loss: float
+
+
+@dataclass
+class StepReport:
+    """What every step tells the caller (CLI progress bar, app worker, notebook)."""
+
+    step: int  # steps done, 1-based
+    total_steps: int
+    seconds: float  # wall time of this step
+    terms: list[LossTerms]  # one per concept
+    attention: torch.Tensor  # [concepts, res, res] this step's map, mean over its timesteps
+
+    @property
+    def loss(self) -> float:
+        return self.terms[0].loss
+
+    @property
+    def diffusion_loss(self) -> float:
+        return self.terms[0].diffusion_loss
+
+    @property
+    def mask_loss(self) -> float:
+        return self.terms[0].mask_loss
+
+    def log_record(self, index: int = 0) -> dict:
+        terms = self.terms[index]
+        return {"step": self.step, "loss": terms.loss, "diffusion_loss": terms.diffusion_loss,
+                "mask_loss": terms.mask_loss, "init_loss": terms.init_loss, "seconds": round(self.seconds, 4)}
+
+
+StepCallback = Callable[[StepReport], None]
+
+
+def invert(model: LoadedModel, image: Image.Image, mask: Image.Image, config: InversionConfig,
+           run: RunFolder | None = None, on_step: StepCallback | None = None,
+           should_stop: Callable[[], bool] | None = None) -> Concept:
+    """Learn one `*s` for `image` and its `mask`; checkpoints and resumes through `run`."""
+    return invert_many(model, image, mask, [config], [run] if run else None, on_step, should_stop)[0]
+
+
+def invert_many(model: LoadedModel, image: Image.Image, mask: Image.Image, configs: list[InversionConfig],
+                runs: list[RunFolder] | None = None, on_step: StepCallback | None = None,
+                should_stop: Callable[[], bool] | None = None, rows_per_pass: int | None = None) -> list[Concept]:
+    """Learn several `*s` that differ only in `mask_weight`, sharing batched UNet passes.
+
+    `rows_per_pass` caps the UNet batch (concepts x timesteps) of one pass; more concepts are
+    then run in several passes per step, with identical results.
+    """
+    base = _common_settings(configs)
+    if runs is not None and len(runs) != len(configs):
+        raise ValueError("Give one run folder per config.")
+    pipe, device = model.pipe, model.device
+    _freeze(pipe)
+
+    pixels, mask_grid = prepare_inputs(image, mask, base.resolution, base.map_resolution)
+    mask_grid = mask_grid.to(device)
+    latents = encode_image(pipe, pixels.to(device))  # [1, 4, h, w], fp32; the VAE runs once
+    init = initializer_vectors(pipe, base.initializer, base.num_vectors)
+    token_ids = install_tokens(pipe, base.placeholder, init)
+    prompt_ids, positions = tokenize_prompt(pipe, base.prompt(), token_ids)
+    scheduler = _training_scheduler(pipe)
+
+    count = len(configs)
+    weights = torch.tensor([c.mask_weight for c in configs], device=device)
+    init = init.to(device)
+    vectors = torch.nn.Parameter(init.repeat(count, 1, 1))  # [concepts, n, dim], fp32
+    optimizer = torch.optim.AdamW([vectors], lr=base.learning_rate, weight_decay=0.0)
+    start = _resume(runs, vectors, optimizer) if runs else 0
+    last_terms: list[LossTerms] = []
+    if runs:
+        for run, config in zip(runs, configs):
+            run.truncate_log(start)
+            if start == 0:
+                run.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+
+    per_pass = count if rows_per_pass is None else max(1, rows_per_pass // base.batch_size)
+    store = AttentionStore(positions, tuple(latents.shape[-2:]), base.map_resolution)
+    with capture_attention(pipe.unet, store, base.attention_layers), \
+            substitute_embeddings(pipe.text_encoder, token_ids) as substitution:
+        forward = _Forward(pipe, model.dtype, prompt_ids, substitution, store, base)
+        for step in range(start, base.steps):
+            if should_stop is not None and should_stop():
+                if runs:
+                    _save_checkpoints(runs, step, vectors, optimizer)
+                raise Cancelled(f"Stopped after {step} of {base.steps} steps; the run can be resumed.")
+            began = time.perf_counter()
+            noise, timesteps = sample_noise(base.seed, step, base.batch_size, latents.shape, scheduler)
+            noisy = scheduler.add_noise(latents.expand(base.batch_size, -1, -1, -1), noise, timesteps.cpu())
+            target = noise if scheduler.config.prediction_type == "epsilon" else scheduler.get_velocity(
+                latents.expand(base.batch_size, -1, -1, -1), noise, timesteps.cpu())
+
+            optimizer.zero_grad(set_to_none=True)
+            terms, maps = [], []
+            for chunk in _chunks(count, per_pass):
+                size = chunk.stop - chunk.start
+                pred, chunk_maps = forward(vectors[chunk], noisy, timesteps)
+                diffusion = F.mse_loss(pred.float(), target.to(device).repeat(size, 1, 1, 1),
+                                       reduction="none").mean(dim=(1, 2, 3)).view(size, -1).mean(dim=1)
+                mask_loss = ((chunk_maps - mask_grid) ** 2).mean(dim=(1, 2, 3))
+                init_loss = ((vectors[chunk] - init) ** 2).sum(dim=-1).mean(dim=-1)
+                total = diffusion + weights[chunk] * mask_loss + base.init_reg * init_loss
+                total.sum().backward()  # concepts are independent: the sum's gradient is each one's own
+                terms += [LossTerms(*values) for values in
+                          zip(*(t.tolist() for t in (total, diffusion, mask_loss, init_loss)))]
+                maps.append(chunk_maps.detach().mean(dim=1).float().cpu())
+            optimizer.step()
+
+            report = StepReport(step + 1, base.steps, time.perf_counter() - began, terms, torch.cat(maps))
+            if not all(math.isfinite(t.loss) for t in terms):
+                if runs:
+                    _save_checkpoints(runs, step, vectors, optimizer)
+                raise ShapeInvError(
+                    f"The loss became {terms[0].loss} at step {step + 1}. Lower the learning rate "
+                    f"(now {base.learning_rate}) or use fp32 (--dtype fp32); the last good checkpoint was kept."
+                )
+            if runs:
+                for index, run in enumerate(runs):
+                    run.append_log(report.log_record(index))
+                if (step + 1) % base.checkpoint_every == 0 or step + 1 == base.steps:
+                    _save_checkpoints(runs, step + 1, vectors, optimizer)
+            last_terms = terms
+            if on_step is not None:
+                on_step(report)
+
+        final_maps = forward.evaluation_maps(vectors.detach(), latents, scheduler)
+    remove_tokens(pipe, base.placeholder)
+
+    concepts = []
+    for index, config in enumerate(configs):
+        if last_terms:
+            final = vars(last_terms[index])
+        else:  # resumed a finished run: its log has the last step
+            final = runs[index].read_log()[-1] if runs and runs[index].read_log() else {}
+        concepts.append(Concept(
+            token=config.placeholder, vectors=vectors[index].detach().float().cpu(), settings=config,
+            model=model.source, model_revision=model.revision, steps_done=base.steps,
+            final_losses={key: final[key] for key in ("loss", "diffusion_loss", "mask_loss") if key in final},
+            attention_map=final_maps[index],
+        ))
+    return concepts
+
+
+class _Forward:
+    """One batched pass: text encoder with the vectors substituted, then the UNet with map capture."""
+
+    def __init__(self, pipe, dtype, prompt_ids, substitution, store, config: InversionConfig):
+        self.pipe, self.dtype, self.prompt_ids = pipe, dtype, prompt_ids
+        self.substitution, self.store, self.config = substitution, store, config
+
+    def __call__(self, vectors: torch.Tensor, noisy: torch.Tensor, timesteps: torch.Tensor):
+        """vectors [k, n, dim]; noisy [b, 4, h, w] -> (prediction [k*b, ...], maps [k, b, res, res])."""
+        concepts, batch = vectors.shape[0], noisy.shape[0]
+        device = self.pipe.unet.device
+        self.substitution.vectors = vectors
+        hidden = self.pipe.text_encoder(self.prompt_ids.to(device).repeat(concepts, 1))[0]
+        self.substitution.vectors = None
+        self.store.reset()
+        pred = self.pipe.unet(
+            noisy.to(device, self.dtype).repeat(concepts, 1, 1, 1),
+            timesteps.to(device).repeat(concepts),
+            encoder_hidden_states=hidden.to(self.dtype).repeat_interleave(batch, dim=0),
+        ).sample
+        maps = self.store.mean_map().float().view(concepts, batch, *self.store.maps[0].shape[-2:])
+        if self.config.map_norm == "max":
+            maps = maps / maps.amax(dim=(-2, -1), keepdim=True).clamp_min(1e-8)
+        return pred, maps
+
+    @torch.no_grad()
+    def evaluation_maps(self, vectors: torch.Tensor, latents: torch.Tensor, scheduler) -> torch.Tensor:
+        """[concepts, res, res]: maps at fixed timesteps and noise, for attention.png and previews."""
+        total = scheduler.config.num_train_timesteps
+        timesteps = torch.tensor([total // 4, total // 2, 3 * total // 4])
+        noise = torch.randn((3, *latents.shape[1:]), generator=torch.Generator().manual_seed(self.config.seed))
+        noisy = scheduler.add_noise(latents.cpu().expand(3, -1, -1, -1), noise, timesteps)
+        _, maps = self(vectors, noisy, timesteps)
+        return maps.mean(dim=1).cpu()
+
+
+def prepare_inputs(image: Image.Image, mask: Image.Image, resolution: int,
+                   map_resolution: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pad image and mask to a square (keeping the whole object), resize; pixels in [-1, 1].
+
+    Returns pixels [1, 3, res, res] and the mask on the attention grid [map_res, map_res] in [0, 1].
+    """
+    if image.size != mask.size:
+        raise InputError(f"The mask is {mask.size[0]}x{mask.size[1]} but the image is {image.size[0]}x"
+                         f"{image.size[1]}. Resize the mask to the image (the CLI and app do this for you).")
+    check_mask(np.asarray(mask.convert("L")))
+    if image.mode == "RGBA":
+        backdrop = Image.new("RGBA", image.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(backdrop, image)
+    rgb = np.asarray(image.convert("RGB"))
+    side = max(rgb.shape[:2])
+    border = np.concatenate([rgb[0], rgb[-1], rgb[:, 0], rgb[:, -1]])
+    fill = tuple(int(v) for v in np.median(border, axis=0))
+    square = Image.new("RGB", (side, side), fill)
+    square_mask = Image.new("L", (side, side), 0)
+    offset = ((side - image.size[0]) // 2, (side - image.size[1]) // 2)
+    square.paste(Image.fromarray(rgb), offset)
+    square_mask.paste(mask.convert("L"), offset)
+
+    square = square.resize((resolution, resolution), Image.Resampling.BICUBIC)
+    pixels = torch.from_numpy(np.asarray(square).copy()).permute(2, 0, 1).float() / 127.5 - 1.0
+    mask_array = torch.from_numpy((np.asarray(square_mask) > 127).astype(np.float32))[None, None]
+    mask_grid = F.adaptive_avg_pool2d(mask_array, map_resolution)[0, 0]
+    return pixels[None], mask_grid
+
+
+@torch.no_grad()
+def encode_image(pipe, pixels: torch.Tensor) -> torch.Tensor:
+    """The VAE posterior's mean, scaled: computed once per run, reused at every step."""
+    vae = pipe.vae
+    latents = vae.encode(pixels.to(vae.device, vae.dtype)).latent_dist.mean
+    return (latents * vae.config.scaling_factor).float()
+
+
+def tokenize_prompt(pipe, prompt: str, token_ids: list[int]) -> tuple[torch.Tensor, list[int]]:
+    """Token ids of the template (placeholder expanded to its vectors) and the placeholder positions."""
+    prompt = pipe.maybe_convert_prompt(prompt, pipe.tokenizer)
+    ids = pipe.tokenizer(prompt, padding="max_length", max_length=pipe.tokenizer.model_max_length,
+                         truncation=True, return_tensors="pt").input_ids
+    positions = [index for index, value in enumerate(ids[0].tolist()) if value in token_ids]
+    if len(positions) != len(token_ids):
+        raise InputError(f"The template {prompt!r} must contain the placeholder once, within 77 tokens.")
+    return ids, positions
+
+
+def sample_noise(seed: int, step: int, batch: int, latent_shape: torch.Size,
+                 scheduler) -> tuple[torch.Tensor, torch.Tensor]:
+    """Noise and timesteps for one step, from (seed, step) alone: runs resume and batch exactly."""
+    generator = torch.Generator().manual_seed(seed * 1_000_003 + step)
+    timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (batch,), generator=generator)
+    noise = torch.randn((batch, *latent_shape[1:]), generator=generator)
+    return noise, timesteps
+
+
+class _Substitution:
+    """Forward hook on the token embedding: put the trainable vectors at the placeholder ids."""
+
+    def __init__(self, token_ids: list[int]):
+        self.token_ids = token_ids
+        self.vectors: torch.Tensor | None = None  # [rows, n, dim], one row per prompt in the batch
+
+    def __call__(self, module, args, output):
+        if self.vectors is None:
+            return output
+        input_ids = args[0]
+        if input_ids.shape[0] != self.vectors.shape[0]:
+            raise RuntimeError("One set of vectors per prompt row is needed.")
+        for index, token_id in enumerate(self.token_ids):
+            hit = (input_ids == token_id).unsqueeze(-1)
+            output = torch.where(hit, self.vectors[:, index, None, :].to(output.dtype), output)
+        return output
+
+
+@contextmanager
+def substitute_embeddings(text_encoder, token_ids: list[int]) -> Iterator[_Substitution]:
+    substitution = _Substitution(token_ids)
+    handle = text_encoder.get_input_embeddings().register_forward_hook(substitution)
+    try:
+        yield substitution
+    finally:
+        handle.remove()
+
+
+def _common_settings(configs: list[InversionConfig]) -> InversionConfig:
+    if not configs:
+        raise ValueError("At least one config is needed.")
+    for config in configs:
+        config.validate()
+    first = to_dict(replace(configs[0], mask_weight=0.0))
+    for config in configs[1:]:
+        if to_dict(replace(config, mask_weight=0.0)) != first:
+            raise InputError("Concepts learned together may differ only in mask_weight.")
+    return configs[0]
+
+
+def _freeze(pipe) -> None:
+    for module in (pipe.unet, pipe.vae, pipe.text_encoder):
+        module.requires_grad_(False)
+        module.eval()
+
+
+def _training_scheduler(pipe):
+    from diffusers import DDPMScheduler
+
+    return DDPMScheduler.from_config(pipe.scheduler.config)
+
+
+def _chunks(count: int, size: int) -> list[slice]:
+    return [slice(start, min(start + size, count)) for start in range(0, count, size)]
+
+
+def _save_checkpoints(runs: list[RunFolder], step: int, vectors: torch.Tensor, optimizer) -> None:
+    state = optimizer.state.get(vectors, {})
+    for index, run in enumerate(runs):
+        run.save_checkpoint(step, {
+            "vectors": vectors[index],
+            "exp_avg": state["exp_avg"][index] if state else torch.zeros_like(vectors[index]),
+            "exp_avg_sq": state["exp_avg_sq"][index] if state else torch.zeros_like(vectors[index]),
+        })
+
+
+def _resume(runs: list[RunFolder], vectors: torch.Tensor, optimizer) -> int:
+    """Load the newest checkpoint common to all runs into the vectors and AdamW; return its step."""
+    loaded = [run.load_checkpoint() for run in runs]
+    if any(item is None for item in loaded):
+        return 0
+    steps = {step for step, _ in loaded}
+    if len(steps) != 1:
+        return 0
+    step = steps.pop()
+    if step == 0:
+        return 0
+    with torch.no_grad():
+        for index, (_, state) in enumerate(loaded):
+            vectors[index].copy_(state["vectors"])
+    optimizer.state[vectors] = {
+        "step": torch.tensor(float(step)),
+        "exp_avg": torch.stack([state["exp_avg"] for _, state in loaded]).to(vectors.device),
+        "exp_avg_sq": torch.stack([state["exp_avg_sq"] for _, state in loaded]).to(vectors.device),
+    }
+    return step

@@ -1,0 +1,124 @@
+"""The run folder: one layout shared by the CLI, the app's jobs and the sweep.
+
+    RUN_DIR/
+      input.png  mask.png  config.json           what was asked
+      log.jsonl                                   one JSON object per optimisation step
+      checkpoints/step_000050.safetensors ...     vectors + optimiser state (resume)
+      learned_embeds.safetensors  concept.json    the result (diffusers' format + provenance)
+      attention.png                               final attention map beside the mask
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+import torch
+from PIL import Image
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from .concept import EMBEDS_FILE
+from .config import InversionConfig, load_json, save_json, to_dict
+from .errors import InputError
+from .images import open_image
+
+CHECKPOINT_PATTERN = re.compile(r"^step_(\d{6,})\.safetensors$")
+STATE_KEYS = ("vectors", "exp_avg", "exp_avg_sq")
+
+
+class RunFolder:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    # --- inputs ---------------------------------------------------------------------------
+    @property
+    def config_path(self) -> Path:
+        return self.path / "config.json"
+
+    def start(self, image: Image.Image, mask: Image.Image, config: InversionConfig) -> None:
+        """Write the inputs; refuse to mix settings with an earlier run in the same folder."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        if self.config_path.is_file() and self.checkpoints():
+            earlier = to_dict(load_json(InversionConfig, self.config_path))
+            changed = {key: (earlier[key], value) for key, value in to_dict(config).items()
+                       if key not in ("steps", "checkpoint_every") and earlier[key] != value}
+            if changed:
+                listing = ", ".join(f"{key}: {old!r} -> {new!r}" for key, (old, new) in changed.items())
+                raise InputError(
+                    f"{self.path} holds a run with other settings ({listing}). Resume it with the same "
+                    "settings, or write to a new folder with -o."
+                )
+        image.save(self.path / "input.png")
+        mask.save(self.path / "mask.png")
+        save_json(config, self.config_path)
+
+    def inputs(self) -> tuple[Image.Image, Image.Image, InversionConfig]:
+        """The image, mask and settings of this run (for resuming from another process)."""
+        for name in ("input.png", "mask.png", "config.json"):
+            if not (self.path / name).is_file():
+                raise InputError(f"{self.path} is not a run folder: {name} is missing.")
+        image = open_image(self.path / "input.png")
+        mask = open_image(self.path / "mask.png").convert("L")
+        return image, mask, load_json(InversionConfig, self.config_path)
+
+    def has_concept(self) -> bool:
+        return (self.path / EMBEDS_FILE).is_file()
+
+    # --- log ------------------------------------------------------------------------------
+    @property
+    def log_path(self) -> Path:
+        return self.path / "log.jsonl"
+
+    def append_log(self, record: dict) -> None:
+        with self.log_path.open("a") as handle:
+            handle.write(json.dumps(record) + "\n")
+
+    def read_log(self) -> list[dict]:
+        if not self.log_path.is_file():
+            return []
+        return [json.loads(line) for line in self.log_path.read_text().splitlines() if line.strip()]
+
+    def truncate_log(self, last_step: int) -> None:
+        """Drop log lines after `last_step`, so a resumed run's log has each step once."""
+        kept = [record for record in self.read_log() if record["step"] <= last_step]
+        self.log_path.write_text("".join(json.dumps(record) + "\n" for record in kept))
+
+    # --- checkpoints ----------------------------------------------------------------------
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.path / "checkpoints"
+
+    def checkpoints(self) -> list[tuple[int, Path]]:
+        if not self.checkpoint_dir.is_dir():
+            return []
+        found = []
+        for path in self.checkpoint_dir.iterdir():
+            match = CHECKPOINT_PATTERN.match(path.name)
+            if match:
+                found.append((int(match.group(1)), path))
+        return sorted(found)
+
+    def save_checkpoint(self, step: int, state: dict[str, torch.Tensor]) -> Path:
+        """Vectors and AdamW moments after `step` steps, in safetensors (no pickle)."""
+        self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        path = self.checkpoint_dir / f"step_{step:06d}.safetensors"
+        tmp = path.with_name(path.name + ".tmp")
+        tensors = {key: state[key].detach().float().cpu().contiguous() for key in STATE_KEYS}
+        save_file(tensors, str(tmp), metadata={"step": str(step)})
+        os.replace(tmp, path)
+        return path
+
+    def load_checkpoint(self) -> tuple[int, dict[str, torch.Tensor]] | None:
+        """The newest readable checkpoint, or None."""
+        for step, path in reversed(self.checkpoints()):
+            try:
+                with safe_open(str(path), framework="pt") as handle:
+                    if int(handle.metadata()["step"]) != step:
+                        continue
+                    return step, {key: handle.get_tensor(key) for key in STATE_KEYS}
+            except Exception:  # a torn or foreign file: fall back to the one before
+                continue
+        return None
