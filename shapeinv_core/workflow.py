@@ -1,0 +1,37 @@
+"""One inversion into a run folder, as the CLI and the app's worker both do it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from PIL import Image
+
+from .concept import Concept
+from .config import InversionConfig
+from .inversion import StepCallback, invert
+from .models import LoadedModel
+from .previews import attention_figure
+from .runs import RunFolder
+
+
+def learn(model: LoadedModel, image: Image.Image, mask: Image.Image, config: InversionConfig,
+          run_dir: str | Path, on_step: StepCallback | None = None,
+          should_stop: Callable[[], bool] | None = None) -> Concept:
+    """Write the inputs, learn `*s` (resuming from the folder's last checkpoint), save the results.
+
+    The run folder keeps its inputs and checkpoints whatever happens, so a failed or cancelled
+    run can be resumed by calling this again with the same folder.
+    """
+    run = RunFolder(run_dir)
+    run.start(image, mask, config)
+    concept = invert(model, image, mask, config, run=run, on_step=on_step, should_stop=should_stop)
+    finish(run, concept, mask)
+    return concept
+
+
+def finish(run: RunFolder, concept: Concept, mask: Image.Image) -> None:
+    """Save the concept files and the attention picture into the run folder."""
+    concept.save(run.path)
+    if concept.attention_map is not None:
+        attention_figure(concept.attention_map, mask).save(run.path / "attention.png")
