@@ -111,11 +111,8 @@ def invert_many(model: LoadedModel, image: Image.Image, mask: Image.Image, confi
     optimizer = torch.optim.AdamW([vectors], lr=base.learning_rate, weight_decay=0.0)
     start = _resume(runs, vectors, optimizer) if runs else 0
     last_terms: list[LossTerms] = []
-    if runs:
-        for run, config in zip(runs, configs):
-            run.truncate_log(start)
-            if start == 0:
-                run.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    for run in runs or []:
+        run.truncate_log(start)
 
     per_pass = count if rows_per_pass is None else max(1, rows_per_pass // base.batch_size)
     store = AttentionStore(positions, tuple(latents.shape[-2:]), base.map_resolution)
@@ -222,32 +219,32 @@ class _Forward:
 
 def prepare_inputs(image: Image.Image, mask: Image.Image, resolution: int,
                    map_resolution: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pad image and mask to a square (keeping the whole object), resize; pixels in [-1, 1].
-
-    Returns pixels [1, 3, res, res] and the mask on the attention grid [map_res, map_res] in [0, 1].
-    """
-    if image.size != mask.size:
-        raise InputError(f"The mask is {mask.size[0]}x{mask.size[1]} but the image is {image.size[0]}x"
-                         f"{image.size[1]}. Resize the mask to the image (the CLI and app do this for you).")
-    check_mask(np.asarray(mask.convert("L")))
-    if image.mode == "RGBA":
-        backdrop = Image.new("RGBA", image.size, (255, 255, 255, 255))
-        image = Image.alpha_composite(backdrop, image)
-    rgb = np.asarray(image.convert("RGB"))
-    side = max(rgb.shape[:2])
-    border = np.concatenate([rgb[0], rgb[-1], rgb[:, 0], rgb[:, -1]])
-    fill = tuple(int(v) for v in np.median(border, axis=0))
-    square = Image.new("RGB", (side, side), fill)
-    square_mask = Image.new("L", (side, side), 0)
-    offset = ((side - image.size[0]) // 2, (side - image.size[1]) // 2)
-    square.paste(Image.fromarray(rgb), offset)
-    square_mask.paste(mask.convert("L"), offset)
-
+    """Pixels [1, 3, res, res] in [-1, 1] and the mask on the attention grid [map_res, map_res] in [0, 1]."""
+    square, square_mask = pad_to_square(image, mask)
     square = square.resize((resolution, resolution), Image.Resampling.BICUBIC)
     pixels = torch.from_numpy(np.asarray(square).copy()).permute(2, 0, 1).float() / 127.5 - 1.0
     mask_array = torch.from_numpy((np.asarray(square_mask) > 127).astype(np.float32))[None, None]
     mask_grid = F.adaptive_avg_pool2d(mask_array, map_resolution)[0, 0]
     return pixels[None], mask_grid
+
+
+def pad_to_square(image: Image.Image, mask: Image.Image) -> tuple[Image.Image, Image.Image]:
+    """Pad to a square with the border's median colour: the whole object stays, undistorted."""
+    if image.size != mask.size:
+        raise InputError(f"The mask is {mask.size[0]}x{mask.size[1]} but the image is {image.size[0]}x"
+                         f"{image.size[1]}. Resize the mask to the image (the CLI and app do this for you).")
+    check_mask(np.asarray(mask.convert("L")))
+    if image.mode == "RGBA":
+        image = Image.alpha_composite(Image.new("RGBA", image.size, (255, 255, 255, 255)), image)
+    rgb = np.asarray(image.convert("RGB"))
+    side = max(rgb.shape[:2])
+    border = np.concatenate([rgb[0], rgb[-1], rgb[:, 0], rgb[:, -1]])
+    square = Image.new("RGB", (side, side), tuple(int(v) for v in np.median(border, axis=0)))
+    square_mask = Image.new("L", (side, side), 0)
+    offset = ((side - image.size[0]) // 2, (side - image.size[1]) // 2)
+    square.paste(Image.fromarray(rgb), offset)
+    square_mask.paste(mask.convert("L"), offset)
+    return square, square_mask
 
 
 @torch.no_grad()

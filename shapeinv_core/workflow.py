@@ -9,7 +9,7 @@ from PIL import Image
 
 from .concept import Concept
 from .config import InversionConfig
-from .inversion import StepCallback, invert
+from .inversion import StepCallback, invert, pad_to_square
 from .models import LoadedModel
 from .previews import attention_figure
 from .runs import RunFolder
@@ -26,12 +26,13 @@ def learn(model: LoadedModel, image: Image.Image, mask: Image.Image, config: Inv
     run = RunFolder(run_dir)
     run.start(image, mask, config)
     concept = invert(model, image, mask, config, run=run, on_step=on_step, should_stop=should_stop)
-    finish(run, concept, mask)
+    finish(run, concept, image, mask)
     return concept
 
 
-def finish(run: RunFolder, concept: Concept, mask: Image.Image) -> None:
-    """Save the concept files and the attention picture into the run folder."""
+def finish(run: RunFolder, concept: Concept, image: Image.Image, mask: Image.Image) -> None:
+    """Save the concept files and the attention picture (on the square the model saw)."""
     concept.save(run.path)
     if concept.attention_map is not None:
-        attention_figure(concept.attention_map, mask).save(run.path / "attention.png")
+        _, square_mask = pad_to_square(image, mask)
+        attention_figure(concept.attention_map, square_mask).save(run.path / "attention.png")
