@@ -1,0 +1,274 @@
+"""The one background thread that owns the model: inversion jobs one at a time, edits in between.
+
+A diffusers pipeline is not thread-safe, and an inversion changes it (it adds the placeholder
+token, hooks the token embedding, swaps the cross-attention processors). So every use of the
+model happens on this thread. Edit requests are queued to it and served between two steps of
+the running inversion (from `should_stop`, which the loop calls before each step), so a user
+waits seconds for an image even while someone else's concept is being learned.
+
+Serving an edit in the middle of an inversion must not disturb it. Three things make that so:
+- the edit's concept is installed under a fresh token (`<shapeinv-gen-N>`), never the placeholder
+  being trained, and no token is removed until the inversion ends: removing one rebuilds the
+  embedding module (dropping the training hook) and renumbers the tokens added after it;
+- the cross-attention layers get the plain processor back for the edit (the training one would
+  record maps and assumes the training resolution);
+- the training loop keeps its own noise scheduler, so `generate()` replacing `pipe.scheduler` is harmless.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
+from contextlib import contextmanager
+from pathlib import Path
+
+from .attention import MapCaptureProcessor, cross_attention_layers
+from .concept import Concept, remove_tokens
+from .config import GenerationConfig
+from .errors import ModelLoadError, ShapeInvError
+from .generate import GeneratedImage, check_prompts, generate
+from .inversion import Cancelled, StepReport, pad_to_square
+from .jobs import CANCELLED, DONE, FAILED, Job, JobStore
+from .models import LoadedModel, load_model, quiet_library_logs
+from .previews import attention_figure
+from .workflow import learn
+
+log = logging.getLogger(__name__)
+
+LOADING, READY, LOAD_FAILED = "loading", "ready", "failed"
+PREVIEW_DIR = "previews"
+ATTENTION_PREVIEW = "attention.png"
+SAMPLE_PREVIEW = "sample.png"
+
+
+class Worker:
+    """Start with `start()`; ask for images with `generate()`; jobs come from the `JobStore` queue.
+
+    `preview_every`: steps between attention pictures. `preview_steps`: sampling steps of the
+    preview image made at each checkpoint from the checkpoint's vectors (0: no preview image).
+    """
+
+    def __init__(self, store: JobStore, model: str = "tiny", device: str = "auto", dtype: str = "auto",
+                 preview_every: int = 5, preview_steps: int = 20,
+                 loader: Callable[..., LoadedModel] = load_model):
+        self.store = store
+        self.model_name, self.device, self.dtype = model, device, dtype
+        self.preview_every, self.preview_steps = preview_every, preview_steps
+        self._loader = loader
+        self.model: LoadedModel | None = None
+        self.state = LOADING
+        self.error: str | None = None
+        self.current_job: str | None = None
+        self._requests: queue.Queue[tuple[Callable[[], object], Future]] = queue.Queue()
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._ready = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._gen_ids = itertools.count(1)
+        self._inverting = False
+        self._pending_tokens: list[str] = []  # edit tokens to remove once the inversion is over
+
+    # --- life cycle -------------------------------------------------------------------------
+    def start(self) -> Worker:
+        """Requeue jobs a dead process left running, then load the model and work in the background."""
+        resumed = self.store.requeue_interrupted()
+        if resumed:
+            log.info("resuming interrupted jobs: %s", ", ".join(resumed))
+        self._thread = threading.Thread(target=self._main, name="shapeinv-worker", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop after the current step; a running job is checkpointed and requeued for the next start."""
+        self._stopping.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def wake(self) -> None:
+        """Tell the worker a job was queued (it also polls, so this only saves latency)."""
+        self._wake.set()
+
+    def wait_ready(self, timeout: float | None = None) -> bool:
+        return self._ready.wait(timeout)
+
+    def status_line(self) -> str:
+        if self.state == LOADING:
+            return f"Loading the model {self.model_name} ... (masks can be made meanwhile)"
+        if self.state == LOAD_FAILED:
+            return f"The model {self.model_name} failed to load: {self.error}"
+        return f"Model {self.model_name} ready on {self.model.device} ({str(self.model.dtype).replace('torch.', '')})."
+
+    # --- requests from other threads --------------------------------------------------------
+    def generate(self, concept: Concept, prompts: list[str], config: GenerationConfig,
+                 timeout: float | None = None) -> list[GeneratedImage]:
+        """Images for `prompts`, made on the worker thread (between inversion steps if one runs)."""
+        prompts = check_prompts(prompts, concept.token)
+        config = config.validate()
+        if self.state == LOAD_FAILED:
+            raise ModelLoadError(f"No model to generate with: {self.error}")
+        return self.call(lambda: self._generate_now(concept, prompts, config), timeout)
+
+    def call(self, function: Callable[[], object], timeout: float | None = None):
+        """Run `function` on the worker thread once the model is loaded; return its result."""
+        future: Future = Future()
+        self._requests.put((function, future))
+        self._wake.set()
+        return future.result(timeout)
+
+    # --- the thread -------------------------------------------------------------------------
+    def _main(self) -> None:
+        quiet_library_logs()
+        try:
+            self.model = self._loader(self.model_name, device=self.device, dtype=self.dtype)
+            self.state = READY
+        except ModelLoadError as error:
+            self.state, self.error = LOAD_FAILED, str(error)
+        except Exception as error:  # an unexpected failure must still reach the page
+            log.exception("model load failed")
+            self.state, self.error = LOAD_FAILED, f"{type(error).__name__}: {error}"
+        self._ready.set()
+        while not self._stopping.is_set():
+            self._serve_requests()
+            job = self.store.claim_next() if self.state == READY else None
+            if job is not None:
+                self._run_job(job)
+                continue
+            self._wake.wait(0.5)
+            self._wake.clear()
+        self._serve_requests()
+
+    def _serve_requests(self) -> None:
+        while True:
+            try:
+                function, future = self._requests.get_nowait()
+            except queue.Empty:
+                return
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                if self.state != READY:
+                    raise ModelLoadError(f"No model to work with: {self.error}")
+                future.set_result(function())
+            except BaseException as error:  # the caller gets it; the worker carries on
+                future.set_exception(error)
+
+    def _run_job(self, job: Job) -> None:
+        self.current_job = job.id
+        run = self.store.run(job.id)
+        previews = run.path / PREVIEW_DIR
+        try:
+            image, mask, config = run.inputs()
+            _, square_mask = pad_to_square(image, mask)
+            previews.mkdir(exist_ok=True)
+
+            def on_step(report: StepReport) -> None:
+                self.store.update_progress(job.id, report.step, report.total_steps, report.seconds,
+                                           report.loss, report.diffusion_loss, report.mask_loss)
+                if report.step % self.preview_every == 0 or report.step == report.total_steps:
+                    _save_atomic(attention_figure(report.attention[0], square_mask), previews / ATTENTION_PREVIEW)
+                if self.preview_steps and (report.step % config.checkpoint_every == 0
+                                           or report.step == report.total_steps):
+                    self._sample_preview(run, config, previews / SAMPLE_PREVIEW)
+
+            def should_stop() -> bool:
+                self._serve_requests()
+                return self._stopping.is_set() or self.store.cancel_requested(job.id)
+
+            self._inverting = True
+            try:
+                learn(self.model, image, mask, config, run.path, on_step=on_step, should_stop=should_stop)
+            finally:
+                self._inverting = False
+                self._remove_pending_tokens()
+            self.store.finish(job.id, DONE)
+        except Cancelled as stopped:
+            if self.store.cancel_requested(job.id):
+                self.store.finish(job.id, CANCELLED, str(stopped))
+            else:  # the server is shutting down: run it again, from its checkpoint, at the next start
+                self.store.requeue(job.id)
+        except ShapeInvError as error:
+            self.store.finish(job.id, FAILED, str(error))
+        except Exception as error:
+            log.exception("job %s failed", job.id)
+            self.store.finish(job.id, FAILED, f"Internal error ({type(error).__name__}: {error}). "
+                                               "The run folder keeps its checkpoints; report this with the log.")
+        finally:
+            self.current_job = None
+
+    # --- edits ------------------------------------------------------------------------------
+    def _generate_now(self, concept: Concept, prompts: list[str], config: GenerationConfig) -> list[GeneratedImage]:
+        token = f"<shapeinv-gen-{next(self._gen_ids)}>"
+        renamed = [prompt.replace(concept.token, token) for prompt in prompts]
+        try:
+            with _plain_cross_attention(self.model.pipe.unet):
+                results = generate(self.model, dataclasses.replace(concept, token=token), renamed, config)
+        finally:
+            if self._inverting:
+                self._pending_tokens.append(token)
+                self.model.pipe.text_encoder.requires_grad_(False)  # a resized embedding comes back trainable
+            else:
+                remove_tokens(self.model.pipe, token)
+        by_renamed = dict(zip(renamed, prompts))
+        return [dataclasses.replace(result, prompt=by_renamed[result.prompt]) for result in results]
+
+    def _remove_pending_tokens(self) -> None:
+        for token in self._pending_tokens:
+            remove_tokens(self.model.pipe, token)
+        self._pending_tokens = []
+
+    def _sample_preview(self, run, config, path: Path) -> None:
+        """One image of the training prompt with the latest checkpoint's vectors."""
+        loaded = run.load_checkpoint()
+        if loaded is None:
+            return
+        step, state = loaded
+        concept = Concept(token=config.placeholder, vectors=state["vectors"], settings=config)
+        try:
+            [result] = self._generate_now(concept, [config.prompt()],
+                                          GenerationConfig(steps=self.preview_steps, seed=config.seed))
+        except ShapeInvError as error:  # a preview must never fail the job
+            log.warning("preview failed: %s", error)
+            return
+        _save_atomic(result.image, path)
+
+
+@contextmanager
+def _plain_cross_attention(unet) -> Iterator[None]:
+    """Give cross-attention layers that capture maps for training the default processor for a while."""
+    from diffusers.models.attention_processor import AttnProcessor2_0
+
+    swapped = {name: module.processor for name, module in cross_attention_layers(unet).items()
+               if isinstance(module.processor, MapCaptureProcessor)}
+    layers = cross_attention_layers(unet)
+    try:
+        for name in swapped:
+            layers[name].set_processor(AttnProcessor2_0())
+        yield
+    finally:
+        for name, processor in swapped.items():
+            layers[name].set_processor(processor)
+
+
+def _save_atomic(image, path: Path) -> None:
+    tmp = path.with_name(path.stem + ".tmp.png")
+    image.save(tmp)
+    tmp.replace(path)
+
+
+def wait_for(store: JobStore, job_id: str, timeout: float = 300.0, poll: float = 0.2) -> Job:
+    """Block until the job has finished (done, failed or cancelled); for scripts and tests."""
+    deadline = time.monotonic() + timeout
+    while True:
+        job = store.get(job_id)
+        if job.finished_state:
+            return job
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"job {job_id} still {job.status} after {timeout:.0f} s (step {job.step})")
+        time.sleep(poll)
