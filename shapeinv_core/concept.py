@@ -124,6 +124,7 @@ def install_tokens(pipe, token: str, vectors: torch.Tensor) -> list[int]:
             f"Cannot use {token!r} as the placeholder: {error}. Pick a string that is not a word, such as '*s' "
             "or '<my-chair>'."
         ) from error
+    _freeze_embeddings(pipe)
     return pipe.tokenizer.convert_tokens_to_ids(placeholder_tokens(token, vectors.shape[0]))
 
 
@@ -138,6 +139,12 @@ def remove_tokens(pipe, token: str) -> None:
         present.append(f"{token}_{index}")
         index += 1
     pipe.unload_textual_inversion(present)
+    _freeze_embeddings(pipe)
+
+
+def _freeze_embeddings(pipe) -> None:
+    """Resizing the token embedding makes a new, trainable matrix; this project never trains it."""
+    pipe.text_encoder.get_input_embeddings().requires_grad_(False)
 
 
 def initializer_vectors(pipe, word: str, num_vectors: int) -> torch.Tensor:

@@ -126,16 +126,17 @@ def invert_many(model: LoadedModel, image: Image.Image, mask: Image.Image, confi
                 raise Cancelled(f"Stopped after {step} of {base.steps} steps; the run can be resumed.")
             began = time.perf_counter()
             noise, timesteps = sample_noise(base.seed, step, base.batch_size, latents.shape, scheduler)
-            noisy = scheduler.add_noise(latents.expand(base.batch_size, -1, -1, -1), noise, timesteps.cpu())
-            target = noise if scheduler.config.prediction_type == "epsilon" else scheduler.get_velocity(
-                latents.expand(base.batch_size, -1, -1, -1), noise, timesteps.cpu())
+            noise, timesteps = noise.to(device), timesteps.to(device)
+            clean = latents.expand(base.batch_size, -1, -1, -1)
+            noisy = scheduler.add_noise(clean, noise, timesteps)
+            target = denoising_target(scheduler, clean, noise, timesteps)
 
             optimizer.zero_grad(set_to_none=True)
             terms, maps = [], []
             for chunk in _chunks(count, per_pass):
                 size = chunk.stop - chunk.start
                 pred, chunk_maps = forward(vectors[chunk], noisy, timesteps)
-                diffusion = F.mse_loss(pred.float(), target.to(device).repeat(size, 1, 1, 1),
+                diffusion = F.mse_loss(pred.float(), target.repeat(size, 1, 1, 1),
                                        reduction="none").mean(dim=(1, 2, 3)).view(size, -1).mean(dim=1)
                 mask_loss = ((chunk_maps - mask_grid) ** 2).mean(dim=(1, 2, 3))
                 init_loss = ((vectors[chunk] - init) ** 2).sum(dim=-1).mean(dim=-1)
@@ -273,6 +274,16 @@ def sample_noise(seed: int, step: int, batch: int, latent_shape: torch.Size,
     timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (batch,), generator=generator)
     noise = torch.randn((batch, *latent_shape[1:]), generator=generator)
     return noise, timesteps
+
+
+def denoising_target(scheduler, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+    """What the UNet must predict: the noise (epsilon models) or the velocity (v-prediction, SD 2.x)."""
+    kind = scheduler.config.prediction_type
+    if kind == "epsilon":
+        return noise
+    if kind == "v_prediction":
+        return scheduler.get_velocity(latents, noise, timesteps)
+    raise InputError(f"Prediction type {kind!r} is not supported; Stable Diffusion 1.x/2.x use epsilon or v_prediction.")
 
 
 class _Substitution:

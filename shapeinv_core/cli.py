@@ -1,0 +1,271 @@
+"""The `shapeinv` command: mask, invert, generate, sweep, serve.
+
+Errors a user can fix are printed as one line (`error: ...`) with exit code 2; anything else
+is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import signal
+import sys
+from pathlib import Path
+
+from .config import DEFAULT_MODEL, GenerationConfig, InversionConfig
+from .errors import ShapeInvError
+
+EXIT_USAGE = 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.run(args) or 0
+    except ShapeInvError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="shapeinv",
+        description="Learn an object's shape from one photo as a pseudo-word *s for Stable Diffusion.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    mask = commands.add_parser("mask", help="extract the object mask of an image")
+    mask.add_argument("image", type=Path)
+    mask.add_argument("-o", "--output", type=Path, required=True, help="where to write the mask PNG")
+    _add_mask_options(mask)
+    mask.add_argument("--overlay", type=Path, help="also write the image with the mask tinted, for checking")
+    mask.set_defaults(run=run_mask)
+
+    invert = commands.add_parser("invert", help="learn *s from an image (resumes a run folder with checkpoints)")
+    invert.add_argument("image", type=Path)
+    invert.add_argument("--mask", type=Path, help="object mask (white object on black); extracted if omitted")
+    invert.add_argument("-o", "--output", type=Path, required=True, metavar="RUN_DIR")
+    _add_model_options(invert)
+    _add_inversion_options(invert)
+    _add_mask_options(invert)
+    invert.set_defaults(run=run_invert)
+
+    generate = commands.add_parser("generate", help="images from prompts that use a learned *s")
+    generate.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a run folder (or learned_embeds file)")
+    generate.add_argument("prompts", nargs="+", metavar="PROMPT")
+    generate.add_argument("-o", "--output", type=Path, required=True, metavar="OUT_DIR")
+    generate.add_argument("--model", help="model to use (default: the one the concept was learned with)")
+    generate.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
+    generate.add_argument("--dtype", default="auto", help="auto, fp32, fp16 or bf16 (default: auto)")
+    _add_generation_options(generate)
+    generate.set_defaults(run=run_generate)
+    return parser
+
+
+def _add_model_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default=DEFAULT_MODEL,
+                        help=f"hub id, local diffusers folder, .safetensors file, or 'tiny' (default: {DEFAULT_MODEL})")
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
+    parser.add_argument("--dtype", default="auto", help="auto, fp32, fp16 or bf16 (default: auto: bf16 on GPU)")
+
+
+def _add_inversion_options(parser: argparse.ArgumentParser) -> None:
+    defaults = InversionConfig()
+    add = parser.add_argument
+    add("--mask-weight", type=float, default=defaults.mask_weight,
+        help="weight of the attention-mask loss, 0 (plain textual inversion) to 1 (default: %(default)s)")
+    add("--steps", type=int, default=defaults.steps, help="optimisation steps (default: %(default)s)")
+    add("--lr", type=float, default=defaults.learning_rate, help="learning rate (default: %(default)s)")
+    add("--batch", type=int, default=defaults.batch_size, help="timesteps per step (default: %(default)s)")
+    add("--seed", type=int, default=defaults.seed, help="seed (default: %(default)s)")
+    add("--resolution", type=int, default=defaults.resolution, help="training resolution (default: %(default)s)")
+    add("--placeholder", default=defaults.placeholder, help="the learned word (default: %(default)s)")
+    add("--initializer", default=defaults.initializer, help="word the vectors start from (default: %(default)s)")
+    add("--class-word", default=defaults.class_word, help="class word in the template (default: %(default)s)")
+    add("--template", default=defaults.template, help="training prompt (default: '%(default)s')")
+    add("--num-vectors", type=int, default=defaults.num_vectors, help="vectors for *s (default: %(default)s)")
+    add("--map-resolution", type=int, default=defaults.map_resolution, help="attention grid (default: %(default)s)")
+    add("--attention-layers", default=defaults.attention_layers, choices=["all", "down", "mid", "up"],
+        help="cross-attention layers whose maps are used (default: %(default)s)")
+    add("--map-norm", default=defaults.map_norm, choices=["none", "max"],
+        help="'none' (research form) or 'max' (divide the map by its max, as Break-A-Scene) (default: %(default)s)")
+    add("--init-reg", type=float, default=defaults.init_reg,
+        help="L2 pull toward the initializer embedding (default: %(default)s)")
+    add("--checkpoint-every", type=int, default=defaults.checkpoint_every,
+        help="steps between checkpoints (default: %(default)s)")
+
+
+def _add_mask_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--method", dest="mask_method", default="auto", choices=["auto", "alpha", "rembg", "fallback"],
+                        help="mask extraction: auto tries alpha, then rembg, then a weight-free fallback")
+    parser.add_argument("--rembg-model", help="rembg model name (default: see README)")
+
+
+def _add_generation_options(parser: argparse.ArgumentParser) -> None:
+    defaults = GenerationConfig()
+    add = parser.add_argument
+    add("-n", "--num-images", type=int, default=defaults.num_images, help="images per prompt (default: %(default)s)")
+    add("--seed", type=int, default=defaults.seed, help="seed of the first image (default: %(default)s)")
+    add("--steps", type=int, default=defaults.steps, help="sampling steps, DPM-Solver++ (default: %(default)s)")
+    add("--guidance", type=float, default=defaults.guidance, help="guidance scale (default: %(default)s)")
+    add("--negative", default=defaults.negative_prompt, help="negative prompt")
+    add("--height", type=int, help="image height (default: the training resolution)")
+    add("--width", type=int, help="image width (default: the training resolution)")
+    add("--batch", type=int, default=defaults.batch_size, help="images per UNet batch (default: %(default)s)")
+
+
+def inversion_config(args: argparse.Namespace) -> InversionConfig:
+    return InversionConfig(
+        placeholder=args.placeholder, initializer=args.initializer, class_word=args.class_word,
+        template=args.template, num_vectors=args.num_vectors, mask_weight=args.mask_weight,
+        map_resolution=args.map_resolution, attention_layers=args.attention_layers, map_norm=args.map_norm,
+        init_reg=args.init_reg, learning_rate=args.lr, steps=args.steps, batch_size=args.batch, seed=args.seed,
+        resolution=args.resolution, checkpoint_every=args.checkpoint_every,
+    ).validate()
+
+
+# --- mask ---------------------------------------------------------------------------------
+
+def run_mask(args: argparse.Namespace) -> int:
+    from .images import open_image
+    from .masking import extract_mask, overlay
+
+    image = open_image(args.image)
+    result = extract_mask(image, method=args.mask_method, rembg_model=args.rembg_model)
+    _write_png(result.mask, args.output)
+    if args.overlay:
+        _write_png(overlay(image, result.mask), args.overlay)
+    print(f"mask ({result.method}) -> {args.output}")
+    if result.note:
+        print(f"note: {result.note}")
+    return 0
+
+
+def image_and_mask(args: argparse.Namespace, run_dir: Path):
+    """The image, and the mask: --mask, else the run's own mask when resuming, else extracted."""
+    from .images import open_image
+    from .masking import extract_mask, load_mask
+
+    image = open_image(args.image)
+    if args.mask is not None:
+        raw = open_image(args.mask)
+        if raw.size != image.size:
+            print(f"note: the mask is {raw.size[0]}x{raw.size[1]}, the image {image.size[0]}x{image.size[1]}; "
+                  "the mask was resized to the image.")
+        return image, load_mask(raw, image.size)
+    earlier = run_dir / "mask.png"
+    if earlier.is_file() and (run_dir / "checkpoints").is_dir():
+        print(f"resuming with the run's mask {earlier}")
+        return image, load_mask(earlier, image.size)
+    result = extract_mask(image, method=args.mask_method, rembg_model=args.rembg_model)
+    print(f"mask extracted with {result.method}")
+    if result.note:
+        print(f"note: {result.note}")
+    return image, result.mask
+
+
+# --- invert -------------------------------------------------------------------------------
+
+def run_invert(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from .inversion import Cancelled
+    from .models import load_model, quiet_library_logs
+    from .workflow import learn
+
+    config = inversion_config(args)
+    image, mask = image_and_mask(args, args.output)
+    quiet_library_logs()
+    print(f"loading {args.model} ...")
+    model = load_model(args.model, device=args.device, dtype=args.dtype)
+    interrupted = _stop_on_ctrl_c()
+    bar = tqdm(total=config.steps, unit="step", dynamic_ncols=True)
+
+    def on_step(report) -> None:
+        if bar.n == 0 and report.step > 1:
+            bar.update(report.step - 1)  # resumed: count the steps done before
+        bar.update(1)
+        bar.set_postfix(loss=f"{report.loss:.4f}", diffusion=f"{report.diffusion_loss:.4f}",
+                        mask=f"{report.mask_loss:.4f}")
+
+    try:
+        concept = learn(model, image, mask, config, args.output, on_step=on_step, should_stop=lambda: interrupted[0])
+    except Cancelled as error:
+        bar.close()
+        print(f"{error} Run the same command again to continue.", file=sys.stderr)
+        return 130
+    bar.close()
+    losses = ", ".join(f"{key} {value:.4f}" for key, value in concept.final_losses.items())
+    print(f"learned {concept.token} -> {args.output} ({losses})")
+    print(f'next: shapeinv generate {args.output} "a red {config.class_word} in the shape of {config.placeholder}" '
+          f"-o {args.output / 'images'}")
+    return 0
+
+
+def _stop_on_ctrl_c() -> list[bool]:
+    """First Ctrl-C asks the loop to stop after the current step (saving a checkpoint)."""
+    flag = [False]
+
+    def handler(signum, frame):
+        if flag[0]:
+            raise KeyboardInterrupt
+        flag[0] = True
+        print("\nstopping after this step (Ctrl-C again to abort without a checkpoint) ...", file=sys.stderr)
+
+    signal.signal(signal.SIGINT, handler)
+    return flag
+
+
+# --- generate -----------------------------------------------------------------------------
+
+def run_generate(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from .concept import Concept
+    from .generate import check_prompts, generate
+    from .models import load_model, quiet_library_logs
+    from .report import image_grid
+
+    concept = Concept.load(args.run_dir)
+    prompts = check_prompts(args.prompts, concept.token)
+    config = GenerationConfig(
+        negative_prompt=args.negative, num_images=args.num_images, seed=args.seed, steps=args.steps,
+        guidance=args.guidance, height=args.height, width=args.width, batch_size=args.batch,
+    ).validate()
+    model_name = args.model or concept.model or DEFAULT_MODEL
+    quiet_library_logs()
+    print(f"loading {model_name} ...")
+    model = load_model(model_name, device=args.device, dtype=args.dtype)
+    bar = tqdm(total=len(prompts) * config.num_images, unit="image", dynamic_ncols=True)
+    results = generate(model, concept, prompts, config, on_image=lambda done, total: bar.update(done - bar.n))
+    bar.close()
+
+    args.output.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for prompt_index, prompt in enumerate(prompts):
+        row = [result for result in results if result.prompt == prompt]
+        for result in row:
+            result.image.save(args.output / f"{prompt_index:02d}_{slug(prompt)}_seed{result.seed}.png")
+        rows.append([result.image for result in row])
+    grid = image_grid(rows, row_labels=prompts, col_labels=[f"seed {config.seed + i}" for i in range(config.num_images)])
+    grid.save(args.output / "grid.png")
+    print(f"{len(results)} images and grid.png -> {args.output}")
+    return 0
+
+
+def slug(text: str, limit: int = 48) -> str:
+    """A file-name-safe version of a prompt."""
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:limit] or "prompt"
+
+
+def _write_png(image, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

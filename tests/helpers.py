@@ -1,0 +1,52 @@
+"""Shared helpers for the core tests: a tiny model built once per test session, simple inputs.
+
+The tiny pipeline is a real diffusers pipeline with random weights, written to a temporary
+folder and loaded back through the local-folder path real models use (nothing is mocked).
+"""
+
+from __future__ import annotations
+
+import functools
+import tempfile
+from pathlib import Path
+
+from PIL import Image, ImageDraw
+
+from shapeinv_core.config import InversionConfig
+from shapeinv_core.models import LoadedModel, build_tiny_pipeline, load_model
+
+_SESSION_DIR = Path(tempfile.mkdtemp(prefix="shapeinv-tests-"))
+
+
+@functools.cache
+def tiny_folder(prediction_type: str = "epsilon") -> Path:
+    return build_tiny_pipeline(_SESSION_DIR / f"tiny-{prediction_type}", prediction_type=prediction_type)
+
+
+def tiny_model(prediction_type: str = "epsilon") -> LoadedModel:
+    """A fresh pipeline each call (inversion mutates the tokenizer), from the cached folder."""
+    return load_model(str(tiny_folder(prediction_type)), device="cpu")
+
+
+def chair_like(size: tuple[int, int] = (64, 64)) -> tuple[Image.Image, Image.Image]:
+    """A crude chair (seat, back, two legs) on white, and its exact mask."""
+    width, height = size
+    image = Image.new("RGB", size, "white")
+    mask = Image.new("L", size, 0)
+    boxes = [
+        (0.30, 0.15, 0.40, 0.60),  # back
+        (0.30, 0.50, 0.72, 0.60),  # seat
+        (0.30, 0.60, 0.36, 0.90),  # front leg
+        (0.66, 0.60, 0.72, 0.90),  # back leg
+    ]
+    for box in boxes:
+        xy = [box[0] * width, box[1] * height, box[2] * width, box[3] * height]
+        ImageDraw.Draw(image).rectangle(xy, fill=(120, 70, 30))
+        ImageDraw.Draw(mask).rectangle(xy, fill=255)
+    return image, mask
+
+
+def small_config(**changes) -> InversionConfig:
+    """Settings sized for a 2-core CPU: 64 px, a few steps."""
+    settings = {"resolution": 64, "steps": 4, "batch_size": 2, "checkpoint_every": 2, **changes}
+    return InversionConfig(**settings).validate()
