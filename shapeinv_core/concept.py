@@ -116,6 +116,11 @@ def install_tokens(pipe, token: str, vectors: torch.Tensor) -> list[int]:
     Uses diffusers' own loader so that prompts are expanded ('*s' -> '*s *s_1 ...') the same way
     everywhere. Returns the token ids, one per vector.
     """
+    if f"{token.lower()}</w>" in pipe.tokenizer.get_vocab():
+        raise InputError(
+            f"Cannot use {token!r} as the placeholder: it is a word the model already knows, and every prompt "
+            "using that word would change. Pick a string that is not a word, such as '*s' or '<my-chair>'."
+        )
     remove_tokens(pipe, token)
     try:
         pipe.load_textual_inversion({token: vectors.detach().cpu().float()}, token=token)
@@ -130,7 +135,7 @@ def install_tokens(pipe, token: str, vectors: torch.Tensor) -> list[int]:
 
 def remove_tokens(pipe, token: str) -> None:
     """Remove `token` and its extra vectors ('*s_1', ...) if an earlier concept installed them."""
-    vocab = pipe.tokenizer.get_vocab()
+    vocab = pipe.tokenizer.get_added_vocab()  # never the model's own words
     if token not in vocab:
         return
     present = [token]
