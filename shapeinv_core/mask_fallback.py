@@ -1,0 +1,177 @@
+"""A mask without any downloaded weights: background colour model + GrabCut.
+
+Used when rembg's model is not on disk. It assumes what most product-style photos give: the
+image border is background, and the background is smooth (plain or gradient) or made of a few
+colours. Pixels are scored by how far their colour is from the background there, soft floor
+shadows (same hue, a bit darker) are discounted, and GrabCut settles the uncertain pixels using
+colour models of both sides and the image's edges. Cluttered rooms are beyond it: use rembg.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+from PIL import Image
+
+WORK_SIDE = 512  # GrabCut time grows with pixels; chair legs are still 2+ px wide at this size
+BORDER_FRACTION = 0.02  # the outer strip assumed to be background
+PALETTE_COLOURS = 6  # k-means colours of the border, for backgrounds made of a few colours
+SHADOW_DARKEST = 0.55  # a same-hue pixel down to this share of the background's brightness may be shadow
+GRABCUT_ITERATIONS = 4
+SHARP_STEP = 5.0  # Lab lightness change per pixel that no soft shadow edge reaches
+
+
+def fallback_mask(image: Image.Image) -> np.ndarray:
+    """RGB PIL image -> boolean mask at the image's size (True = object)."""
+    rgb = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
+    distance = background_distance(rgb)
+    low, high = _thresholds(distance)
+    init = np.full(distance.shape, cv2.GC_PR_BGD, dtype=np.uint8)
+    init[distance >= high] = cv2.GC_PR_FGD
+    init[distance < low] = cv2.GC_BGD
+    init[distance >= 2 * high] = cv2.GC_FGD
+    init[_border(distance.shape)] = cv2.GC_BGD
+    if not (init == cv2.GC_PR_FGD).any() and not (init == cv2.GC_FGD).any():
+        return np.zeros(distance.shape, dtype=bool)
+    bgr = cv2.cvtColor((rgb * 255).astype(np.uint8), cv2.COLOR_RGB2BGR)
+    bgd_model, fgd_model = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
+    try:
+        cv2.grabCut(bgr, init, None, bgd_model, fgd_model, GRABCUT_ITERATIONS, cv2.GC_INIT_WITH_MASK)
+    except cv2.error:  # a GMM needs a few samples of each side; without them keep the colour prior
+        return distance >= high
+    return refine_edges((init == cv2.GC_FGD) | (init == cv2.GC_PR_FGD), cv2.cvtColor(rgb, cv2.COLOR_RGB2Lab))
+
+
+def refine_edges(mask: np.ndarray, lab: np.ndarray) -> np.ndarray:
+    """Decide the 1-px edge band by coverage, as an exact mask does: a band pixel is object when
+    its colour is at least halfway from the local background colour to the local object colour.
+
+    GrabCut cuts where the contrast is highest, about half a pixel inside an anti-aliased edge;
+    on a 3-px chair leg that alone costs a third of its area.
+    """
+    kernel = np.ones((3, 3), np.uint8)
+    inner = cv2.erode(mask.astype(np.uint8), kernel)
+    outer = 1 - cv2.dilate(mask.astype(np.uint8), kernel)
+    band = (inner == 0) & (outer == 0)
+    object_colour, object_count = _local_mean(lab, inner)
+    background_colour, background_count = _local_mean(lab, outer)
+    step = object_colour - background_colour
+    alpha = ((lab - background_colour) * step).sum(axis=2) / np.maximum((step**2).sum(axis=2), 1e-6)
+    decided = band & (object_count > 0) & (background_count > 0) & ((step**2).sum(axis=2) > 9.0)
+    refined = mask.copy()
+    refined[decided] = alpha[decided] >= 0.5
+    return refined
+
+
+def _local_mean(lab: np.ndarray, where: np.ndarray, size: int = 7) -> tuple[np.ndarray, np.ndarray]:
+    """Mean Lab colour of the `where` pixels in a size x size window, and how many there were."""
+    weight = where.astype(np.float32)
+    count = cv2.boxFilter(weight, -1, (size, size), normalize=False)
+    total = cv2.boxFilter(lab * weight[..., None], -1, (size, size), normalize=False)
+    return total / np.maximum(count, 1e-6)[..., None], count
+
+
+def background_distance(rgb: np.ndarray) -> np.ndarray:
+    """Per pixel: how unlike the background it is (Lab distance, soft shadows discounted)."""
+    lab = cv2.cvtColor(rgb, cv2.COLOR_RGB2Lab)
+    border = _border(lab.shape[:2])
+    smooth = _smooth_background(lab, border)
+    distance = np.minimum(np.linalg.norm(lab - smooth, axis=2), _palette_distance(lab, border))
+    low, _ = _thresholds(distance)
+    shadow = _shadow_distance(lab, smooth)
+    candidates = (distance >= low) & (shadow < 0.5 * distance)  # better explained as shadow
+    soft = _soft_edged(candidates, lab, distance)
+    return np.where(soft, shadow, distance).astype(np.float32)
+
+
+def _soft_edged(candidates: np.ndarray, lab: np.ndarray, distance: np.ndarray) -> np.ndarray:
+    """The shadow-coloured regions whose edges are soft, i.e. real shadows.
+
+    A grey seat on a white wall has the colour of a shadow, but its edge is a step as high as
+    the seat is dark; a shadow's edge climbs the same height over many pixels. Regions are first
+    cut apart along sharp edges, so a grey chair touching its own shadow is judged apart from it.
+    """
+    lightness = lab[..., 0]
+    gx = cv2.Sobel(lightness, cv2.CV_32F, 1, 0, ksize=3) / 8
+    gy = cv2.Sobel(lightness, cv2.CV_32F, 0, 1, ksize=3) / 8
+    step = np.hypot(gx, gy)
+    kernel = np.ones((3, 3), np.uint8)
+    sharp = cv2.dilate((step >= SHARP_STEP).astype(np.uint8), kernel).astype(bool)
+    regions = candidates & ~sharp
+    count, labels = cv2.connectedComponents(regions.astype(np.uint8), connectivity=8)
+    if count <= 1:
+        return regions
+    rim = (regions & ~cv2.erode(regions.astype(np.uint8), kernel).astype(bool)).ravel()
+    reach = cv2.dilate(step, np.ones((5, 5), np.uint8)).ravel()  # across the cut-out edge band
+    flat = labels.ravel()
+    inside = flat > 0
+    height = _median_by_label(flat[inside], distance.ravel()[inside], count)
+    sharpness = _median_by_label(flat[rim], reach[rim], count)
+    soft = np.ones(count, dtype=bool)
+    measured = np.isfinite(sharpness) & (height > 0)
+    soft[measured] = sharpness[measured] < 0.25 * height[measured]
+    soft[0] = False
+    return soft[labels]
+
+
+def _median_by_label(labels: np.ndarray, values: np.ndarray, count: int) -> np.ndarray:
+    result = np.full(count, np.nan)
+    if len(labels) == 0:
+        return result
+    order = np.argsort(labels, kind="stable")
+    labels, values = labels[order], values[order]
+    starts = np.searchsorted(labels, np.arange(count))
+    ends = np.searchsorted(labels, np.arange(count), side="right")
+    for label in np.nonzero(ends > starts)[0]:
+        result[label] = np.median(values[starts[label]:ends[label]])
+    return result
+
+
+def _border(shape: tuple[int, int]) -> np.ndarray:
+    h, w = shape
+    width = max(2, round(BORDER_FRACTION * max(h, w)))
+    border = np.zeros((h, w), dtype=bool)
+    border[:width], border[-width:], border[:, :width], border[:, -width:] = True, True, True, True
+    return border
+
+
+def _smooth_background(lab: np.ndarray, border: np.ndarray) -> np.ndarray:
+    """A bilinear colour field fitted to the border: plain walls and gradients, not patterns."""
+    h, w = border.shape
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    xx, yy = xx / max(w - 1, 1), yy / max(h - 1, 1)
+    basis = np.stack([np.ones_like(xx), xx, yy, xx * yy], axis=-1)
+    a, b = basis[border], lab[border]
+    keep = np.ones(len(a), dtype=bool)
+    for _ in range(3):  # robust: ignore border pixels where the object touches the frame
+        coef, *_ = np.linalg.lstsq(a[keep], b[keep], rcond=None)
+        residual = np.linalg.norm(a @ coef - b, axis=1)
+        keep = residual <= max(2.5 * float(np.median(residual)), 2.0)
+    return (basis.reshape(-1, 4) @ coef).reshape(h, w, 3).astype(np.float32)
+
+
+def _palette_distance(lab: np.ndarray, border: np.ndarray) -> np.ndarray:
+    """Distance to the nearest of a few border colours: two-tone backgrounds (wall and floor)."""
+    samples = lab[border].astype(np.float32)
+    k = min(PALETTE_COLOURS, len(samples))
+    criteria = (cv2.TERM_CRITERIA_EPS + cv2.TERM_CRITERIA_MAX_ITER, 20, 0.5)
+    cv2.setRNGSeed(0)
+    _, _, centres = cv2.kmeans(samples, k, None, criteria, 2, cv2.KMEANS_PP_CENTERS)
+    flat = lab.reshape(-1, 1, 3)
+    return np.linalg.norm(flat - centres[None], axis=2).min(axis=1).reshape(lab.shape[:2])
+
+
+def _shadow_distance(lab: np.ndarray, background: np.ndarray) -> np.ndarray:
+    """Distance that treats 'the background, darker, same hue' as close: soft floor shadows."""
+    ratio = (lab[..., 0] + 1.0) / (background[..., 0] + 1.0)
+    # darkening shrinks chroma roughly in proportion; compare chroma after undoing it
+    chroma = np.linalg.norm(lab[..., 1:] - background[..., 1:] * ratio[..., None], axis=2)
+    shadow_like = (ratio >= SHADOW_DARKEST) & (ratio <= 1.0)
+    return np.where(shadow_like, chroma + 10.0 * (1.0 - ratio), np.inf).astype(np.float32)
+
+
+def _thresholds(distance: np.ndarray) -> tuple[float, float]:
+    """Background/object thresholds from how much the border itself varies (noise, JPEG)."""
+    noise = float(np.percentile(distance[_border(distance.shape)], 95))
+    low = max(4.0, 2.0 * noise)
+    return low, max(10.0, 2.5 * low)
