@@ -251,7 +251,8 @@ def run_generate(args: argparse.Namespace) -> int:
         for result in row:
             result.image.save(args.output / f"{prompt_index:02d}_{slug(prompt)}_seed{result.seed}.png")
         rows.append([result.image for result in row])
-    grid = image_grid(rows, row_labels=prompts, col_labels=[f"seed {config.seed + i}" for i in range(config.num_images)])
+    seeds = [f"seed {config.seed + index}" for index in range(config.num_images)]
+    grid = image_grid(rows, row_labels=prompts, col_labels=seeds)
     grid.save(args.output / "grid.png")
     print(f"{len(results)} images and grid.png -> {args.output}")
     return 0

@@ -74,12 +74,20 @@ def load_model(model: str = DEFAULT_MODEL, device: str = "auto", dtype: str = "a
     elif source.endswith((".safetensors", ".ckpt", ".pt", ".bin")) or Path(source).exists():
         pipe = _from_single_file(Path(source), torch_dtype)
         source_revision = None
+    elif _looks_like_a_path(source):
+        raise ModelLoadError(f"Model folder not found: {source}. Check the path, or pass a hub id such as "
+                             f"{DEFAULT_MODEL}, or --model tiny for an offline test model.")
     else:
         pipe, source_revision = _from_hub(source, torch_dtype, revision)
     _check_is_stable_diffusion(pipe, source)
     pipe.set_progress_bar_config(disable=True)
     pipe.to(torch_device)
     return LoadedModel(pipe, source, source_revision, torch_device, torch_dtype)
+
+
+def _looks_like_a_path(source: str) -> bool:
+    """Hub ids are 'owner/name'; anything else with a slash, or starting with . or ~, is a path."""
+    return source.startswith(("/", ".", "~")) or source.count("/") > 1 or "\\" in source
 
 
 def _pipeline_class():

@@ -7,6 +7,7 @@ folder and loaded back through the local-folder path real models use (nothing is
 from __future__ import annotations
 
 import functools
+import os
 import tempfile
 from pathlib import Path
 
@@ -14,6 +15,8 @@ from PIL import Image, ImageDraw
 
 from shapeinv_core.config import InversionConfig
 from shapeinv_core.models import LoadedModel, build_tiny_pipeline, load_model
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no test may reach the network (.ci/run sets it too)
 
 _SESSION_DIR = Path(tempfile.mkdtemp(prefix="shapeinv-tests-"))
 

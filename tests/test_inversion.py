@@ -4,7 +4,7 @@ from PIL import Image
 
 from helpers import chair_like, small_config, tiny_model
 from shapeinv_core.attention import AttentionStore, capture_attention, cross_attention_layers
-from shapeinv_core.concept import install_tokens, initializer_vectors
+from shapeinv_core.concept import initializer_vectors, install_tokens
 from shapeinv_core.errors import InputError
 from shapeinv_core.inversion import (
     Cancelled,
@@ -65,7 +65,8 @@ def test_the_loss_is_the_weighted_sum_of_its_terms():
     image, mask = chair_like()
     invert(tiny_model(), image, mask, small_config(mask_weight=0.7, init_reg=0.5, steps=2), on_step=reports.append)
     for terms in (r.terms[0] for r in reports):
-        assert terms.loss == pytest.approx(terms.diffusion_loss + 0.7 * terms.mask_loss + 0.5 * terms.init_loss, rel=1e-5)
+        expected = terms.diffusion_loss + 0.7 * terms.mask_loss + 0.5 * terms.init_loss
+        assert terms.loss == pytest.approx(expected, rel=1e-5)
 
 
 def test_the_mask_loss_pulls_the_attention_map_toward_the_mask():
