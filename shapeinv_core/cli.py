@@ -63,7 +63,34 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--dtype", default="auto", help="auto, fp32, fp16 or bf16 (default: auto)")
     _add_generation_options(generate)
     generate.set_defaults(run=run_generate)
+
+    sweep = commands.add_parser("sweep", help="learn *s for several mask weights and compare them")
+    sweep.add_argument("image", type=Path)
+    sweep.add_argument("--mask", type=Path, help="object mask; extracted if omitted")
+    sweep.add_argument("-o", "--output", type=Path, required=True, metavar="SWEEP_DIR")
+    sweep.add_argument("--weights", type=_weight_list, default="0,0.01,0.05,0.1,0.2,0.3,0.5,1.0",
+                       help="comma-separated mask weights (default: %(default)s)")
+    sweep.add_argument("--prompts", nargs="+", help="edit prompts using *s (default: the research notes' three)")
+    sweep.add_argument("-n", "--num-images", type=int, default=1, help="images per prompt and seed (default: 1)")
+    sweep.add_argument("--seeds", type=int, nargs="+", default=[0], help="generation seeds (default: 0)")
+    sweep.add_argument("--sample-steps", type=int, default=GenerationConfig().steps, help="sampling steps")
+    sweep.add_argument("--guidance", type=float, default=GenerationConfig().guidance, help="guidance scale")
+    sweep.add_argument("--clip-model", default="openai/clip-vit-large-patch14",
+                       help="CLIP for CLIP-T/CLIP-I: hub id, folder, 'tiny', or 'none' (default: %(default)s)")
+    sweep.add_argument("--rows-per-pass", type=int,
+                       help="cap on the UNet batch (weights x timesteps) per pass, if memory is short")
+    _add_model_options(sweep)
+    _add_inversion_options(sweep)
+    _add_mask_options(sweep)
+    sweep.set_defaults(run=run_sweep)
     return parser
+
+
+def _weight_list(text: str) -> list[float]:
+    try:
+        return [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of numbers, e.g. 0,0.1,0.5") from None
 
 
 def _add_model_options(parser: argparse.ArgumentParser) -> None:
@@ -255,6 +282,37 @@ def run_generate(args: argparse.Namespace) -> int:
     grid = image_grid(rows, row_labels=prompts, col_labels=seeds)
     grid.save(args.output / "grid.png")
     print(f"{len(results)} images and grid.png -> {args.output}")
+    return 0
+
+
+# --- sweep --------------------------------------------------------------------------------
+
+def run_sweep(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from .models import load_model, quiet_library_logs
+    from .sweep import DEFAULT_PROMPTS, sweep
+
+    config = inversion_config(args)
+    image, mask = image_and_mask(args, args.output / "_")
+    quiet_library_logs()
+    print(f"loading {args.model} ...")
+    model = load_model(args.model, device=args.device, dtype=args.dtype)
+    generation = GenerationConfig(num_images=args.num_images, steps=args.sample_steps, guidance=args.guidance)
+    bar = tqdm(total=config.steps, unit="step", dynamic_ncols=True)
+
+    def on_step(report) -> None:
+        bar.update(report.step - bar.n)
+        bar.set_postfix({f"w{w:g}": f"{t.mask_loss:.3f}" for w, t in zip(args.weights, report.terms)})
+
+    clip_model = None if args.clip_model == "none" else args.clip_model
+    result = sweep(model, image, mask, config, args.weights, args.prompts or list(DEFAULT_PROMPTS), args.output,
+                   generation=generation, seeds=args.seeds, clip_model=clip_model, mask_method=args.mask_method,
+                   on_step=on_step, on_phase=lambda text: bar.write(text), rows_per_pass=args.rows_per_pass)
+    bar.close()
+    if result.clip_note:
+        print(f"note: {result.clip_note}")
+    print(f"{len(result.rows)} images; grid.png, metrics.csv and tradeoff.png -> {args.output}")
     return 0
 
 

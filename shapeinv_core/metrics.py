@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .errors import ModelLoadError
+from .errors import InputError, ModelLoadError
 from .models import TINY, _first_line, cache_dir, choose_device, write_tiny_clip_vocab
 
 DEFAULT_CLIP_MODEL = "openai/clip-vit-large-patch14"
@@ -55,7 +55,10 @@ def generated_mask_iou(image: Image.Image, input_mask: MaskLike, method: str = "
     """Mask-IoU of a generated image: extract its object mask, compare it with the input mask at the input's size."""
     from .masking import extract_mask  # lazily: rembg and friends load only when a mask is needed
 
-    generated = extract_mask(image, method=method).mask
+    try:
+        generated = extract_mask(image, method=method).mask
+    except InputError:  # no object found (empty or whole-frame mask): nothing of the shape was kept
+        return 0.0
     return mask_iou(input_mask, generated)
 
 

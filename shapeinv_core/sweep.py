@@ -1,0 +1,106 @@
+"""The mask-weight sweep: one `*s` per weight, learned together, then edited and measured.
+
+Writes into SWEEP_DIR one run folder per weight (the normal layout, plus its images),
+`grid.png` (rows = weights, columns = prompts), `metrics.csv` and `tradeoff.png`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from PIL import Image
+
+from .config import GenerationConfig, InversionConfig
+from .errors import InputError
+from .generate import check_prompts, generate
+from .inversion import StepCallback, invert_many, pad_to_square
+from .metrics import generated_mask_iou, load_clip_scorer, strip_placeholder
+from .models import LoadedModel
+from .report import image_grid, tradeoff_plot, write_metrics_csv
+from .runs import RunFolder
+from .workflow import finish
+
+DEFAULT_WEIGHTS = (0.0, 0.01, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0)
+DEFAULT_PROMPTS = (
+    "a photo of chair in the shape of *s",
+    "a leopard-print chair in the shape of *s",
+    "a red chair in the shape of *s",
+)
+
+
+@dataclass
+class SweepResult:
+    folder: Path
+    rows: list[dict]  # one per generated image: weight, prompt, seed, image, mask_iou, clip_t, clip_i
+    clip_note: str | None  # why CLIP-T/CLIP-I are empty, when they are
+
+
+def run_folder_name(weight: float) -> str:
+    return f"weight_{weight:.3f}".rstrip("0").rstrip(".")
+
+
+def sweep(model: LoadedModel, image: Image.Image, mask: Image.Image, base: InversionConfig,
+          weights: list[float], prompts: list[str], folder: str | Path,
+          generation: GenerationConfig | None = None, seeds: list[int] | None = None,
+          clip_model: str | None = "openai/clip-vit-large-patch14", mask_method: str = "auto",
+          on_step: StepCallback | None = None, on_phase: Callable[[str], None] | None = None,
+          should_stop: Callable[[], bool] | None = None, rows_per_pass: int | None = None) -> SweepResult:
+    """Learn one concept per weight in shared passes, generate every prompt with each, measure."""
+    if not weights or len(set(weights)) != len(weights):
+        raise InputError("Give one or more distinct mask weights, e.g. --weights 0,0.1,0.5.")
+    prompts = check_prompts(list(prompts), base.placeholder)
+    generation = (generation or GenerationConfig()).validate()
+    seeds = seeds or [generation.seed]
+    folder = Path(folder)
+    announce = on_phase or (lambda text: None)
+
+    configs = [replace(base, mask_weight=weight).validate() for weight in weights]
+    runs = [RunFolder(folder / run_folder_name(weight)) for weight in weights]
+    for run, config in zip(runs, configs):
+        run.start(image, mask, config)
+    announce(f"learning {len(weights)} concepts together")
+    concepts = invert_many(model, image, mask, configs, runs, on_step, should_stop, rows_per_pass)
+    for run, concept in zip(runs, concepts):
+        finish(run, concept, image, mask)
+
+    # Measure against what the model saw: the photo and its mask padded to a square.
+    square_image, square_mask = pad_to_square(image, mask)
+    scorer, clip_note = load_clip_scorer(clip_model, device=str(model.device)) if clip_model else (
+        None, "No CLIP model was asked for; CLIP-T and CLIP-I are left empty.")
+
+    rows: list[dict] = []
+    grid_rows: list[list[Image.Image]] = []
+    for weight, run, concept in zip(weights, runs, concepts):
+        announce(f"generating with weight {weight}")
+        images = []
+        for seed in seeds:
+            images += generate(model, concept, prompts, replace(generation, seed=seed))
+        image_dir = run.path / "images"
+        image_dir.mkdir(exist_ok=True)
+        clip_t = scorer.clip_t([r.image for r in images], [strip_placeholder(r.prompt, base.placeholder)
+                                                           for r in images]) if scorer else [None] * len(images)
+        clip_i = scorer.clip_i([r.image for r in images], square_image) if scorer else [None] * len(images)
+        for index, result in enumerate(images):
+            name = f"p{prompts.index(result.prompt):02d}_seed{result.seed}.png"
+            result.image.save(image_dir / name)
+            rows.append({
+                "weight": weight, "prompt": result.prompt, "seed": result.seed,
+                "image": str((image_dir / name).relative_to(folder)),
+                "mask_iou": generated_mask_iou(result.image, square_mask, method=mask_method),
+                "clip_t": clip_t[index], "clip_i": clip_i[index],
+            })
+        grid_rows.append([next(r.image for r in images if r.prompt == prompt) for prompt in prompts])
+
+    announce("writing the report")
+    write_metrics_csv(folder / "metrics.csv", rows)
+    image_grid(grid_rows, row_labels=[f"weight {w:g}" for w in weights], col_labels=prompts).save(folder / "grid.png")
+    tradeoff_plot([(f"{w:g}", _mean(rows, w, "clip_t"), _mean(rows, w, "mask_iou")) for w in weights]).save(
+        folder / "tradeoff.png")
+    return SweepResult(folder, rows, clip_note)
+
+
+def _mean(rows: list[dict], weight: float, column: str) -> float | None:
+    values = [row[column] for row in rows if row["weight"] == weight and row[column] is not None]
+    return sum(values) / len(values) if values else None
