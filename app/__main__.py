@@ -1,0 +1,81 @@
+"""`python -m app [--host H] [--port P] [--model ID|PATH|tiny] [--data DIR]`: serve the web app.
+
+Every flag has an environment variable (SHAPEINV_HOST, SHAPEINV_PORT, SHAPEINV_MODEL, SHAPEINV_DATA,
+SHAPEINV_DEVICE, SHAPEINV_DTYPE), so a container or a Space is configured without a command line.
+The page is up at once; the model loads in the background while masks can already be made.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+from shapeinv_core.config import DEFAULT_MODEL, InversionConfig  # noqa: E402
+from shapeinv_core.models import TINY  # noqa: E402
+
+from .backend import Backend, Limits  # noqa: E402
+
+CSS = "#job-status p { margin: 0.4em 0; } footer { display: none !important; }"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    env = os.environ.get
+    parser = argparse.ArgumentParser(prog="python -m app", description="Serve the ShapeInversion web app.")
+    parser.add_argument("--host", default=env("SHAPEINV_HOST", "127.0.0.1"),
+                        help="address to listen on; 0.0.0.0 in a container (env SHAPEINV_HOST)")
+    parser.add_argument("--port", type=int, default=int(env("SHAPEINV_PORT", env("GRADIO_SERVER_PORT", "7860"))),
+                        help="port (env SHAPEINV_PORT; default 7860)")
+    parser.add_argument("--model", default=env("SHAPEINV_MODEL", DEFAULT_MODEL),
+                        help="hub id, local diffusers folder, .safetensors file, or 'tiny' (env SHAPEINV_MODEL)")
+    parser.add_argument("--data", type=Path, default=Path(env("SHAPEINV_DATA", "data")),
+                        help="folder for the job database and run folders (env SHAPEINV_DATA; default ./data)")
+    parser.add_argument("--device", default=env("SHAPEINV_DEVICE", "auto"),
+                        help="auto, cpu, cuda (env SHAPEINV_DEVICE)")
+    parser.add_argument("--dtype", default=env("SHAPEINV_DTYPE", "auto"),
+                        help="auto, fp32, fp16, bf16 (env SHAPEINV_DTYPE)")
+    return parser
+
+
+def form_defaults(model: str) -> InversionConfig:
+    """The research defaults; for the tiny test model, settings a CPU finishes in seconds."""
+    if model == TINY:
+        return InversionConfig(resolution=64, steps=10, batch_size=1, checkpoint_every=5)
+    return InversionConfig()
+
+
+def create(data: Path, model: str, device: str = "auto", dtype: str = "auto", limits: Limits | None = None,
+           preview_steps: int | None = None):
+    """(backend, demo): the worker started (model loading in the background) and the page built."""
+    from .ui import build_demo
+
+    backend = Backend(Path(data), model=model, device=device, dtype=dtype, limits=limits or Limits(),
+                      preview_steps=preview_steps if preview_steps is not None else (4 if model == TINY else 20))
+    backend.start()
+    return backend, build_demo(backend, form_defaults(model))
+
+
+def launch_options(backend: Backend, host: str, port: int) -> dict:
+    """What `demo.launch` needs for this app: upload limit, file access to the data folder, no SSR."""
+    return {"server_name": host, "server_port": port, "max_file_size": backend.limits.max_upload,
+            "allowed_paths": [str(backend.data_dir.resolve())], "ssr_mode": False, "css": CSS,
+            "show_error": True}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Serve until interrupted; a running job is checkpointed and resumes at the next start."""
+    args = build_parser().parse_args(argv)
+    backend, demo = create(args.data, args.model, args.device, args.dtype)
+    print(f"data folder: {args.data.resolve()}; model {args.model} loading in the background", flush=True)
+    try:
+        demo.queue(default_concurrency_limit=1).launch(**launch_options(backend, args.host, args.port))
+    finally:
+        backend.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

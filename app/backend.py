@@ -1,0 +1,234 @@
+"""What the page's events do, without Gradio: read uploads within limits, queue jobs, report them.
+
+The UI module only converts between components and these calls, so everything here can be used
+(and tested) from plain Python. Errors a user can fix are `ShapeInvError`s with the fix in the text.
+"""
+
+from __future__ import annotations
+
+import time
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from shapeinv_core import masking
+from shapeinv_core.cli import slug
+from shapeinv_core.concept import Concept
+from shapeinv_core.config import GenerationConfig, InversionConfig
+from shapeinv_core.errors import InputError
+from shapeinv_core.generate import GeneratedImage, check_prompts
+from shapeinv_core.images import fit_within, open_image
+from shapeinv_core.jobs import DONE, QUEUED, RUNNING, Job, JobStore, validate_job_id
+from shapeinv_core.jobs_worker import ATTENTION_PREVIEW, PREVIEW_DIR, SAMPLE_PREVIEW, Worker
+
+EXAMPLE_PROMPTS = (
+    "a leopard-print chair in the shape of *s",
+    "a red chair in the shape of *s",
+    "a photo of chair in the shape of *s",
+)
+MASK_WEIGHT_HELP = ("Higher: the outline of *s follows the mask more faithfully, but edits get less freedom; "
+                    "0 is plain textual inversion, 0.1 was the best trade-off.")
+
+
+@dataclass
+class Limits:
+    """What one visitor may ask for. Uploads above `max_upload` are refused by the server itself."""
+
+    max_upload: str = "20mb"
+    max_pixels: int = 40_000_000
+    max_side: int = 1024  # larger photos are shrunk on upload: the model sees 512 px anyway
+    max_steps: int = 3000
+    max_images: int = 8  # prompts x images per prompt, per request
+    max_queued: int = 20
+
+    def describe(self) -> str:
+        return (f"Limits: uploads up to {self.max_upload}, images up to {self.max_pixels / 1e6:.0f} megapixels, "
+                f"{self.max_steps} steps per job, {self.max_images} images per request, "
+                f"{self.max_queued} jobs waiting.")
+
+
+@dataclass
+class Backend:
+    """The app's state: the data folder, its job store and the model-owning worker."""
+
+    data_dir: Path
+    model: str = "tiny"
+    device: str = "auto"
+    dtype: str = "auto"
+    limits: Limits = field(default_factory=Limits)
+    preview_every: int = 5
+    preview_steps: int = 20
+
+    def __post_init__(self) -> None:
+        self.data_dir = Path(self.data_dir)
+        self.store = JobStore(self.data_dir, max_queued=self.limits.max_queued)
+        self.worker = Worker(self.store, model=self.model, device=self.device, dtype=self.dtype,
+                             preview_every=self.preview_every, preview_steps=self.preview_steps)
+
+    def start(self) -> Backend:
+        self.worker.start()
+        return self
+
+    def stop(self) -> None:
+        self.worker.stop()
+
+    # --- image and mask -----------------------------------------------------------------------
+    def read_image(self, path: str | Path | None) -> Image.Image:
+        """An uploaded photo, upright, 8-bit, within the pixel limit, shrunk to `max_side`."""
+        if path is None:
+            raise InputError("No image yet. Upload a photo of one chair (PNG, JPEG or WebP), or click an example.")
+        image = open_image(path, max_pixels=self.limits.max_pixels)
+        return fit_within(image, self.limits.max_side)
+
+    def extract_mask(self, image: Image.Image) -> masking.MaskResult:
+        return masking.extract_mask(image, method="auto")
+
+    def read_mask(self, path: str | Path | None, image: Image.Image) -> Image.Image:
+        """An uploaded (or edited) mask, at the image's size, 0/255; extracted automatically if None."""
+        if path is None:
+            return self.extract_mask(image).mask
+        return masking.load_mask(open_image(path, max_pixels=self.limits.max_pixels), image.size)
+
+    @staticmethod
+    def mask_from_painting(painted: Image.Image | np.ndarray, image: Image.Image) -> Image.Image:
+        """The editor's picture (white object on black) as a 0/255 mask at the image's size."""
+        gray = Image.fromarray(np.asarray(painted)).convert("L") if isinstance(painted, np.ndarray) \
+            else painted.convert("L")
+        return masking.load_mask(gray, image.size)
+
+    @staticmethod
+    def overlay(image: Image.Image, mask: Image.Image) -> Image.Image:
+        return masking.overlay(image, mask)
+
+    # --- jobs ---------------------------------------------------------------------------------
+    def inversion_config(self, **settings) -> InversionConfig:
+        """Settings from the form; `steps` is held to the server's limit."""
+        steps = int(settings.get("steps", InversionConfig.steps))
+        if steps > self.limits.max_steps:
+            raise InputError(f"{steps} steps is more than this server allows ({self.limits.max_steps}). "
+                             "Ask for fewer steps, or run the CLI on your own GPU.")
+        config = InversionConfig(**settings)
+        for name in ("num_vectors", "map_resolution", "batch_size", "seed", "resolution", "checkpoint_every",
+                     "steps"):
+            setattr(config, name, int(getattr(config, name)))
+        return config.validate()
+
+    def submit(self, image: Image.Image, mask: Image.Image, config: InversionConfig) -> Job:
+        if self.worker.state == "failed":
+            raise InputError(f"Jobs cannot run: {self.worker.error}")
+        job = self.store.create(image, mask, config)
+        self.worker.wake()
+        return job
+
+    def cancel(self, job_id: str) -> Job:
+        return self.store.cancel(job_id)
+
+    def status(self, job_id: str) -> dict:
+        """Everything a status page or a program needs about one job, JSON-ready."""
+        job = self.store.get(job_id)
+        now = time.time()
+        elapsed = None
+        if job.started is not None:
+            elapsed = (job.finished or now) - job.started
+        run = self.store.run(job.id)
+        return {
+            "id": job.id,
+            "status": job.status,
+            "queue_position": self.store.queue_position(job.id),
+            "step": job.step,
+            "total_steps": job.total_steps,
+            "elapsed_seconds": None if elapsed is None else round(elapsed, 1),
+            "remaining_seconds": None if job.remaining_seconds() is None else round(job.remaining_seconds(), 1),
+            "loss": job.loss,
+            "diffusion_loss": job.diffusion_loss,
+            "mask_loss": job.mask_loss,
+            "error": job.error,
+            "resumed": job.resumes,
+            "has_concept": run.has_concept(),
+            "folder": str(run.path),
+        }
+
+    def describe(self, status: dict) -> str:
+        """One line for people: where the job stands and what to do next."""
+        state = status["status"]
+        if state == QUEUED:
+            waiting = "" if self.worker.state == "ready" else f" {self.worker.status_line()}"
+            return f"Job {status['id']}: waiting, number {status['queue_position']} in the queue.{waiting}"
+        if state == RUNNING:
+            return f"Job {status['id']}: learning *s, step {status['step']} of {status['total_steps']}."
+        if state == DONE:
+            return f"Job {status['id']}: done. Type edit prompts below, or download the concept."
+        if state == "failed":
+            return f"Job {status['id']}: failed. {status['error']}"
+        return f"Job {status['id']}: cancelled. {status['error'] or ''}".strip()
+
+    def log(self, job_id: str) -> list[dict]:
+        return self.store.run(job_id).read_log()
+
+    def previews(self, job_id: str) -> tuple[Path | None, Path | None]:
+        """The latest sample image and attention picture of a job (None until written)."""
+        folder = self.store.job_dir(job_id) / PREVIEW_DIR
+        sample, attention = folder / SAMPLE_PREVIEW, folder / ATTENTION_PREVIEW
+        final = self.store.job_dir(job_id) / "attention.png"
+        return (sample if sample.is_file() else None,
+                final if final.is_file() else attention if attention.is_file() else None)
+
+    def downloads(self, job_id: str) -> list[Path]:
+        """`learned_embeds.safetensors` and the whole run as a zip, once the job is done."""
+        run = self.store.run(job_id)
+        if not run.has_concept():
+            return []
+        return [run.path / "learned_embeds.safetensors", self.export_zip(job_id)]
+
+    def export_zip(self, job_id: str) -> Path:
+        folder = self.store.job_dir(job_id)
+        target = self.data_dir / "exports" / f"shapeinv-{folder.name}.zip"
+        if target.is_file() and target.stat().st_mtime >= (folder / "learned_embeds.safetensors").stat().st_mtime:
+            return target
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_suffix(".zip.tmp")
+        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as archive:
+            for path in sorted(folder.rglob("*")):
+                if path.is_file() and not path.name.endswith(".tmp"):
+                    archive.write(path, Path(folder.name) / path.relative_to(folder))
+        tmp.replace(target)
+        return target
+
+    # --- edits --------------------------------------------------------------------------------
+    def concept(self, job_id: str | None, upload: str | Path | None) -> tuple[Concept, Path]:
+        """The concept to edit with (an uploaded file wins over the job) and where its images go."""
+        if upload:
+            concept = Concept.load(upload)
+            return concept, self.data_dir / "edits" / time.strftime("%Y%m%d-%H%M%S")
+        if not job_id or not job_id.strip():
+            raise InputError("No concept yet. Learn one above (and wait until it is done), or upload a "
+                             "learned_embeds.safetensors file.")
+        job = self.store.get(validate_job_id(job_id))
+        run = self.store.run(job.id)
+        if not run.has_concept():
+            raise InputError(f"Job {job.id} is {job.status}; its concept is not ready yet. Wait until it is done, "
+                             "or upload a learned_embeds.safetensors file.")
+        return Concept.load(run.path), run.path / "edits"
+
+    def generate(self, job_id: str | None, upload: str | Path | None, prompts_text: str,
+                 config: GenerationConfig) -> list[tuple[Path, GeneratedImage]]:
+        """Images for one prompt per line, saved as PNG files; served between another job's steps."""
+        concept, out_dir = self.concept(job_id, upload)
+        prompts = check_prompts((prompts_text or "").splitlines(), concept.token)
+        total = len(prompts) * config.num_images
+        if total > self.limits.max_images:
+            raise InputError(f"{len(prompts)} prompts x {config.num_images} images = {total} images; this server "
+                             f"makes at most {self.limits.max_images} per request. Use fewer prompts or images.")
+        results = self.worker.generate(concept, prompts, config)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        stamp = time.strftime("%H%M%S")
+        saved = []
+        for index, result in enumerate(results):
+            path = out_dir / f"{stamp}_{index:02d}_{slug(result.prompt, 40)}_seed{result.seed}.png"
+            result.image.save(path)
+            saved.append((path, result))
+        return saved
+

@@ -1,0 +1,139 @@
+"""The page: layout and event wiring only (the work is in `handlers`, `backend` and shapeinv_core)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import gradio as gr
+
+from shapeinv_core.config import ATTENTION_LAYER_CHOICES, MAP_NORMS, InversionConfig
+
+from .backend import EXAMPLE_PROMPTS, MASK_WEIGHT_HELP, Backend
+from .handlers import Handlers, checked_image
+
+ASSETS = Path(__file__).resolve().parent.parent / "assets"
+INTRO = """# ShapeInversion
+Upload a photo of a chair. A new word, **\\*s**, is learned that carries the chair's *shape*; then prompts
+such as "a leopard-print chair in the shape of \\*s" draw new chairs with that outline."""
+
+
+def example_images() -> list[str]:
+    """The project's own example photos (not their masks)."""
+    return [str(path) for path in sorted(ASSETS.glob("*.png")) if not path.stem.endswith("_mask")]
+
+
+def build_demo(backend: Backend, defaults: InversionConfig | None = None) -> gr.Blocks:
+    """The Blocks app for `backend`; `defaults` pre-fill the inversion settings."""
+    d = defaults or InversionConfig()
+    h = Handlers(backend)
+    limits = backend.limits
+    with gr.Blocks(title="ShapeInversion") as demo:
+        gr.Markdown(INTRO)
+        model_status = gr.Markdown(backend.worker.status_line(), elem_id="model-status")
+        model_timer = gr.Timer(1.0, active=True)
+
+        gr.Markdown("## 1. Image")
+        with gr.Row():
+            with gr.Column():
+                image = checked_image(label="Photo of one chair", type="filepath", image_mode=None,
+                                     sources=["upload", "clipboard"], elem_id="image")
+                examples = example_images()
+                if examples:
+                    gr.Examples(examples=[[path] for path in examples], inputs=[image], label="Examples")
+            with gr.Column():
+                overlay = gr.Image(label="Mask (tinted)", interactive=False, elem_id="overlay")
+                mask_note = gr.Markdown(label="Mask method", elem_id="mask-note")
+        with gr.Accordion("Correct the mask", open=False):
+            with gr.Row():
+                mask_editor = gr.ImageEditor(
+                    label="Mask: paint white to add to the object, black to remove", type="pil", image_mode="RGB",
+                    brush=gr.Brush(colors=["#ffffff", "#000000"], default_color="#ffffff", color_mode="fixed"),
+                    sources=[], layers=False, transforms=[], format="png", elem_id="mask-editor",
+                )
+                mask_upload = checked_image(label="... or upload a mask (white object on black)", type="filepath",
+                                           image_mode=None, sources=["upload"], elem_id="mask-upload")
+        mask = gr.Image(label="Mask", type="filepath", image_mode=None, format="png", visible=False, elem_id="mask")
+
+        gr.Markdown("## 2. Learn the shape")
+        with gr.Row():
+            mask_weight = gr.Slider(0, 1, value=d.mask_weight, step=0.01, label="Mask weight", info=MASK_WEIGHT_HELP,
+                                    elem_id="mask-weight")
+            steps = gr.Number(d.steps, label="Steps", precision=0, minimum=1, elem_id="steps",
+                              info=f"500 in the research notes; at most {limits.max_steps} here")
+        with gr.Accordion("Advanced", open=False):
+            with gr.Row():
+                class_word = gr.Textbox(d.class_word, label="Class word ({cls} in the template)", elem_id="class-word")
+                initializer = gr.Textbox(d.initializer, label="Initializer word", elem_id="initializer")
+                num_vectors = gr.Number(d.num_vectors, label="Vectors per *s", precision=0, minimum=1, maximum=16)
+                learning_rate = gr.Number(d.learning_rate, label="Learning rate", minimum=0)
+            with gr.Row():
+                batch_size = gr.Number(d.batch_size, label="Timesteps per step", precision=0, minimum=1, maximum=64)
+                resolution = gr.Slider(64, 1024, value=d.resolution, step=64, label="Resolution", elem_id="resolution")
+                seed = gr.Number(d.seed, label="Seed", precision=0, minimum=0)
+                checkpoint_every = gr.Number(d.checkpoint_every, label="Checkpoint every (steps)", precision=0,
+                                             minimum=1)
+            with gr.Row():
+                map_resolution = gr.Dropdown([8, 16, 32, 64], value=d.map_resolution, label="Attention map grid")
+                attention_layers = gr.Dropdown(list(ATTENTION_LAYER_CHOICES), value=d.attention_layers,
+                                               label="Attention layers")
+                map_norm = gr.Dropdown(list(MAP_NORMS), value=d.map_norm, label="Map normalisation")
+                init_reg = gr.Number(d.init_reg, label="Pull toward the initializer", minimum=0)
+        start = gr.Button("Start learning", variant="primary", elem_id="start")
+
+        gr.Markdown("## 3. Progress")
+        with gr.Row():
+            job_id = gr.Textbox(label="Job id (Enter shows another job)", elem_id="job-id", scale=1)
+            job_headline = gr.Markdown(label="Job status", elem_id="job-status")
+        progress = gr.HTML(label="Progress", elem_id="progress")
+        losses = gr.Markdown(label="Loss terms", elem_id="losses")
+        with gr.Row():
+            plot = gr.Image(label="Loss", interactive=False, elem_id="loss-plot")
+            preview = gr.Image(label="Preview (training prompt)", interactive=False, elem_id="preview")
+            attention = gr.Image(label="Attention of *s beside the mask", interactive=False, elem_id="attention")
+        cancel = gr.Button("Cancel", variant="stop", elem_id="cancel")
+        status_json = gr.JSON(label="Status", visible=False, elem_id="status-json")
+        timer = gr.Timer(1.0, active=False)  # polls job_status while a job is shown
+
+        gr.Markdown("## 4. Edit")
+        prompts = gr.Textbox("\n".join(EXAMPLE_PROMPTS), lines=3, label="Prompts, one per line (use *s)",
+                             elem_id="prompts")
+        with gr.Row():
+            num_images = gr.Slider(1, limits.max_images, value=1, step=1, label="Images per prompt",
+                                   elem_id="num-images")
+            gen_seed = gr.Number(0, label="Seed", precision=0, minimum=0, elem_id="gen-seed")
+            gen_steps = gr.Slider(1, 100, value=25, step=1, label="Sampling steps", elem_id="gen-steps")
+            guidance = gr.Slider(0, 20, value=7.5, step=0.5, label="Guidance", elem_id="guidance")
+        with gr.Row():
+            concept_file = gr.File(label="Or edit with a concept you have (learned_embeds.safetensors)",
+                                   file_types=[".safetensors"], type="filepath", elem_id="concept-file")
+            downloads = gr.File(label="Downloads: the concept and the whole run", file_count="multiple",
+                                interactive=False, elem_id="downloads")
+        generate = gr.Button("Generate", variant="primary", elem_id="generate")
+        edit_note = gr.Markdown(label="Saved to", elem_id="edit-note")
+        gallery = gr.Gallery(label="Results", columns=4, elem_id="gallery")
+        gr.Markdown(limits.describe() + " Programs can use the same endpoints: see *Use via API* below.")
+
+        # --- events -----------------------------------------------------------------------------
+        status_outputs = [status_json, job_headline, progress, losses, plot, preview, attention, downloads, timer]
+        image.change(h.extract_mask, [image], [overlay, mask_editor, mask, mask_note], api_name="extract_mask")
+        mask_editor.input(h.edit_mask, [image, mask_editor], [overlay, mask], api_name="edit_mask",
+                          api_visibility="private")
+        mask_upload.upload(h.upload_mask, [image, mask_upload], [overlay, mask_editor, mask, mask_note],
+                           api_name="upload_mask", api_visibility="private")
+        start.click(
+            h.start_inversion,
+            [image, mask, mask_weight, steps, class_word, initializer, num_vectors, learning_rate, batch_size,
+             resolution, seed, map_resolution, attention_layers, map_norm, init_reg, checkpoint_every],
+            [job_id, status_json, timer], api_name="start_inversion",
+        ).success(None, [job_id], None, js=Handlers.job_link_js())
+        timer.tick(h.job_status, [job_id], status_outputs, api_name="job_status", concurrency_limit=None,
+                   show_progress="hidden")
+        job_id.submit(h.job_status, [job_id], status_outputs, api_name="show_job", api_visibility="private")
+        job_id.submit(None, [job_id], None, js=Handlers.job_link_js())
+        cancel.click(h.cancel_job, [job_id], [status_json, job_headline], api_name="cancel_job")
+        generate.click(h.generate, [job_id, concept_file, prompts, num_images, gen_seed, gen_steps, guidance],
+                       [gallery, edit_note], api_name="generate")
+        model_timer.tick(h.model_status, None, [model_status, model_timer], api_name="model_status",
+                         show_progress="hidden")
+        demo.load(h.on_load, None, [job_id, timer, job_headline], api_name="on_load", api_visibility="private")
+    return demo

@@ -1,0 +1,109 @@
+"""Shared fixtures for the app tests: one running app (tiny model, CPU) per test session.
+
+The app runs in-process exactly as `python -m app` builds it (`app.__main__.create` and
+`launch_options`), on a free port, with a temporary data folder. Nothing is mocked.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import tempfile
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+# The tiny model is written once per session into a private cache unless CI provides one.
+os.environ.setdefault("SHAPEINV_CACHE", tempfile.mkdtemp(prefix="shapeinv-cache-"))
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = ROOT / "assets" / "chair_01.png"
+ARTIFACTS = ROOT / "test-artifacts"
+FINISHED = ("done", "failed", "cancelled")
+
+# Settings a 2-core CPU finishes in about a second on the tiny model.
+SMALL = {"mask_weight": 0.1, "steps": 6, "class_word": "chair", "initializer": "chair", "num_vectors": 1,
+         "learning_rate": 5e-3, "batch_size": 1, "resolution": 64, "seed": 0, "map_resolution": 16,
+         "attention_layers": "all", "map_norm": "none", "init_reg": 0.0, "checkpoint_every": 3}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def example_image(tmp_path: Path) -> Path:
+    """The project's first example photo, or a drawn chair if the assets are missing."""
+    if EXAMPLE.is_file():
+        return EXAMPLE
+    from tests.helpers import chair_like
+
+    path = tmp_path / "chair.png"
+    chair_like((96, 96))[0].save(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def app_server(tmp_path_factory):
+    """The app on a free port with small limits: (url, backend, data folder)."""
+    from app.__main__ import create, launch_options
+    from app.backend import Limits
+
+    data = tmp_path_factory.mktemp("app-data")
+    limits = Limits(max_pixels=2_000_000, max_steps=400, max_images=4, max_queued=3)
+    backend, demo = create(data, "tiny", device="cpu", limits=limits, preview_steps=2)
+    _, url, _ = demo.launch(prevent_thread_lock=True, quiet=True,
+                            **launch_options(backend, "127.0.0.1", free_port()))
+    assert backend.worker.wait_ready(120), "the tiny model did not load"
+    assert backend.worker.state == "ready", backend.worker.error
+    yield SimpleNamespace(url=url, backend=backend, data=data)
+    demo.close()
+    backend.stop()
+
+
+@pytest.fixture()
+def client(app_server, tmp_path):
+    from gradio_client import Client
+
+    return Client(app_server.url, verbose=False, download_files=str(tmp_path))
+
+
+def start_job(client, image: Path, mask: str | None = None, **settings) -> str:
+    from gradio_client import handle_file
+
+    values = {**SMALL, **settings}
+    job_id, status, _ = client.predict(image=handle_file(str(image)), mask=handle_file(mask) if mask else None,
+                                       api_name="/start_inversion", **values)
+    assert status["status"] in ("queued", "running"), status
+    return job_id
+
+
+def job_status(client, job_id: str) -> dict:
+    return client.predict(job_id=job_id, api_name="/job_status")[0]
+
+
+def wait_for_status(client, job_id: str, done=lambda s: s["status"] in FINISHED, timeout: float = 120.0) -> dict:
+    """Poll job_status until `done(status)`; fail with the last status after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        status = job_status(client, job_id)
+        if done(status):
+            return status
+        assert time.monotonic() < deadline, f"gave up waiting; last status {status}"
+        time.sleep(0.2)
+
+
+@pytest.fixture(scope="session")
+def finished_job(app_server, tmp_path_factory):
+    """A job that ran to the end in the session's app (its id), for tests that need a concept."""
+    from gradio_client import Client
+
+    client = Client(app_server.url, verbose=False, download_files=str(tmp_path_factory.mktemp("dl")))
+    job_id = start_job(client, example_image(tmp_path_factory.mktemp("img")))
+    status = wait_for_status(client, job_id)
+    assert status["status"] == "done", status
+    return job_id

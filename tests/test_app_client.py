@@ -1,0 +1,142 @@
+"""The app's named API through gradio_client, against the running app (tiny model, CPU)."""
+
+from __future__ import annotations
+
+import threading
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from gradio_client import Client, handle_file
+from gradio_client.exceptions import AppError
+from PIL import Image
+
+from shapeinv_core.concept import Concept
+from tests.conftest import example_image, job_status, start_job, wait_for_status
+
+
+def test_upload_mask_start_poll_generate(app_server, client, tmp_path):
+    image = example_image(tmp_path)
+    overlay, editor, mask, note = client.predict(image=handle_file(str(image)), api_name="/extract_mask")
+    mask_values = np.asarray(Image.open(mask).convert("L"))
+    assert Image.open(mask).size == Image.open(image).size
+    assert set(np.unique(mask_values)) <= {0, 255} and 0.01 < (mask_values > 0).mean() < 0.9
+    assert Image.open(overlay).size == Image.open(image).size
+    assert "Mask made with" in note and editor["composite"]
+
+    job_id = start_job(client, image, mask=mask, mask_weight=0.2)
+    status = wait_for_status(client, job_id)
+    assert status["status"] == "done", status
+    assert status["step"] == status["total_steps"] == 6 and status["has_concept"]
+
+    outputs = client.predict(job_id=job_id, api_name="/job_status")
+    headline, loss_plot, attention, downloads = outputs[1], outputs[4], outputs[6], outputs[7]
+    assert "done" in headline and Image.open(loss_plot).size == (520, 300) and Image.open(attention).width > 256
+    names = sorted(Path(path).name for path in downloads)
+    assert names == ["learned_embeds.safetensors", f"shapeinv-{job_id}.zip"]
+    zipped = zipfile.ZipFile(next(p for p in downloads if p.endswith(".zip"))).namelist()
+    assert f"{job_id}/learned_embeds.safetensors" in zipped and f"{job_id}/config.json" in zipped
+
+    run_dir = app_server.data / "jobs" / job_id
+    concept = Concept.load(run_dir)  # the CLI's layout: `shapeinv generate DATA/jobs/<id>` reads the same
+    assert concept.settings.mask_weight == 0.2 and concept.steps_done == 6
+    assert torch.equal(concept.vectors, Concept.load(next(p for p in downloads if p.endswith(".safetensors"))).vectors)
+
+    gallery, note = client.predict(job_id=job_id, concept_file=None,
+                                   prompts="a red chair in the shape of *s\na leopard-print chair in the shape of *s",
+                                   num_images=2, seed=3, steps=3, guidance=7.5, api_name="/generate")
+    assert [item["caption"] for item in gallery] == [
+        "a red chair in the shape of *s (seed 3)", "a red chair in the shape of *s (seed 4)",
+        "a leopard-print chair in the shape of *s (seed 3)", "a leopard-print chair in the shape of *s (seed 4)"]
+    saved = sorted((run_dir / "edits").glob("*.png"))
+    assert len(saved) == 4 and all(Image.open(path).size == (64, 64) for path in saved)
+
+
+def test_generate_with_an_uploaded_concept(client, finished_job, app_server):
+    embeds = app_server.data / "jobs" / finished_job / "learned_embeds.safetensors"
+    gallery, note = client.predict(job_id="", concept_file=handle_file(str(embeds)),
+                                   prompts="a red chair in the shape of *s", num_images=1, seed=0, steps=2,
+                                   guidance=7.5, api_name="/generate")
+    assert len(gallery) == 1 and Path(gallery[0]["image"]).is_file()
+    assert "edits" in note
+
+
+def test_cancel_a_running_job(client, tmp_path, app_server):
+    job_id = start_job(client, example_image(tmp_path), steps=300, checkpoint_every=1000)
+    wait_for_status(client, job_id, lambda s: s["status"] == "running" and s["step"] >= 2)
+    status, note = client.predict(job_id=job_id, api_name="/cancel_job")
+    assert "Stopping" in note
+    status = wait_for_status(client, job_id)
+    assert status["status"] == "cancelled" and status["step"] < 300, status
+    checkpoints = list((app_server.data / "jobs" / job_id / "checkpoints").glob("step_*.safetensors"))
+    assert checkpoints, "a cancelled run keeps a checkpoint to resume from"
+
+
+def test_two_clients_start_at_once_and_finish_in_order(app_server, tmp_path):
+    image = example_image(tmp_path)
+    clients = [Client(app_server.url, verbose=False, download_files=str(tmp_path)) for _ in range(2)]
+    ids: list[str] = [None, None]
+    barrier = threading.Barrier(2)
+
+    def start(index: int) -> None:
+        barrier.wait()
+        ids[index] = start_job(clients[index], image, seed=index)
+
+    threads = [threading.Thread(target=start, args=(index,)) for index in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert all(ids) and ids[0] != ids[1]
+    for index, job_id in enumerate(ids):
+        assert wait_for_status(clients[index], job_id)["status"] == "done"
+    first, second = sorted((app_server.backend.store.get(job_id) for job_id in ids), key=lambda job: job.seq)
+    assert first.finished <= second.started, "one worker runs one job at a time, in queue order"
+
+
+def test_bad_uploads_and_requests_get_their_message(client, finished_job, tmp_path):
+    not_image = tmp_path / "notes.png"
+    not_image.write_text("this is text, not a picture")
+    with pytest.raises(AppError, match="not an image this app can read"):
+        client.predict(image=handle_file(str(not_image)), api_name="/extract_mask")
+
+    huge = tmp_path / "huge.png"
+    Image.new("RGB", (2000, 1500), "white").save(huge)  # 3 MP; the test app allows 2 MP
+    with pytest.raises(AppError, match="megapixels"):
+        client.predict(image=handle_file(str(huge)), api_name="/extract_mask")
+
+    with pytest.raises(AppError, match="more than this server allows"):
+        start_job(client, example_image(tmp_path), steps=5000)
+    with pytest.raises(AppError, match="not a job id"):
+        job_status(client, "../../etc")
+    with pytest.raises(AppError, match="at most 4 per request"):
+        client.predict(job_id=finished_job, concept_file=None, prompts="a *s\na red *s", num_images=3, seed=0,
+                       steps=2, guidance=7.5, api_name="/generate")
+
+
+def test_queue_length_limit(app_server, client, tmp_path):
+    image = example_image(tmp_path)
+    blocker = start_job(client, image, steps=300, checkpoint_every=1000)
+    wait_for_status(client, blocker, lambda s: s["status"] == "running")
+    waiting = [start_job(client, image, steps=300) for _ in range(3)]
+    assert job_status(client, waiting[-1])["queue_position"] == 4
+    with pytest.raises(AppError, match="The queue is full"):
+        start_job(client, image)
+    for job_id in [*waiting, blocker]:
+        client.predict(job_id=job_id, api_name="/cancel_job")
+    assert wait_for_status(client, blocker)["status"] == "cancelled"
+    assert all(job_status(client, job_id)["status"] == "cancelled" for job_id in waiting)
+
+
+def test_edit_request_during_a_running_inversion_finishes_first(client, finished_job, tmp_path):
+    running = start_job(client, example_image(tmp_path), steps=300, checkpoint_every=1000)
+    wait_for_status(client, running, lambda s: s["status"] == "running" and s["step"] >= 2)
+    gallery, _ = client.predict(job_id=finished_job, concept_file=None, prompts="a red chair in the shape of *s",
+                                num_images=2, seed=0, steps=3, guidance=7.5, api_name="/generate")
+    status = job_status(client, running)
+    assert len(gallery) == 2
+    assert status["status"] == "running" and status["step"] < 300, "the edit waited for the inversion"
+    client.predict(job_id=running, api_name="/cancel_job")
+    assert wait_for_status(client, running)["status"] == "cancelled"
