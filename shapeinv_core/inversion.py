@@ -283,7 +283,7 @@ def denoising_target(scheduler, latents: torch.Tensor, noise: torch.Tensor, time
         return noise
     if kind == "v_prediction":
         return scheduler.get_velocity(latents, noise, timesteps)
-    raise InputError(f"Prediction type {kind!r} is not supported; Stable Diffusion 1.x/2.x use epsilon or v_prediction.")
+    raise InputError(f"Prediction type {kind!r} is not supported; SD 1.x/2.x models use epsilon or v_prediction.")
 
 
 class _Substitution:
