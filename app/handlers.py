@@ -173,8 +173,8 @@ class Handlers:
                                   guidance=float(guidance)).validate()
         saved = self.backend.generate(job_id, concept_file, prompts, config)
         gallery = [(str(path), f"{result.prompt} (seed {result.seed})") for path, result in saved]
-        folder = saved[0][0].parent if saved else ""
-        return gallery, f"{len(saved)} images, saved in `{folder}`."
+        folder = saved[0][0].parent.relative_to(self.backend.data_dir) if saved else ""
+        return gallery, f"{len(saved)} images, saved in `{folder}` in the server's data folder."
 
     # --- page load ----------------------------------------------------------------------------
     def on_load(self, request: gr.Request):

@@ -1,0 +1,64 @@
+"""The page in a real browser (Playwright driving Debian's Chromium), against the running app."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ARTIFACTS, example_image
+
+CHROMIUM = Path("/usr/bin/chromium")
+pytestmark = pytest.mark.skipif(not CHROMIUM.exists(),
+                                reason="Debian chromium is not installed (apt-get install -y chromium)")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture()
+def page():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.set_default_timeout(60_000)
+        yield page
+        browser.close()
+
+
+def test_upload_learn_and_edit_in_the_browser(app_server, page, tmp_path):
+    from playwright.sync_api import expect
+
+    page.goto(app_server.url)
+    expect(page.locator("#model-status")).to_contain_text("ready")
+    page.locator("#image input[type=file]").set_input_files(str(example_image(tmp_path)))
+    expect(page.locator("#image img")).to_be_visible()
+    expect(page.locator("#overlay img")).to_be_visible()
+    expect(page.locator("#mask-note")).to_contain_text("Mask made with")
+
+    page.locator("#mask-weight input[type=range]").fill("0.25")
+    expect(page.locator("#mask-weight input[type=number]")).to_have_value("0.25")
+    page.locator("#start").click()
+    expect(page.locator("#job-status")).to_contain_text("done", timeout=90_000)
+    job_id = page.locator("#job-id textarea").input_value()
+    assert re.fullmatch(r"[0-9a-f]{12}", job_id)
+    assert f"job={job_id}" in page.url, "the address bar links to the job"
+    config = (app_server.data / "jobs" / job_id / "config.json").read_text()
+    assert '"mask_weight": 0.25' in config, "the slider's value reached the job"
+    page.wait_for_function("() => { const i = document.querySelector('#attention img');"
+                           " return i && i.complete && i.naturalWidth > 0; }")
+
+    page.locator("#prompts textarea").fill("a red chair in the shape of *s")
+    page.locator("#num-images input[type=range]").fill("2")
+    page.locator("#generate").click()
+    expect(page.locator("#gallery img")).to_have_count(2, timeout=60_000)
+    page.wait_for_function("() => [...document.querySelectorAll('#gallery img')]"
+                           ".every(i => i.complete && i.naturalWidth > 0)")
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "app_finished.png"), full_page=True)
+
+    page.goto(f"{app_server.url}?job={job_id}")  # the link shows the job again
+    expect(page.locator("#job-status")).to_contain_text(f"Job {job_id}: done")
+    expect(page.locator("#job-id textarea")).to_have_value(job_id)
