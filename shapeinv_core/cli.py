@@ -59,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("prompts", nargs="+", metavar="PROMPT")
     generate.add_argument("-o", "--output", type=Path, required=True, metavar="OUT_DIR")
     generate.add_argument("--model", help="model to use (default: the one the concept was learned with)")
+    generate.add_argument("--model-config", help="for a single .safetensors checkpoint: its base model's configs")
     generate.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
     generate.add_argument("--dtype", default="auto", help="auto, fp32, fp16 or bf16 (default: auto)")
     _add_generation_options(generate)
@@ -96,6 +97,8 @@ def _weight_list(text: str) -> list[float]:
 def _add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=DEFAULT_MODEL,
                         help=f"hub id, local diffusers folder, .safetensors file, or 'tiny' (default: {DEFAULT_MODEL})")
+    parser.add_argument("--model-config", help="for a single .safetensors checkpoint: the base model's diffusers "
+                        "folder or hub id holding its component configs (default: inferred, from the hub cache)")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
     parser.add_argument("--dtype", default="auto", help="auto, fp32, fp16 or bf16 (default: auto: bf16 on GPU)")
 
@@ -208,7 +211,7 @@ def run_invert(args: argparse.Namespace) -> int:
     image, mask = image_and_mask(args, args.output)
     quiet_library_logs()
     print(f"loading {args.model} ...")
-    model = load_model(args.model, device=args.device, dtype=args.dtype)
+    model = load_model(args.model, device=args.device, dtype=args.dtype, single_file_config=args.model_config)
     interrupted = _stop_on_ctrl_c()
     bar = tqdm(total=config.steps, unit="step", dynamic_ncols=True)
 
@@ -266,7 +269,7 @@ def run_generate(args: argparse.Namespace) -> int:
     model_name = args.model or concept.model or DEFAULT_MODEL
     quiet_library_logs()
     print(f"loading {model_name} ...")
-    model = load_model(model_name, device=args.device, dtype=args.dtype)
+    model = load_model(model_name, device=args.device, dtype=args.dtype, single_file_config=args.model_config)
     bar = tqdm(total=len(prompts) * config.num_images, unit="image", dynamic_ncols=True)
     results = generate(model, concept, prompts, config, on_image=lambda done, total: bar.update(done - bar.n))
     bar.close()
@@ -297,7 +300,7 @@ def run_sweep(args: argparse.Namespace) -> int:
     image, mask = image_and_mask(args, args.output / "_")
     quiet_library_logs()
     print(f"loading {args.model} ...")
-    model = load_model(args.model, device=args.device, dtype=args.dtype)
+    model = load_model(args.model, device=args.device, dtype=args.dtype, single_file_config=args.model_config)
     generation = GenerationConfig(num_images=args.num_images, steps=args.sample_steps, guidance=args.guidance)
     bar = tqdm(total=config.steps, unit="step", dynamic_ncols=True)
 

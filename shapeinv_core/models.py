@@ -60,8 +60,12 @@ def choose_device(device: str = "auto", dtype: str = "auto") -> tuple[torch.devi
 
 
 def load_model(model: str = DEFAULT_MODEL, device: str = "auto", dtype: str = "auto",
-               revision: str | None = None) -> LoadedModel:
-    """Load a pipeline from `tiny`, a local diffusers folder, a `.safetensors` file or a hub id."""
+               revision: str | None = None, single_file_config: str | None = None) -> LoadedModel:
+    """Load a pipeline from `tiny`, a local diffusers folder, a `.safetensors` file or a hub id.
+
+    `single_file_config` (a diffusers folder or hub id) gives a single-file checkpoint its
+    component configs; without it diffusers picks the matching base model's from the hub cache.
+    """
     torch_device, torch_dtype = choose_device(device, dtype)
     source = str(model)
     if source == TINY:
@@ -72,7 +76,7 @@ def load_model(model: str = DEFAULT_MODEL, device: str = "auto", dtype: str = "a
         pipe = _from_folder(Path(source), torch_dtype)
         source_revision = _folder_fingerprint(Path(source))
     elif source.endswith((".safetensors", ".ckpt", ".pt", ".bin")) or Path(source).exists():
-        pipe = _from_single_file(Path(source), torch_dtype)
+        pipe = _from_single_file(Path(source), torch_dtype, single_file_config)
         source_revision = None
     elif _looks_like_a_path(source):
         raise ModelLoadError(f"Model folder not found: {source}. Check the path, or pass a hub id such as "
@@ -115,7 +119,7 @@ def _from_folder(folder: Path, dtype: torch.dtype):
         ) from error
 
 
-def _from_single_file(path: Path, dtype: torch.dtype):
+def _from_single_file(path: Path, dtype: torch.dtype, config: str | None):
     if not path.is_file():
         raise ModelLoadError(f"Checkpoint file not found: {path}. Check the path, or pass a hub id or a folder.")
     if path.suffix != ".safetensors":
@@ -124,14 +128,16 @@ def _from_single_file(path: Path, dtype: torch.dtype):
             "convert it, or use the model's diffusers folder or hub id."
         )
     try:
+        local = config is not None and Path(config).is_dir()
         return _pipeline_class().from_single_file(
-            str(path), dtype=dtype, safety_checker=None, requires_safety_checker=False,
+            str(path), config=config, local_files_only=local or None, dtype=dtype, safety_checker=None,
+            requires_safety_checker=False,
         )
     except Exception as error:
         raise ModelLoadError(
             f"Could not load the checkpoint {path}: {_first_line(error)}. A single-file checkpoint needs its "
-            "pipeline configuration from the hub (or the hub cache) the first time; offline, use a local "
-            "diffusers folder or --model tiny."
+            "pipeline configuration from the hub (or the hub cache) the first time; offline, pass the base "
+            "model's diffusers folder with --model-config, or use a local diffusers folder or --model tiny."
         ) from error
 
 

@@ -85,3 +85,28 @@ def test_single_file_checks_refuse_missing_and_pickle_files(tmp_path):
     pickle_file.write_bytes(b"not loaded")
     with pytest.raises(ModelLoadError, match="no pickle"):
         load_model(str(pickle_file), device="cpu")
+
+
+def test_a_single_original_layout_checkpoint_loads_with_the_same_weights(tmp_path):
+    # No real checkpoint can be downloaded: the tiny pipeline is saved in the original (LDM)
+    # single-file layout, and diffusers' real converter must rebuild it through load_model.
+    from ldm_checkpoint import write_ldm_checkpoint
+
+    reference = load_model(str(tiny_folder()), device="cpu")
+    checkpoint = write_ldm_checkpoint(reference.pipe, tmp_path / "tiny-sd.safetensors")
+    model = load_model(str(checkpoint), device="cpu", single_file_config=str(tiny_folder()))
+    for name in ("unet", "vae", "text_encoder"):
+        expected, loaded = getattr(reference.pipe, name).state_dict(), getattr(model.pipe, name).state_dict()
+        assert expected.keys() == loaded.keys()
+        for key, value in expected.items():
+            assert torch.equal(loaded[key].reshape(value.shape), value), f"{name}.{key}"
+    assert model.source == str(checkpoint)
+
+
+def test_a_safetensors_file_that_is_not_a_checkpoint_is_explained(tmp_path):
+    from safetensors.torch import save_file
+
+    path = tmp_path / "learned_embeds.safetensors"
+    save_file({"*s": torch.zeros(1, 32)}, str(path))
+    with pytest.raises(ModelLoadError, match="Could not load the checkpoint"):
+        load_model(str(path), device="cpu", single_file_config=str(tiny_folder()))
