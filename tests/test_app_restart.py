@@ -1,0 +1,75 @@
+"""A job survives the app process dying: the next start resumes it from its last checkpoint."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import torch
+from gradio_client import Client
+
+from shapeinv_core.concept import Concept
+from shapeinv_core.models import load_model
+from shapeinv_core.runs import RunFolder
+from shapeinv_core.workflow import learn
+from tests.conftest import ROOT, example_image, free_port, start_job, wait_for_status
+
+
+def serve(data: Path, port: int, log: Path) -> subprocess.Popen:
+    """`python -m app` as a separate process; returns once its API answers."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "GRADIO_ANALYTICS_ENABLED": "False"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "app", "--model", "tiny", "--device", "cpu", "--data", str(data), "--port", str(port)],
+        cwd=ROOT, env=env, stdout=log.open("a"), stderr=subprocess.STDOUT,
+    )
+    deadline = time.monotonic() + 120
+    while True:
+        assert process.poll() is None, f"the app exited: {log.read_text()[-2000:]}"
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/gradio_api/info", timeout=2) as response:
+                if response.status == 200:
+                    return process
+        except OSError:
+            pass
+        assert time.monotonic() < deadline, f"the app did not start: {log.read_text()[-2000:]}"
+        time.sleep(0.5)
+
+
+def test_killed_mid_job_resumes_from_checkpoint_and_matches_an_uninterrupted_run(tmp_path):
+    data, log, port = tmp_path / "data", tmp_path / "app.log", free_port()
+    process = serve(data, port, log)
+    try:
+        client = Client(f"http://127.0.0.1:{port}/", verbose=False, download_files=str(tmp_path))
+        job_id = start_job(client, example_image(tmp_path), steps=24, checkpoint_every=4, batch_size=2,
+                           mask_weight=0.3)
+        run = RunFolder(data / "jobs" / job_id)
+        wait_for_status(client, job_id, lambda s: s["status"] == "running" and s["step"] >= 6)
+        process.send_signal(signal.SIGKILL)
+        process.wait(30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    killed_at = [step for step, _ in run.checkpoints()]
+    assert killed_at and max(killed_at) < 24 and not run.has_concept(), "killed mid-job, after a checkpoint"
+
+    process = serve(data, port, log)
+    try:
+        client = Client(f"http://127.0.0.1:{port}/", verbose=False, download_files=str(tmp_path))
+        status = wait_for_status(client, job_id)
+    finally:
+        process.terminate()
+        process.wait(30)
+    assert status["status"] == "done" and status["resumed"] == 1, status
+    steps_logged = [record["step"] for record in run.read_log()]
+    assert steps_logged == list(range(1, 25)), "each step is logged once across the two processes"
+
+    image, mask, config = run.inputs()
+    reference = learn(load_model("tiny", device="cpu"), image, mask, config, tmp_path / "uninterrupted")
+    resumed = Concept.load(run.path)
+    assert torch.equal(resumed.vectors, reference.vectors)
+    assert resumed.settings == reference.settings
