@@ -116,56 +116,46 @@ def invert_many(model: LoadedModel, image: Image.Image, mask: Image.Image, confi
 
     per_pass = count if rows_per_pass is None else max(1, rows_per_pass // base.batch_size)
     store = AttentionStore(positions, tuple(latents.shape[-2:]), base.map_resolution)
-    with capture_attention(pipe.unet, store, base.attention_layers), \
-            substitute_embeddings(pipe.text_encoder, token_ids) as substitution:
-        forward = _Forward(pipe, model.dtype, prompt_ids, substitution, store, base)
-        for step in range(start, base.steps):
-            if should_stop is not None and should_stop():
+    try:
+        with capture_attention(pipe.unet, store, base.attention_layers), \
+                substitute_embeddings(pipe.text_encoder, token_ids) as substitution:
+            objective = _Objective(pipe, model.dtype, prompt_ids, substitution, store, base, mask_grid, init, weights)
+            for step in range(start, base.steps):
+                if should_stop is not None and should_stop():
+                    if runs:
+                        _save_checkpoints(runs, step, vectors, optimizer)
+                    raise Cancelled(f"Stopped after {step} of {base.steps} steps; the run can be resumed.")
+                began = time.perf_counter()
+                noise, timesteps = sample_noise(base.seed, step, base.batch_size, latents.shape, scheduler)
+                noise, timesteps = noise.to(device), timesteps.to(device)
+                clean = latents.expand(base.batch_size, -1, -1, -1)
+                noisy = scheduler.add_noise(clean, noise, timesteps)
+                target = denoising_target(scheduler, clean, noise, timesteps)
+
+                batch = (noisy, timesteps, target)
+                terms, maps, per_pass = _accumulate_gradients(objective, vectors, batch, per_pass, optimizer)
+                if not all(math.isfinite(t.loss) for t in terms):
+                    if runs:  # the vectors are still those after `step` steps: keep them resumable
+                        _save_checkpoints(runs, step, vectors, optimizer)
+                    raise ShapeInvError(
+                        f"The loss became {terms[0].loss} at step {step + 1}. Lower the learning rate "
+                        f"(now {base.learning_rate}) or use fp32 (--dtype fp32); a checkpoint of step {step} was kept."
+                    )
+                optimizer.step()
+
+                report = StepReport(step + 1, base.steps, time.perf_counter() - began, terms, maps)
                 if runs:
-                    _save_checkpoints(runs, step, vectors, optimizer)
-                raise Cancelled(f"Stopped after {step} of {base.steps} steps; the run can be resumed.")
-            began = time.perf_counter()
-            noise, timesteps = sample_noise(base.seed, step, base.batch_size, latents.shape, scheduler)
-            noise, timesteps = noise.to(device), timesteps.to(device)
-            clean = latents.expand(base.batch_size, -1, -1, -1)
-            noisy = scheduler.add_noise(clean, noise, timesteps)
-            target = denoising_target(scheduler, clean, noise, timesteps)
+                    for index, run in enumerate(runs):
+                        run.append_log(report.log_record(index))
+                    if (step + 1) % base.checkpoint_every == 0 or step + 1 == base.steps:
+                        _save_checkpoints(runs, step + 1, vectors, optimizer)
+                last_terms = terms
+                if on_step is not None:
+                    on_step(report)
 
-            optimizer.zero_grad(set_to_none=True)
-            terms, maps = [], []
-            for chunk in _chunks(count, per_pass):
-                size = chunk.stop - chunk.start
-                pred, chunk_maps = forward(vectors[chunk], noisy, timesteps)
-                diffusion = F.mse_loss(pred.float(), target.repeat(size, 1, 1, 1),
-                                       reduction="none").mean(dim=(1, 2, 3)).view(size, -1).mean(dim=1)
-                mask_loss = ((chunk_maps - mask_grid) ** 2).mean(dim=(1, 2, 3))
-                init_loss = ((vectors[chunk] - init) ** 2).sum(dim=-1).mean(dim=-1)
-                total = diffusion + weights[chunk] * mask_loss + base.init_reg * init_loss
-                total.sum().backward()  # concepts are independent: the sum's gradient is each one's own
-                terms += [LossTerms(*values) for values in
-                          zip(*(t.tolist() for t in (total, diffusion, mask_loss, init_loss)))]
-                maps.append(chunk_maps.detach().mean(dim=1).float().cpu())
-            optimizer.step()
-
-            report = StepReport(step + 1, base.steps, time.perf_counter() - began, terms, torch.cat(maps))
-            if not all(math.isfinite(t.loss) for t in terms):
-                if runs:
-                    _save_checkpoints(runs, step, vectors, optimizer)
-                raise ShapeInvError(
-                    f"The loss became {terms[0].loss} at step {step + 1}. Lower the learning rate "
-                    f"(now {base.learning_rate}) or use fp32 (--dtype fp32); the last good checkpoint was kept."
-                )
-            if runs:
-                for index, run in enumerate(runs):
-                    run.append_log(report.log_record(index))
-                if (step + 1) % base.checkpoint_every == 0 or step + 1 == base.steps:
-                    _save_checkpoints(runs, step + 1, vectors, optimizer)
-            last_terms = terms
-            if on_step is not None:
-                on_step(report)
-
-        final_maps = forward.evaluation_maps(vectors.detach(), latents, scheduler)
-    remove_tokens(pipe, base.placeholder)
+            final_maps = objective.evaluation_maps(vectors.detach(), latents, scheduler)
+    finally:
+        remove_tokens(pipe, base.placeholder)
 
     concepts = []
     for index, config in enumerate(configs):
@@ -182,12 +172,26 @@ def invert_many(model: LoadedModel, image: Image.Image, mask: Image.Image, confi
     return concepts
 
 
-class _Forward:
-    """One batched pass: text encoder with the vectors substituted, then the UNet with map capture."""
+class _Objective:
+    """The batched forward pass (text encoder with the vectors substituted, UNet with map capture) and the loss."""
 
-    def __init__(self, pipe, dtype, prompt_ids, substitution, store, config: InversionConfig):
+    def __init__(self, pipe, dtype, prompt_ids, substitution, store, config: InversionConfig,
+                 mask_grid: torch.Tensor, init: torch.Tensor, weights: torch.Tensor):
         self.pipe, self.dtype, self.prompt_ids = pipe, dtype, prompt_ids
         self.substitution, self.store, self.config = substitution, store, config
+        self.mask_grid, self.init, self.weights = mask_grid, init, weights
+
+    def losses(self, vectors: torch.Tensor, chunk: slice, noisy: torch.Tensor, timesteps: torch.Tensor,
+               target: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Per-concept (total, diffusion, mask, init) losses and maps for the concepts in `chunk`."""
+        size = chunk.stop - chunk.start
+        pred, maps = self(vectors[chunk], noisy, timesteps)
+        diffusion = F.mse_loss(pred.float(), target.repeat(size, 1, 1, 1),
+                               reduction="none").mean(dim=(1, 2, 3)).view(size, -1).mean(dim=1)
+        mask_loss = ((maps - self.mask_grid) ** 2).mean(dim=(1, 2, 3))
+        init_loss = ((vectors[chunk] - self.init) ** 2).sum(dim=-1).mean(dim=-1)
+        total = diffusion + self.weights[chunk] * mask_loss + self.config.init_reg * init_loss
+        return total, diffusion, mask_loss, init_loss, maps.detach().mean(dim=1).float().cpu()
 
     def __call__(self, vectors: torch.Tensor, noisy: torch.Tensor, timesteps: torch.Tensor):
         """vectors [k, n, dim]; noisy [b, 4, h, w] -> (prediction [k*b, ...], maps [k, b, res, res])."""
@@ -214,8 +218,8 @@ class _Forward:
         timesteps = torch.tensor([total // 4, total // 2, 3 * total // 4])
         noise = torch.randn((3, *latents.shape[1:]), generator=torch.Generator().manual_seed(self.config.seed))
         noisy = scheduler.add_noise(latents.cpu().expand(3, -1, -1, -1), noise, timesteps)
-        _, maps = self(vectors, noisy, timesteps)
-        return maps.mean(dim=1).cpu()
+        maps = [self(vectors[index:index + 1], noisy, timesteps)[1] for index in range(vectors.shape[0])]
+        return torch.cat(maps).mean(dim=1).cpu()  # one concept per pass: this runs once, memory first
 
 
 def prepare_inputs(image: Image.Image, mask: Image.Image, resolution: int,
@@ -337,6 +341,36 @@ def _training_scheduler(pipe):
     from diffusers import DDPMScheduler
 
     return DDPMScheduler.from_config(pipe.scheduler.config)
+
+
+def _accumulate_gradients(objective: _Objective, vectors: torch.nn.Parameter, batch: tuple, per_pass: int,
+                          optimizer) -> tuple[list[LossTerms], torch.Tensor, int]:
+    """Backpropagate every concept's loss, `per_pass` concepts per UNet pass.
+
+    Concepts are independent, so the gradient of the summed loss is each one's own and the
+    chunking does not change the result: when the GPU runs out of memory, the step is redone
+    in smaller passes (and the smaller size is kept for the following steps).
+    """
+    while True:
+        optimizer.zero_grad(set_to_none=True)
+        terms: list[LossTerms] = []
+        maps: list[torch.Tensor] = []
+        try:
+            for chunk in _chunks(vectors.shape[0], per_pass):
+                total, diffusion, mask_loss, init_loss, chunk_maps = objective.losses(vectors, chunk, *batch)
+                total.sum().backward()
+                terms += [LossTerms(*values) for values in
+                          zip(*(t.tolist() for t in (total, diffusion, mask_loss, init_loss)))]
+                maps.append(chunk_maps)
+            return terms, torch.cat(maps), per_pass
+        except torch.OutOfMemoryError as error:
+            if per_pass == 1:
+                raise ShapeInvError(
+                    "The GPU ran out of memory for even one concept per pass. Lower --batch (timesteps per "
+                    "step) or --resolution, or close other programs using the GPU."
+                ) from error
+            per_pass = max(1, per_pass // 2)
+            torch.cuda.empty_cache()
 
 
 def _chunks(count: int, size: int) -> list[slice]:

@@ -209,3 +209,26 @@ def test_a_mask_of_another_size_is_refused_here_with_the_fix():
     image, _ = chair_like((64, 64))
     with pytest.raises(InputError, match="Resize the mask"):
         prepare_inputs(image, Image.new("L", (32, 32), 255), 64, 16)
+
+
+def test_out_of_gpu_memory_redoes_the_step_in_smaller_passes_with_the_same_result():
+    # A GPU out-of-memory error cannot happen on this CPU machine, so the UNet is wrapped to raise
+    # it for batches over 4 rows, as a GPU with little memory would.
+    image, mask = chair_like()
+    configs = [small_config(mask_weight=w) for w in (0.0, 0.1, 1.0)]
+    expected = invert_many(tiny_model(), image, mask, configs)
+    model = tiny_model()
+    unet_forward = model.pipe.unet.forward
+    seen_rows = []
+
+    def forward_with_little_memory(sample, *args, **kwargs):
+        seen_rows.append(sample.shape[0])
+        if sample.shape[0] > 4:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return unet_forward(sample, *args, **kwargs)
+
+    model.pipe.unet.forward = forward_with_little_memory
+    learned = invert_many(model, image, mask, configs)
+    for got, want in zip(learned, expected):
+        torch.testing.assert_close(got.vectors, want.vectors, atol=1e-5, rtol=1e-4)
+    assert seen_rows[0] == 6 and max(seen_rows[1:]) <= 4, "tried all 3 concepts x 2 timesteps, then smaller"
