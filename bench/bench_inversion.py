@@ -30,7 +30,8 @@ from shapeinv_core.attention import AttentionStore, capture_attention  # noqa: E
 from shapeinv_core.chairs import render_chair  # noqa: E402
 from shapeinv_core.config import InversionConfig  # noqa: E402
 from shapeinv_core.inversion import invert, invert_many  # noqa: E402
-from shapeinv_core.models import build_tiny_pipeline, load_model  # noqa: E402
+from shapeinv_core.models import load_model  # noqa: E402
+from shapeinv_core.tiny import build_tiny_pipeline  # noqa: E402
 
 
 def build_sd15_shaped(folder: Path) -> Path:
@@ -40,7 +41,7 @@ def build_sd15_shaped(folder: Path) -> Path:
     from diffusers import AutoencoderKL, DDPMScheduler, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-    from shapeinv_core.models import write_tiny_clip_vocab
+    from shapeinv_core.tiny import write_tiny_clip_vocab
 
     vocab, merges = write_tiny_clip_vocab(folder.with_name(folder.name + "-vocab"))
     tokenizer = CLIPTokenizer(vocab=str(vocab), merges=str(merges), model_max_length=77)

@@ -16,3 +16,9 @@ class InputError(ShapeInvError, ValueError):
 
 class ModelLoadError(ShapeInvError, RuntimeError):
     """A Stable Diffusion (or CLIP) model could not be loaded."""
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of a library's error message, to quote inside one of ours."""
+    text = str(error).strip().splitlines()
+    return text[0] if text else type(error).__name__

@@ -12,9 +12,7 @@ the scale of the figures in DESIGN.md. A missing CLIP model never stops a sweep:
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -22,8 +20,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .errors import InputError, ModelLoadError
-from .models import TINY, _first_line, cache_dir, choose_device, write_tiny_clip_vocab
+from .errors import InputError, ModelLoadError, first_line
+from .models import TINY, choose_device
+from .tiny import build_tiny_clip
 
 DEFAULT_CLIP_MODEL = "openai/clip-vit-large-patch14"
 DEFAULT_PLACEHOLDER_RULE = " in the shape of {token}"
@@ -158,7 +157,7 @@ class ClipScorer:
             image_processor = CLIPImageProcessorPil.from_pretrained(source, **kwargs)
         except Exception as error:  # transformers raises many types; the user needs one message
             where = f"the folder {source}" if local else f"{name!r} from the Hugging Face hub or its cache"
-            cause = _first_line(error).rstrip(".")
+            cause = first_line(error).rstrip(".")
             raise ModelLoadError(
                 f"Could not load the CLIP model {where}: {cause}. Fixes: download it once with "
                 f"network (`hf download {DEFAULT_CLIP_MODEL}`), pass a local folder with a safetensors CLIPModel, "
@@ -214,46 +213,10 @@ def load_clip_scorer(name: str = DEFAULT_CLIP_MODEL, device: str = "auto") -> tu
     try:
         return ClipScorer.from_pretrained(name, device=device), None
     except Exception as error:  # anything at all: the sweep must still finish without CLIP columns
-        reason = _first_line(error).rstrip(".")
+        reason = first_line(error).rstrip(".")
         if not isinstance(error, ModelLoadError):
             reason = f"Could not load the CLIP model {name!r}: {reason}"
         return None, f"{reason}. CLIP-T and CLIP-I are left empty."
-
-
-def build_tiny_clip(folder: Path | None = None, seed: int = 0) -> Path:
-    """Write a tiny random-weight CLIPModel with a real tokenizer and image processor to `folder` once."""
-    folder = Path(folder) if folder else cache_dir() / "tiny-clip"
-    if (folder / "config.json").is_file():
-        return folder
-    from transformers import CLIPConfig, CLIPImageProcessorPil, CLIPModel, CLIPTokenizer
-
-    partial = folder.with_name(f"{folder.name}.partial-{os.getpid()}")
-    vocab_file, merges_file = write_tiny_clip_vocab(partial / "vocab-src")
-    tokenizer = CLIPTokenizer(vocab=str(vocab_file), merges=str(merges_file), model_max_length=77)
-    torch.manual_seed(seed)
-    model = CLIPModel(CLIPConfig(
-        text_config={"vocab_size": len(tokenizer), "hidden_size": 32, "intermediate_size": 64,
-                     "num_attention_heads": 4, "num_hidden_layers": 2, "max_position_embeddings": 77,
-                     "bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id,
-                     "pad_token_id": tokenizer.pad_token_id},
-        vision_config={"hidden_size": 32, "intermediate_size": 64, "num_attention_heads": 4,
-                       "num_hidden_layers": 2, "image_size": 32, "patch_size": 8},
-        projection_dim=16,
-    ))
-    image_processor = CLIPImageProcessorPil(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
-    model.save_pretrained(partial, safe_serialization=True)
-    tokenizer.save_pretrained(partial)
-    image_processor.save_pretrained(partial)
-    shutil.rmtree(partial / "vocab-src")
-    (partial / "README.md").write_text("Tiny random-weight CLIP made by shapeinv for tests and offline demos.\n"
-                                       "Its scores exercise every code path; they mean nothing.\n")
-    try:
-        os.replace(partial, folder)
-    except OSError:  # another process finished first: keep its copy
-        shutil.rmtree(partial, ignore_errors=True)
-        if not (folder / "config.json").is_file():
-            raise
-    return folder
 
 
 def _resolve_clip_source(name: str) -> tuple[str, bool]:

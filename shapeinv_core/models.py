@@ -1,13 +1,11 @@
 """Loading a Stable Diffusion 1.x/2.x pipeline: hub id, local folder, single checkpoint, or `tiny`.
 
-`tiny` is a random-weight pipeline with the real architecture classes, small enough for CPU
-tests and offline demos. It is written to a cache folder and loaded back through the same
+`tiny` (see `tiny.py`) is written to a cache folder and loaded back through the same
 local-folder path a real model uses, so the loading code under test is the real one.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import warnings
@@ -17,7 +15,7 @@ from pathlib import Path
 import torch
 
 from .config import DEFAULT_MODEL
-from .errors import ModelLoadError
+from .errors import ModelLoadError, first_line
 
 TINY = "tiny"
 log = logging.getLogger(__name__)
@@ -69,6 +67,8 @@ def load_model(model: str = DEFAULT_MODEL, device: str = "auto", dtype: str = "a
     torch_device, torch_dtype = choose_device(device, dtype)
     source = str(model)
     if source == TINY:
+        from .tiny import build_tiny_pipeline
+
         folder = build_tiny_pipeline()
         pipe = _from_folder(folder, torch_dtype)
         source_revision = _folder_fingerprint(folder)
@@ -114,7 +114,7 @@ def _from_folder(folder: Path, dtype: torch.dtype):
         )
     except Exception as error:  # diffusers raises many types; the user needs one message
         raise ModelLoadError(
-            f"Could not load the pipeline in {folder}: {_first_line(error)}. The folder must be a Stable "
+            f"Could not load the pipeline in {folder}: {first_line(error)}. The folder must be a Stable "
             "Diffusion 1.x/2.x pipeline saved with safetensors weights (save_pretrained(..., safe_serialization=True))."
         ) from error
 
@@ -135,7 +135,7 @@ def _from_single_file(path: Path, dtype: torch.dtype, config: str | None):
         )
     except Exception as error:
         raise ModelLoadError(
-            f"Could not load the checkpoint {path}: {_first_line(error)}. A single-file checkpoint needs its "
+            f"Could not load the checkpoint {path}: {first_line(error)}. A single-file checkpoint needs its "
             "pipeline configuration from the hub (or the hub cache) the first time; offline, pass the base "
             "model's diffusers folder with --model-config, or use a local diffusers folder or --model tiny."
         ) from error
@@ -149,7 +149,7 @@ def _from_hub(model_id: str, dtype: torch.dtype, revision: str | None):
         )
     except Exception as error:
         raise ModelLoadError(
-            f"Could not load {model_id!r} from the Hugging Face hub or its cache: {_first_line(error)}. "
+            f"Could not load {model_id!r} from the Hugging Face hub or its cache: {first_line(error)}. "
             "Fixes: check the id; download it once with network (`hf download "
             f"{model_id}`) so it is in the cache (HF_HOME); or pass a local diffusers folder or a .safetensors "
             "file with --model; or use --model tiny for an offline test model."
@@ -180,104 +180,6 @@ def _folder_fingerprint(folder: Path) -> str | None:
             if path.suffix != ".safetensors":
                 digest.update(path.read_bytes())
     return "local:" + digest.hexdigest()[:16]
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
-    return text[0] if text else type(error).__name__
-
-
-# --- the tiny random-weight pipeline ---------------------------------------------------------
-
-TINY_WORDS = (
-    "a photo of chair in the shape of red blue green black white wooden leopard print sofa armchair "
-    "stool table lamp golden glass marble made metal plastic velvet leather stone ice cake cat dog "
-    "on with and an picture render rendering painting drawing sketch style old modern small large"
-).split()
-
-
-def build_tiny_pipeline(folder: Path | None = None, prediction_type: str = "epsilon", seed: int = 0) -> Path:
-    """Write a tiny random-weight SD pipeline (with tokenizer files) to `folder` once, and return it."""
-    folder = Path(folder) if folder else cache_dir() / f"tiny-sd-{prediction_type}"
-    if (folder / "model_index.json").is_file():
-        return folder
-    from diffusers import AutoencoderKL, DDPMScheduler, StableDiffusionPipeline, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
-
-    torch.manual_seed(seed)
-    tokenizer_dir = folder.with_name(folder.name + ".tokenizer-src")
-    vocab_file, merges_file = write_tiny_clip_vocab(tokenizer_dir)
-    tokenizer = CLIPTokenizer(vocab=str(vocab_file), merges=str(merges_file), model_max_length=77)
-    text_encoder = CLIPTextModel(CLIPTextConfig(
-        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_attention_heads=4,
-        num_hidden_layers=2, max_position_embeddings=77, projection_dim=32,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    ))
-    unet = UNet2DConditionModel(
-        sample_size=8, in_channels=4, out_channels=4, layers_per_block=1,
-        block_out_channels=(32, 64), norm_num_groups=32, cross_attention_dim=32, attention_head_dim=4,
-        down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
-    )
-    vae = AutoencoderKL(
-        in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(8, 16, 16, 16),
-        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
-        layers_per_block=1, norm_num_groups=8, sample_size=64,
-    )
-    scheduler = DDPMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-                              num_train_timesteps=1000, prediction_type=prediction_type, clip_sample=False,
-                              steps_offset=1)
-    pipe = StableDiffusionPipeline(
-        vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
-        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
-    )
-    partial = folder.with_name(folder.name + ".partial")
-    pipe.save_pretrained(partial, safe_serialization=True)
-    (partial / "README.md").write_text(
-        "Tiny random-weight Stable Diffusion pipeline made by shapeinv for tests and offline demos.\n"
-        "Its images are noise-like; it exercises every code path, not image quality.\n"
-    )
-    os.replace(partial, folder)
-    return folder
-
-
-def write_tiny_clip_vocab(folder: Path) -> tuple[Path, Path]:
-    """Write a small byte-level BPE vocabulary in CLIP's format: every byte, plus whole common words."""
-    folder.mkdir(parents=True, exist_ok=True)
-    byte_chars = _bytes_to_unicode()
-    tokens = list(byte_chars) + [c + "</w>" for c in byte_chars]
-    merges: list[str] = []
-    for word in TINY_WORDS:
-        pieces = list(word[:-1]) + [word[-1] + "</w>"]
-        current = pieces[0]
-        for piece in pieces[1:]:
-            merge = f"{current} {piece}"
-            current = current + piece
-            if merge not in merges:
-                merges.append(merge)
-                if current not in tokens:
-                    tokens.append(current)
-    tokens += ["<|startoftext|>", "<|endoftext|>"]
-    vocab = {token: index for index, token in enumerate(dict.fromkeys(tokens))}
-    vocab_file, merges_file = folder / "vocab.json", folder / "merges.txt"
-    vocab_file.write_text(json.dumps(vocab))
-    merges_file.write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
-    return vocab_file, merges_file
-
-
-def _bytes_to_unicode() -> list[str]:
-    """GPT-2/CLIP's reversible byte -> printable character table."""
-    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(
-        range(ord("®"), ord("ÿ") + 1))
-    codes = printable[:]
-    extra = 0
-    for byte in range(256):
-        if byte not in printable:
-            printable.append(byte)
-            codes.append(256 + extra)
-            extra += 1
-    return [chr(code) for _, code in sorted(zip(printable, codes))]
 
 
 def quiet_library_logs() -> None:

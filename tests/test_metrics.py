@@ -10,12 +10,12 @@ from PIL import Image
 from shapeinv_core import masking
 from shapeinv_core.metrics import (
     ClipScorer,
-    build_tiny_clip,
     generated_mask_iou,
     load_clip_scorer,
     mask_iou,
     strip_placeholder,
 )
+from shapeinv_core.tiny import build_tiny_clip
 
 # --- Mask-IoU -----------------------------------------------------------------------------------
 
