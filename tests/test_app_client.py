@@ -26,7 +26,9 @@ def test_upload_mask_start_poll_generate(app_server, client, tmp_path):
     assert Image.open(overlay).size == Image.open(image).size
     assert "Mask made with" in note and editor["composite"]
 
-    job_id = start_job(client, image, mask=mask, mask_weight=0.2)
+    job_id, status, _ = client.predict(image=handle_file(str(image)), mask=handle_file(mask), mask_weight=0.2,
+                                       steps=6, api_name="/start_inversion")  # the rest: the form's defaults
+    assert status["status"] in ("queued", "running") and status["total_steps"] == 6
     status = wait_for_status(client, job_id)
     assert status["status"] == "done", status
     assert status["step"] == status["total_steps"] == 6 and status["has_concept"]
