@@ -19,7 +19,7 @@ from shapeinv_core.models import TINY  # noqa: E402
 
 from .backend import Backend, Limits  # noqa: E402
 
-CSS = "#job-status p { margin: 0.4em 0; } footer { display: none !important; }"
+CSS = "#job-status p { margin: 0.4em 0; }"
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from tests.conftest import ARTIFACTS, example_image
 
@@ -33,10 +35,27 @@ def test_upload_learn_and_edit_in_the_browser(app_server, page, tmp_path):
 
     page.goto(app_server.url)
     expect(page.locator("#model-status")).to_contain_text("ready")
-    page.locator("#image input[type=file]").set_input_files(str(example_image(tmp_path)))
+    image = example_image(tmp_path)
+    if image.parent.name == "assets":  # one click on the example
+        page.locator(f"img[src$='/{image.name}']").first.click()
+    else:
+        page.locator("#image input[type=file]").set_input_files(str(image))
     expect(page.locator("#image img")).to_be_visible()
     expect(page.locator("#overlay img")).to_be_visible()
     expect(page.locator("#mask-note")).to_contain_text("Mask made with")
+
+    # Correct the mask: a white stroke across the empty top of the picture adds to the object.
+    overlay_before = page.locator("#overlay img").get_attribute("src")
+    page.get_by_text("Correct the mask").click()
+    canvas = page.locator("#mask-editor canvas").first
+    canvas.scroll_into_view_if_needed()
+    box = canvas.bounding_box()
+    x, y = box["x"] + box["width"] * 0.45, box["y"] + box["height"] * 0.12
+    page.mouse.move(x, y)
+    page.mouse.down()
+    page.mouse.move(x + 50, y + 10, steps=10)
+    page.mouse.up()
+    expect(page.locator("#overlay img")).not_to_have_attribute("src", overlay_before)
 
     page.locator("#mask-weight input[type=range]").fill("0.25")
     expect(page.locator("#mask-weight input[type=number]")).to_have_value("0.25")
@@ -47,6 +66,9 @@ def test_upload_learn_and_edit_in_the_browser(app_server, page, tmp_path):
     assert f"job={job_id}" in page.url, "the address bar links to the job"
     config = (app_server.data / "jobs" / job_id / "config.json").read_text()
     assert '"mask_weight": 0.25' in config, "the slider's value reached the job"
+    extracted = app_server.backend.extract_mask(app_server.backend.read_image(image)).mask
+    used = Image.open(app_server.data / "jobs" / job_id / "mask.png")
+    assert np.count_nonzero(np.asarray(used)) > np.count_nonzero(np.asarray(extracted)), "the brush stroke was used"
     page.wait_for_function("() => { const i = document.querySelector('#attention img');"
                            " return i && i.complete && i.naturalWidth > 0; }")
 
