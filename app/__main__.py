@@ -61,7 +61,7 @@ def create(data: Path, model: str, device: str = "auto", dtype: str = "auto", li
 def launch_options(backend: Backend, host: str, port: int) -> dict:
     """What `demo.launch` needs for this app: upload limit, file access to the data folder, no SSR."""
     return {"server_name": host, "server_port": port, "max_file_size": backend.limits.max_upload,
-            "allowed_paths": [str(backend.data_dir.resolve())], "ssr_mode": False, "css": CSS,
+            "allowed_paths": [str(path) for path in backend.served_folders()], "ssr_mode": False, "css": CSS,
             "show_error": True}
 
 

@@ -6,6 +6,7 @@ The UI module only converts between components and these calls, so everything he
 
 from __future__ import annotations
 
+import secrets
 import time
 import zipfile
 from dataclasses import dataclass, field
@@ -74,6 +75,16 @@ class Backend:
 
     def stop(self) -> None:
         self.worker.stop()
+
+    def served_folders(self) -> list[Path]:
+        """What the web server may send: job folders, exports, edits (random names), never the database.
+
+        A job's files are reachable by whoever knows its id, as its ?job= link is.
+        """
+        folders = [self.store.jobs_dir, self.data_dir / "exports", self.data_dir / "edits"]
+        for folder in folders:
+            folder.mkdir(parents=True, exist_ok=True)
+        return [folder.resolve() for folder in folders]
 
     # --- image and mask -----------------------------------------------------------------------
     def read_image(self, path: str | Path | None) -> Image.Image:
@@ -202,7 +213,7 @@ class Backend:
         """The concept to edit with (an uploaded file wins over the job) and where its images go."""
         if upload:
             concept = Concept.load(upload)
-            return concept, self.data_dir / "edits" / time.strftime("%Y%m%d-%H%M%S")
+            return concept, self.data_dir / "edits" / f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(6)}"
         if not job_id or not job_id.strip():
             raise InputError("No concept yet. Learn one above (and wait until it is done), or upload a "
                              "learned_embeds.safetensors file.")

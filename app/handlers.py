@@ -123,6 +123,16 @@ class Handlers:
     @user_errors
     def job_status(self, job_id: str):
         """(status dict, headline, progress bar, loss terms, loss plot, preview, attention, downloads, timer)."""
+        return self._status_outputs(job_id)
+
+    def poll_job(self, job_id: str):
+        """`job_status` for the page's timer: a bad id stops the polling with a note, not an error a second."""
+        try:
+            return self._status_outputs(job_id)
+        except ShapeInvError as error:
+            return {}, str(error), "", "", None, None, None, None, gr.Timer(active=False)
+
+    def _status_outputs(self, job_id: str):
         if not job_id or not job_id.strip():
             return {}, "", "", "", None, None, None, None, gr.Timer(active=False)
         status = self.backend.status(job_id)

@@ -126,9 +126,9 @@ def build_demo(backend: Backend, defaults: InversionConfig | None = None) -> gr.
              resolution, seed, map_resolution, attention_layers, map_norm, init_reg, checkpoint_every],
             [job_id, status_json, timer], api_name="start_inversion",
         ).success(None, [job_id], None, js=Handlers.job_link_js())
-        timer.tick(h.job_status, [job_id], status_outputs, api_name="job_status", concurrency_limit=None,
-                   show_progress="hidden")
-        job_id.submit(h.job_status, [job_id], status_outputs, api_name="show_job", api_visibility="private")
+        job_id.submit(h.job_status, [job_id], status_outputs, api_name="job_status", concurrency_limit=None)
+        timer.tick(h.poll_job, [job_id], status_outputs, api_name="poll_job", api_visibility="private",
+                   concurrency_limit=None, show_progress="hidden")
         job_id.submit(None, [job_id], None, js=Handlers.job_link_js())
         cancel.click(h.cancel_job, [job_id], [status_json, job_headline], api_name="cancel_job")
         generate.click(h.generate, [job_id, concept_file, prompts, num_images, gen_seed, gen_steps, guidance],

@@ -135,11 +135,14 @@ class Worker:
             self.state, self.error = LOAD_FAILED, f"{type(error).__name__}: {error}"
         self._ready.set()
         while not self._stopping.is_set():
-            self._serve_requests()
-            job = self.store.claim_next() if self.state == READY else None
-            if job is not None:
-                self._run_job(job)
-                continue
+            try:
+                self._serve_requests()
+                job = self.store.claim_next() if self.state == READY else None
+                if job is not None:
+                    self._run_job(job)
+                    continue
+            except Exception:  # e.g. the database on a full disk: keep serving, try again shortly
+                log.exception("worker loop")
             self._wake.wait(0.5)
             self._wake.clear()
         self._serve_requests()

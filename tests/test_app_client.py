@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import threading
+import urllib.error
+import urllib.request
 import zipfile
 from pathlib import Path
 
@@ -116,6 +118,16 @@ def test_bad_uploads_and_requests_get_their_message(client, finished_job, tmp_pa
     with pytest.raises(AppError, match="at most 4 per request"):
         client.predict(job_id=finished_job, concept_file=None, prompts="a *s\na red *s", num_images=3, seed=0,
                        steps=2, guidance=7.5, api_name="/generate")
+
+
+def test_only_job_files_are_served_never_the_database(app_server, finished_job):
+    base = f"{app_server.url}gradio_api/file="
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(base + str((app_server.data / "jobs.sqlite3").resolve()), timeout=10)
+    assert refused.value.code == 403
+    embeds = (app_server.data / "jobs" / finished_job / "learned_embeds.safetensors").resolve()
+    with urllib.request.urlopen(base + str(embeds), timeout=10) as response:
+        assert response.read() == embeds.read_bytes(), "a job's files are there for whoever has its id"
 
 
 def test_queue_length_limit(app_server, client, tmp_path):
