@@ -106,6 +106,11 @@ def test_bad_uploads_and_requests_get_their_message(client, finished_job, tmp_pa
     with pytest.raises(AppError, match="not an image this app can read"):
         client.predict(image=handle_file(str(not_image)), api_name="/extract_mask")
 
+    heavy = tmp_path / "heavy.png"  # about 1 MB of noise; the test app takes uploads up to 500 kB
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (600, 600, 3), dtype=np.uint8)).save(heavy)
+    with pytest.raises(ValueError, match="exceeds the maximum file size"):
+        client.predict(image=handle_file(str(heavy)), api_name="/extract_mask")
+
     huge = tmp_path / "huge.png"
     Image.new("RGB", (2000, 1500), "white").save(huge)  # 3 MP; the test app allows 2 MP
     with pytest.raises(AppError, match="megapixels"):
