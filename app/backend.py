@@ -6,6 +6,7 @@ The UI module only converts between components and these calls, so everything he
 
 from __future__ import annotations
 
+import dataclasses
 import secrets
 import time
 import zipfile
@@ -18,7 +19,7 @@ from PIL import Image
 from shapeinv_core import masking
 from shapeinv_core.cli import slug
 from shapeinv_core.concept import Concept
-from shapeinv_core.config import GenerationConfig, InversionConfig
+from shapeinv_core.config import DEFAULT_PLACEHOLDER, GenerationConfig, InversionConfig
 from shapeinv_core.errors import InputError
 from shapeinv_core.generate import GeneratedImage, check_prompts
 from shapeinv_core.images import fit_within, open_image
@@ -228,6 +229,9 @@ class Backend:
                  config: GenerationConfig) -> list[tuple[Path, GeneratedImage]]:
         """Images for one prompt per line, saved as PNG files; served between another job's steps."""
         concept, out_dir = self.concept(job_id, upload)
+        if concept.token != DEFAULT_PLACEHOLDER and concept.token not in prompts_text and \
+                DEFAULT_PLACEHOLDER in prompts_text:  # a concept from elsewhere, written as *s like ours
+            concept = dataclasses.replace(concept, token=DEFAULT_PLACEHOLDER)
         prompts = check_prompts((prompts_text or "").splitlines(), concept.token)
         total = len(prompts) * config.num_images
         if total > self.limits.max_images:

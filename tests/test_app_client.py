@@ -14,6 +14,7 @@ import torch
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
+from safetensors.torch import save_file
 
 from shapeinv_core.concept import Concept
 from tests.conftest import example_image, job_status, start_job, wait_for_status
@@ -58,8 +59,10 @@ def test_upload_mask_start_poll_generate(app_server, client, tmp_path):
     assert len(saved) == 4 and all(Image.open(path).size == (64, 64) for path in saved)
 
 
-def test_generate_with_an_uploaded_concept(client, finished_job, app_server):
-    embeds = app_server.data / "jobs" / finished_job / "learned_embeds.safetensors"
+def test_generate_with_an_uploaded_concept(client, finished_job, app_server, tmp_path):
+    learned = Concept.load(app_server.data / "jobs" / finished_job)
+    embeds = tmp_path / "my_chair.safetensors"  # made elsewhere: another token, no concept.json
+    save_file({"<my-chair>": learned.vectors}, str(embeds))
     gallery, note = client.predict(job_id="", concept_file=handle_file(str(embeds)),
                                    prompts="a red chair in the shape of *s", num_images=1, seed=0, steps=2,
                                    guidance=7.5, api_name="/generate")
