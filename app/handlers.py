@@ -62,6 +62,17 @@ def _duration(seconds: float | None) -> str:
         else f"{seconds // 60}:{seconds % 60:02d}"
 
 
+def _at_least(path, side: int) -> Image.Image | None:
+    """A small preview (the tiny model's 64 px) enlarged with visible pixels, so it is not a speck."""
+    if path is None:
+        return None
+    image = Image.open(path)
+    if image.width >= side:
+        return image
+    scale = -(-side // image.width)
+    return image.resize((image.width * scale, image.height * scale), Image.Resampling.NEAREST)
+
+
 def _editor_value(mask: Image.Image) -> dict:
     picture = mask.convert("RGB")
     return {"background": picture, "layers": [], "composite": picture}
@@ -144,7 +155,7 @@ class Handlers:
             self._progress(status),
             self._losses(status),
             loss_plot(self.backend.log(status["id"])),
-            str(sample) if sample else None,
+            _at_least(sample, 256),
             str(attention) if attention else None,
             [str(path) for path in self.backend.downloads(status["id"])] or None,
             gr.Timer(active=not finished),

@@ -87,9 +87,12 @@ def build_demo(backend: Backend, defaults: InversionConfig | None = None) -> gr.
         progress = gr.HTML(label="Progress", elem_id="progress")
         losses = gr.Markdown(label="Loss terms", elem_id="losses")
         with gr.Row():
-            plot = gr.Image(label="Loss", interactive=False, elem_id="loss-plot")
-            preview = gr.Image(label="Preview (training prompt)", interactive=False, elem_id="preview")
-            attention = gr.Image(label="Attention of *s beside the mask", interactive=False, elem_id="attention")
+            # The loss plot and the attention figure carry their own titles.
+            plot = gr.Image(label="Loss", show_label=False, interactive=False, elem_id="loss-plot")
+            preview = gr.Image(label="Preview (training prompt, latest checkpoint)", interactive=False,
+                               elem_id="preview")
+            attention = gr.Image(label="Attention of *s beside the mask", show_label=False, interactive=False,
+                                 elem_id="attention")
         cancel = gr.Button("Cancel", variant="stop", elem_id="cancel")
         status_json = gr.JSON(label="Status", visible=False, elem_id="status-json")
         timer = gr.Timer(1.0, active=False)  # polls job_status while a job is shown
