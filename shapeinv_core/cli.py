@@ -1,4 +1,4 @@
-"""The `shapeinv` command: mask, invert, generate, sweep, serve.
+"""The `shapeinv` command: mask, invert, generate, sweep, serve (the web app).
 
 Errors a user can fix are printed as one line (`error: ...`) with exit code 2; anything else
 is a bug and keeps its traceback.
@@ -22,6 +22,11 @@ EXIT_USAGE = 2
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["serve"]:  # the web app parses its own flags (same as `python -m app`)
+        from app.__main__ import main as serve
+
+        return serve(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -84,6 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_inversion_options(sweep)
     _add_mask_options(sweep)
     sweep.set_defaults(run=run_sweep)
+
+    commands.add_parser("serve", help="run the web app; same flags as `python -m app` (see `shapeinv serve -h`)")
     return parser
 
 

@@ -122,6 +122,9 @@ def install_tokens(pipe, token: str, vectors: torch.Tensor) -> list[int]:
             "using that word would change. Pick a string that is not a word, such as '*s' or '<my-chair>'."
         )
     remove_tokens(pipe, token)
+    # Grow the table ourselves without transformers' "mean resizing", which fits a Gaussian to
+    # all 49k rows (slow, noisy in the log, and the rows are overwritten at once anyway).
+    pipe.text_encoder.resize_token_embeddings(len(pipe.tokenizer) + vectors.shape[0], mean_resizing=False)
     try:
         pipe.load_textual_inversion({token: vectors.detach().cpu().float()}, token=token)
     except ValueError as error:

@@ -7,7 +7,7 @@ import torch
 from PIL import Image
 
 from helpers import chair_like, tiny_folder
-from shapeinv_core.cli import main
+from shapeinv_core.cli import build_parser, main
 from shapeinv_core.concept import Concept
 
 
@@ -133,3 +133,12 @@ def test_generate_refuses_a_prompt_without_the_placeholder(photo, tmp_path, caps
     assert run_cli(capsys, invert_args(image, run_dir, "--mask", str(mask), "--steps", "1"))[0] == 0
     _one_line_error(capsys, ["generate", str(run_dir), "a red chair", "-o", str(tmp_path / "o")],
                     "in the shape of *s")
+
+
+def test_serve_hands_its_flags_to_the_web_app(capsys):
+    with pytest.raises(SystemExit) as stopped:
+        main(["serve", "--help"])
+    assert stopped.value.code == 0
+    help_text = capsys.readouterr().out
+    assert "--data" in help_text and "SHAPEINV_MODEL" in help_text
+    assert "serve" in build_parser().format_help()
