@@ -9,6 +9,7 @@ What it measures, each as a median over the timed steps of one process:
      vs the same pass with the fused attention everywhere (the price of the mask loss);
   3. trainable: our small *s parameter vs the whole token-embedding matrix trainable (the
      diffusers example's way): time per step and the optimiser state it keeps.
+The two sides of each comparison alternate, so a busy machine slows both alike.
 Absolute times mean something only on a GPU; on CPU read the ratios.
 """
 
@@ -20,6 +21,7 @@ import statistics
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -29,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from shapeinv_core.attention import AttentionStore, capture_attention  # noqa: E402
 from shapeinv_core.chairs import render_chair  # noqa: E402
 from shapeinv_core.config import InversionConfig  # noqa: E402
-from shapeinv_core.inversion import invert, invert_many  # noqa: E402
+from shapeinv_core.inversion import invert_many, substitute_embeddings  # noqa: E402
 from shapeinv_core.models import load_model  # noqa: E402
 from shapeinv_core.tiny import build_tiny_pipeline  # noqa: E402
 
@@ -60,74 +62,94 @@ def build_sd15_shaped(folder: Path) -> Path:
     return folder
 
 
-def step_times(model, configs, steps: int) -> list[float]:
+def step_times(model, configs) -> list[float]:
     image, mask = render_chair(0, size=256)
     seconds: list[float] = []
     invert_many(model, image, mask, configs, on_step=lambda report: seconds.append(report.seconds))
     return seconds[1:] if len(seconds) > 1 else seconds  # the first step warms caches up
 
 
-def bench_sweep(model, base: InversionConfig, weights: list[float]) -> dict:
-    together = statistics.median(step_times(model, [InversionConfig(**{**vars(base), "mask_weight": w})
-                                                    for w in weights], base.steps))
-    separate = sum(statistics.median(step_times(model, [InversionConfig(**{**vars(base), "mask_weight": w})],
-                                                base.steps)) for w in weights)
-    return {"weights": len(weights), "together_s_per_step": together, "separate_s_per_step_sum": separate,
-            "speedup": separate / together}
+def bench_sweep(model, base: InversionConfig, weights: list[float], rounds: int) -> dict:
+    """Per step: all weights in one run vs the sum over one run per weight, in alternating rounds."""
+    configs = [replace(base, mask_weight=w) for w in weights]
+    together, separate = [], []
+    for _ in range(rounds):  # alternate, so a busy machine slows both sides alike
+        together.append(statistics.median(step_times(model, configs)))
+        separate.append(sum(statistics.median(step_times(model, [config])) for config in configs))
+    return {"weights": len(weights), "rounds": rounds, "together_s_per_step": statistics.median(together),
+            "separate_s_per_step_sum": statistics.median(separate),
+            "speedup": statistics.median(s / t for s, t in zip(separate, together))}
+
+
+def _timed(run) -> float:
+    began = time.perf_counter()
+    run()
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    return time.perf_counter() - began
+
+
+def _unet_inputs(model, base: InversionConfig):
+    size = base.resolution // model.pipe.vae_scale_factor
+    generator = torch.Generator().manual_seed(0)
+    latents = torch.randn(base.batch_size, 4, size, size, generator=generator).to(model.device, model.dtype)
+    timesteps = torch.randint(0, 1000, (base.batch_size,), generator=generator).to(model.device)
+    ids = model.pipe.tokenizer(base.prompt(), padding="max_length", max_length=77, return_tensors="pt").input_ids
+    return latents, timesteps, ids.to(model.device), size
 
 
 def bench_capture(model, base: InversionConfig, repeats: int) -> dict:
+    """UNet forward+backward with fused attention everywhere vs *s maps captured on every cross-attention layer."""
     pipe = model.pipe
-    size = base.resolution // pipe.vae_scale_factor
-    latents = torch.randn(base.batch_size, 4, size, size, device=model.device, dtype=model.dtype)
-    t = torch.randint(0, 1000, (base.batch_size,), device=model.device)
-    ids = pipe.tokenizer(base.prompt(), padding="max_length", max_length=77, return_tensors="pt").input_ids
-    hidden = pipe.text_encoder(ids.to(model.device))[0].repeat(base.batch_size, 1, 1).detach().requires_grad_(True)
-
-    def one_pass() -> float:
-        began = time.perf_counter()
-        pipe.unet(latents, t, encoder_hidden_states=hidden).sample.float().mean().backward()
-        if model.device.type == "cuda":
-            torch.cuda.synchronize()
-        return time.perf_counter() - began
-
     pipe.unet.requires_grad_(False)
-    one_pass()
-    fused = statistics.median(one_pass() for _ in range(repeats))
+    latents, timesteps, ids, size = _unet_inputs(model, base)
+    hidden = pipe.text_encoder(ids)[0].repeat(base.batch_size, 1, 1).detach().requires_grad_(True)
+
+    def one_pass():
+        pipe.unet(latents, timesteps, encoder_hidden_states=hidden).sample.float().mean().backward()
+
     store = AttentionStore([6], (size, size), base.map_resolution)
-    with capture_attention(pipe.unet, store):
-        one_pass()
-        captured = statistics.median(one_pass() for _ in range(repeats))
-    return {"fused_s": fused, "captured_s": captured, "overhead": captured / fused - 1}
+    fused, captured = [], []
+    one_pass()
+    for _ in range(repeats):  # alternate fused and captured passes
+        fused.append(_timed(one_pass))
+        with capture_attention(pipe.unet, store):
+            captured.append(_timed(one_pass))
+            store.reset()
+    return {"repeats": repeats, "fused_s": statistics.median(fused), "captured_s": statistics.median(captured),
+            "overhead": statistics.median(c / f for c, f in zip(captured, fused)) - 1}
 
 
-def bench_trainable(model, base: InversionConfig) -> dict:
-    image, mask = render_chair(0, size=256)
-    ours: list[float] = []
-    invert(model, image, mask, base, on_step=lambda r: ours.append(r.seconds))
-    table = model.pipe.text_encoder.get_input_embeddings().weight
-    ours_state = 3 * base.num_vectors * table.shape[1] * 4  # vectors + two AdamW moments, fp32
-    full_state = 3 * table.numel() * 4
-    # The whole-matrix way: the embedding gets gradients and AdamW state for every row.
-    embedding = model.pipe.text_encoder.get_input_embeddings()
-    embedding.weight.requires_grad_(True)
-    optimizer = torch.optim.AdamW([embedding.weight], lr=base.learning_rate)
-    ids = model.pipe.tokenizer(base.prompt(), padding="max_length", max_length=77, return_tensors="pt").input_ids
-    size = base.resolution // model.pipe.vae_scale_factor
-    latents = torch.randn(base.batch_size, 4, size, size, device=model.device, dtype=model.dtype)
-    t = torch.randint(0, 1000, (base.batch_size,), device=model.device)
-    full: list[float] = []
-    for _ in range(base.steps):
-        began = time.perf_counter()
-        hidden = model.pipe.text_encoder(ids.to(model.device))[0].repeat(base.batch_size, 1, 1)
-        model.pipe.unet(latents, t, encoder_hidden_states=hidden).sample.float().mean().backward()
+def bench_trainable(model, base: InversionConfig, repeats: int) -> dict:
+    """One step with only the *s vectors trainable vs the whole token-embedding matrix (diffusers' example)."""
+    pipe = model.pipe
+    latents, timesteps, ids, _ = _unet_inputs(model, base)
+    table = pipe.text_encoder.get_input_embeddings()
+    placeholder_id = int(ids[0, 6])
+    vectors = torch.nn.Parameter(table.weight[placeholder_id:placeholder_id + 1].detach().float().clone()[None])
+    ours_optimizer = torch.optim.AdamW([vectors], lr=base.learning_rate)
+    full_optimizer = torch.optim.AdamW([table.weight], lr=base.learning_rate)
+
+    def step(optimizer, substitute: bool):
+        with substitute_embeddings(pipe.text_encoder, [placeholder_id]) as substitution:
+            substitution.vectors = vectors if substitute else None
+            hidden = pipe.text_encoder(ids)[0].repeat(base.batch_size, 1, 1)
+        pipe.unet(latents, timesteps, encoder_hidden_states=hidden.to(model.dtype)).sample.float().mean().backward()
         optimizer.step()
-        optimizer.zero_grad()
-        full.append(time.perf_counter() - began)
-    embedding.weight.requires_grad_(False)
-    return {"ours_s_per_step": statistics.median(ours[1:] or ours),
-            "full_matrix_s_per_step": statistics.median(full[1:] or full),
-            "ours_optimizer_state_bytes": ours_state, "full_matrix_optimizer_state_bytes": full_state}
+        optimizer.zero_grad(set_to_none=True)
+
+    ours, full = [], []
+    for _ in range(repeats):  # alternate the two ways
+        table.weight.requires_grad_(False)
+        ours.append(_timed(lambda: step(ours_optimizer, True)))
+        table.weight.requires_grad_(True)
+        full.append(_timed(lambda: step(full_optimizer, False)))
+    table.weight.requires_grad_(False)
+    state_bytes = [sum(t.numel() * t.element_size() for state in opt.state.values() for t in state.values()
+                       if torch.is_tensor(t)) for opt in (ours_optimizer, full_optimizer)]
+    return {"repeats": repeats, "ours_s_per_step": statistics.median(ours[1:]),
+            "full_matrix_s_per_step": statistics.median(full[1:]),
+            "ours_optimizer_state_bytes": state_bytes[0], "full_matrix_optimizer_state_bytes": state_bytes[1]}
 
 
 def main() -> None:
@@ -137,6 +159,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--weights", default="0,0.1,0.5,1.0")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds of the sweep comparison")
+    parser.add_argument("--repeats", type=int, default=5, help="alternating passes of the other comparisons")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--dtype", default="auto")
     parser.add_argument("--folder", type=Path, default=Path(tempfile.gettempdir()) / "shapeinv-bench")
@@ -150,9 +174,9 @@ def main() -> None:
     results = {
         "size": args.size, "device": str(model.device), "dtype": str(model.dtype), "torch": torch.__version__,
         "resolution": args.resolution, "batch": args.batch, "steps": args.steps,
-        "sweep": bench_sweep(model, base, weights),
-        "capture": bench_capture(model, base, repeats=max(3, args.steps)),
-        "trainable": bench_trainable(model, base),
+        "sweep": bench_sweep(model, base, weights, rounds=args.rounds),
+        "capture": bench_capture(model, base, repeats=args.repeats),
+        "trainable": bench_trainable(model, base, repeats=args.repeats),
     }
     print(json.dumps(results, indent=2))
 
