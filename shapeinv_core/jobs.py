@@ -1,14 +1,17 @@
-"""The persistent job store: inversion jobs in SQLite, each with a run folder under DATA/jobs/<id>/.
+"""The persistent job store: inversion and sweep jobs in SQLite, each with a folder under DATA/jobs/<id>/.
 
-A job's folder has exactly the layout the CLI writes (`runs.RunFolder`), so a run made in the app
-works with `shapeinv generate DATA/jobs/<id>` and a crash loses nothing but the steps after the
-last checkpoint. The database only holds what the folder cannot: the queue order, the state and
-its times, and the latest progress for status pages. One connection per call keeps it safe to
-use from the web server's threads and the worker thread at once.
+An inversion job's folder has exactly the layout the CLI writes (`runs.RunFolder`), so a run made
+in the app works with `shapeinv generate DATA/jobs/<id>` and a crash loses nothing but the steps
+after the last checkpoint. A sweep job's folder is what `shapeinv sweep -o` writes (one run
+folder per weight, grid.png, metrics.csv, tradeoff.png) plus its inputs and `sweep.json`.
+The database only holds what the folder cannot: the queue order, the state and its times, and
+the latest progress for status pages. One connection per call keeps it safe to use from the web
+server's threads and the worker thread at once.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import secrets
 import shutil
@@ -17,20 +20,24 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from PIL import Image
 
-from .config import InversionConfig
+from .config import GenerationConfig, InversionConfig, from_dict, to_dict
 from .errors import InputError
+from .images import open_image
 from .runs import RunFolder
 
 QUEUED, RUNNING, DONE, FAILED, CANCELLED = "queued", "running", "done", "failed", "cancelled"
 STATES = (QUEUED, RUNNING, DONE, FAILED, CANCELLED)
 FINISHED = (DONE, FAILED, CANCELLED)
+INVERT, SWEEP = "invert", "sweep"
 JOB_ID = re.compile(r"^[0-9a-f]{12}$")
+SWEEP_RUN = re.compile(r"^weight_[0-9]+(\.[0-9]+)?$")  # `sweep.run_folder_name` of a weight in [0, 1]
 DEFAULT_MAX_QUEUED = 20
+SWEEP_FILE = "sweep.json"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -52,6 +59,13 @@ CREATE TABLE IF NOT EXISTS jobs (
     resumes INTEGER NOT NULL DEFAULT 0
 )
 """
+# Columns added after the first release: added to an older database when it is opened.
+_ADDED_COLUMNS = {
+    "kind": f"TEXT NOT NULL DEFAULT '{INVERT}'",
+    "phase": "TEXT",  # what a sweep is doing after its steps (generating, measuring)
+    "terms": "TEXT",  # JSON: the latest loss terms of every concept of a sweep
+    "note": "TEXT",  # a remark on a finished job, e.g. why the CLIP columns are empty
+}
 
 
 @dataclass
@@ -74,10 +88,18 @@ class Job:
     diffusion_loss: float | None
     mask_loss: float | None
     resumes: int
+    kind: str = INVERT
+    phase: str | None = None
+    terms: str | None = None
+    note: str | None = None
 
     @property
     def finished_state(self) -> bool:
         return self.status in FINISHED
+
+    def term_list(self) -> list[dict]:
+        """The latest loss terms per concept of a sweep (weight, loss, diffusion_loss, mask_loss)."""
+        return json.loads(self.terms) if self.terms else []
 
     def remaining_seconds(self) -> float | None:
         """Time left at this process's pace, or None before two steps have been timed."""
@@ -98,8 +120,67 @@ def validate_job_id(job_id: str) -> str:
     return text
 
 
+@dataclass
+class SweepSpec:
+    """What a sweep job asks for: the shared settings, the weights, the edit prompts, how to draw them."""
+
+    base: InversionConfig
+    weights: list[float]
+    prompts: list[str]
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
+    seeds: list[int] | None = None
+    mask_method: str = "auto"
+
+    def validate(self) -> SweepSpec:
+        self.base.validate()
+        self.generation.validate()
+        if not self.weights or len(set(self.weights)) != len(self.weights):
+            raise InputError("Give one or more distinct mask weights, e.g. 0, 0.1, 0.5.")
+        for weight in self.weights:
+            if not 0.0 <= weight <= 1.0:
+                raise InputError(f"The mask weight {weight:g} is outside 0-1. Use weights such as 0, 0.1, 0.5, 1.")
+        return self
+
+    def save(self, path: Path) -> None:
+        data = {"base": to_dict(self.base), "weights": self.weights, "prompts": self.prompts,
+                "generation": to_dict(self.generation), "seeds": self.seeds, "mask_method": self.mask_method}
+        path.write_text(json.dumps(data, indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: Path) -> SweepSpec:
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as error:
+            raise InputError(f"Cannot read the sweep settings {path}: {error}.") from error
+        return cls(base=from_dict(InversionConfig, data["base"]), weights=[float(w) for w in data["weights"]],
+                   prompts=list(data["prompts"]), generation=from_dict(GenerationConfig, data["generation"]),
+                   seeds=data.get("seeds"), mask_method=data.get("mask_method", "auto")).validate()
+
+
+class SweepFolder:
+    """A sweep job's folder: its inputs and `sweep.json`, then what `shapeinv_core.sweep` writes."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    def start(self, image: Image.Image, mask: Image.Image, spec: SweepSpec) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        image.save(self.path / "input.png")
+        mask.save(self.path / "mask.png")
+        spec.save(self.path / SWEEP_FILE)
+
+    def inputs(self) -> tuple[Image.Image, Image.Image, SweepSpec]:
+        for name in ("input.png", "mask.png", SWEEP_FILE):
+            if not (self.path / name).is_file():
+                raise InputError(f"{self.path} is not a sweep folder: {name} is missing.")
+        return open_image(self.path / "input.png"), open_image(self.path / "mask.png").convert("L"), self.spec()
+
+    def spec(self) -> SweepSpec:
+        return SweepSpec.load(self.path / SWEEP_FILE)
+
+
 class JobStore:
-    """Queue and state of inversion jobs in `DATA/jobs.sqlite3`, folders in `DATA/jobs/`."""
+    """Queue and state of inversion and sweep jobs in `DATA/jobs.sqlite3`, folders in `DATA/jobs/`."""
 
     def __init__(self, data_dir: str | Path, max_queued: int = DEFAULT_MAX_QUEUED):
         self.data_dir = Path(data_dir)
@@ -111,6 +192,10 @@ class JobStore:
         with self._connect() as db:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute(_SCHEMA)
+            present = {row["name"] for row in db.execute("PRAGMA table_info(jobs)")}
+            for name, declaration in _ADDED_COLUMNS.items():
+                if name not in present:
+                    db.execute(f"ALTER TABLE jobs ADD COLUMN {name} {declaration}")
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
@@ -129,10 +214,38 @@ class JobStore:
     def run(self, job_id: str) -> RunFolder:
         return RunFolder(self.job_dir(job_id))
 
+    def concept_run(self, reference: str) -> tuple[Job, RunFolder]:
+        """The run folder a concept reference names: a job id, or `SWEEP_ID/weight_0.1` for one of a sweep's.
+
+        Both parts are checked against their patterns before they are joined to a path.
+        """
+        text = (reference or "").strip()
+        job_id, _, weight_folder = text.partition("/")
+        job = self.get(job_id)
+        if job.kind != SWEEP:
+            if weight_folder:
+                raise InputError(f"Job {job.id} is a single run; use its id alone, without /{weight_folder[:20]}.")
+            return job, self.run(job.id)
+        if not SWEEP_RUN.match(weight_folder):
+            raise InputError(f"Job {job.id} is a sweep: name one of its concepts, as in {job.id}/weight_0.1 "
+                             "(the 'Edit with this *s' button fills it in).")
+        return job, RunFolder(self.job_dir(job.id) / weight_folder)
+
     # --- creating and reading ---------------------------------------------------------------
     def create(self, image: Image.Image, mask: Image.Image, config: InversionConfig) -> Job:
-        """Queue a job and write its inputs; refuse when the queue is full."""
+        """Queue an inversion job and write its inputs; refuse when the queue is full."""
         config.validate()
+        return self._queue(INVERT, config.steps, lambda folder: RunFolder(folder).start(image, mask, config))
+
+    def create_sweep(self, image: Image.Image, mask: Image.Image, spec: SweepSpec) -> Job:
+        """Queue a sweep job (one `*s` per weight, learned together) and write its inputs."""
+        spec.validate()
+        return self._queue(SWEEP, spec.base.steps, lambda folder: SweepFolder(folder).start(image, mask, spec))
+
+    def sweep_folder(self, job_id: str) -> SweepFolder:
+        return SweepFolder(self.job_dir(job_id))
+
+    def _queue(self, kind: str, total_steps: int, write_inputs) -> Job:
         with self._lock:
             waiting = self.count(QUEUED)
             if waiting >= self.max_queued:
@@ -143,10 +256,10 @@ class JobStore:
             job_id = secrets.token_hex(6)
             folder = self.job_dir(job_id)
             try:
-                RunFolder(folder).start(image, mask, config)
+                write_inputs(folder)
                 with self._connect() as db:
-                    db.execute("INSERT INTO jobs (id, status, created, total_steps) VALUES (?, ?, ?, ?)",
-                               (job_id, QUEUED, time.time(), config.steps))
+                    db.execute("INSERT INTO jobs (id, kind, status, created, total_steps) VALUES (?, ?, ?, ?, ?)",
+                               (job_id, kind, QUEUED, time.time(), total_steps))
             except BaseException:
                 shutil.rmtree(folder, ignore_errors=True)
                 raise
@@ -212,6 +325,19 @@ class JobStore:
                 (step, total_steps, seconds, loss, diffusion_loss, mask_loss, step, validate_job_id(job_id)),
             )
 
+    def update_terms(self, job_id: str, terms: list[dict]) -> None:
+        """The latest loss terms of every concept of a sweep, for its status page."""
+        with self._connect() as db:
+            db.execute("UPDATE jobs SET terms = ? WHERE id = ?", (json.dumps(terms), validate_job_id(job_id)))
+
+    def update_phase(self, job_id: str, phase: str | None) -> None:
+        with self._connect() as db:
+            db.execute("UPDATE jobs SET phase = ? WHERE id = ?", (phase, validate_job_id(job_id)))
+
+    def set_note(self, job_id: str, note: str | None) -> None:
+        with self._connect() as db:
+            db.execute("UPDATE jobs SET note = ? WHERE id = ?", (note, validate_job_id(job_id)))
+
     def requeue(self, job_id: str) -> None:
         """Put a running job back at its old place in the queue (the server is stopping)."""
         with self._connect() as db:
@@ -242,4 +368,4 @@ class JobStore:
 
 
 def _job(row: sqlite3.Row) -> Job:
-    return Job(**{field.name: row[field.name] for field in fields(Job)})
+    return Job(**{column.name: row[column.name] for column in fields(Job)})

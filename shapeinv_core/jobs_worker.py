@@ -13,6 +13,14 @@ Serving an edit in the middle of an inversion must not disturb it. Three things 
 - the cross-attention layers get the plain processor back for the edit (the training one would
   record maps and assumes the training resolution);
 - the training loop keeps its own noise scheduler, so `generate()` replacing `pipe.scheduler` is harmless.
+
+A sweep job (one `*s` per mask weight, learned together by `shapeinv_core.sweep`) follows the same
+rules for its whole run: edits are served between its steps and, while it draws and measures its
+images, between one weight and the next (from `on_phase`); a cancel or a shutdown raises
+`Cancelled` there too, and the next run of the job resumes from the weights' checkpoints.
+
+The CLIP model that scores edits (CLIP-T) is loaded here as well, lazily, the first time it is
+needed, and kept; when it cannot be loaded the reason is kept instead and CLIP-T stays empty.
 """
 
 from __future__ import annotations
@@ -34,9 +42,11 @@ from .config import GenerationConfig
 from .errors import ModelLoadError, ShapeInvError
 from .generate import GeneratedImage, check_prompts, generate
 from .inversion import Cancelled, StepReport, pad_to_square
-from .jobs import CANCELLED, DONE, FAILED, Job, JobStore
+from .jobs import CANCELLED, DONE, FAILED, SWEEP, Job, JobStore
+from .metrics import DEFAULT_CLIP_MODEL, ClipScorer, load_clip_scorer
 from .models import LoadedModel, load_model, quiet_library_logs
 from .previews import attention_figure
+from .sweep import sweep
 from .workflow import learn
 
 log = logging.getLogger(__name__)
@@ -52,13 +62,16 @@ class Worker:
 
     `preview_every`: steps between attention pictures. `preview_steps`: sampling steps of the
     preview image made at each checkpoint from the checkpoint's vectors (0: no preview image).
+    `clip_model`: the CLIP model for CLIP-T of edits and sweeps (a hub id, a folder, `tiny`, or None).
     """
 
     def __init__(self, store: JobStore, model: str = "tiny", device: str = "auto", dtype: str = "auto",
                  preview_every: int = 5, preview_steps: int = 20,
-                 loader: Callable[..., LoadedModel] = load_model):
+                 loader: Callable[..., LoadedModel] = load_model, clip_model: str | None = DEFAULT_CLIP_MODEL):
         self.store = store
         self.model_name, self.device, self.dtype = model, device, dtype
+        self.clip_model = clip_model
+        self._clip: tuple[ClipScorer | None, str | None] | None = None  # (scorer, reason) once tried
         self.preview_every, self.preview_steps = preview_every, preview_steps
         self._loader = loader
         self.model: LoadedModel | None = None
@@ -115,6 +128,14 @@ class Worker:
             raise ModelLoadError(f"No model to generate with: {self.error}")
         return self.call(lambda: self._generate_now(concept, prompts, config), timeout)
 
+    def clip_t(self, images: list, prompts: list[str], timeout: float | None = None) -> tuple[list | None, str | None]:
+        """(CLIP-T per image, None), or (None, why not) when no CLIP model can be had; on the worker thread."""
+        def score():
+            scorer, reason = self._clip_scorer()
+            return (scorer.clip_t(images, prompts), None) if scorer else (None, reason)
+
+        return self.call(score, timeout)
+
     def call(self, function: Callable[[], object], timeout: float | None = None):
         """Run `function` on the worker thread once the model is loaded; return its result."""
         future: Future = Future()
@@ -164,32 +185,8 @@ class Worker:
 
     def _run_job(self, job: Job) -> None:
         self.current_job = job.id
-        run = self.store.run(job.id)
-        previews = run.path / PREVIEW_DIR
         try:
-            image, mask, config = run.inputs()
-            _, square_mask = pad_to_square(image, mask)
-            previews.mkdir(exist_ok=True)
-
-            def on_step(report: StepReport) -> None:
-                self.store.update_progress(job.id, report.step, report.total_steps, report.seconds,
-                                           report.loss, report.diffusion_loss, report.mask_loss)
-                if report.step % self.preview_every == 0 or report.step == report.total_steps:
-                    _save_atomic(attention_figure(report.attention[0], square_mask), previews / ATTENTION_PREVIEW)
-                if self.preview_steps and (report.step % config.checkpoint_every == 0
-                                           or report.step == report.total_steps):
-                    self._sample_preview(run, config, previews / SAMPLE_PREVIEW)
-
-            def should_stop() -> bool:
-                self._serve_requests()
-                return self._stopping.is_set() or self.store.cancel_requested(job.id)
-
-            self._inverting = True
-            try:
-                learn(self.model, image, mask, config, run.path, on_step=on_step, should_stop=should_stop)
-            finally:
-                self._inverting = False
-                self._remove_pending_tokens()
+            (self._sweep if job.kind == SWEEP else self._invert)(job)
             self.store.finish(job.id, DONE)
         except Cancelled as stopped:
             if self.store.cancel_requested(job.id):
@@ -204,6 +201,78 @@ class Worker:
                                                "The run folder keeps its checkpoints; report this with the log.")
         finally:
             self.current_job = None
+
+    def _should_stop(self, job: Job) -> bool:
+        """Called between steps: serve waiting edits, then say whether to stop (cancel or shutdown)."""
+        self._serve_requests()
+        return self._stopping.is_set() or self.store.cancel_requested(job.id)
+
+    def _invert(self, job: Job) -> None:
+        run = self.store.run(job.id)
+        previews = run.path / PREVIEW_DIR
+        image, mask, config = run.inputs()
+        _, square_mask = pad_to_square(image, mask)
+        previews.mkdir(exist_ok=True)
+
+        def on_step(report: StepReport) -> None:
+            self.store.update_progress(job.id, report.step, report.total_steps, report.seconds,
+                                       report.loss, report.diffusion_loss, report.mask_loss)
+            if report.step % self.preview_every == 0 or report.step == report.total_steps:
+                _save_atomic(attention_figure(report.attention[0], square_mask), previews / ATTENTION_PREVIEW)
+            if self.preview_steps and (report.step % config.checkpoint_every == 0
+                                       or report.step == report.total_steps):
+                self._sample_preview(run, config, previews / SAMPLE_PREVIEW)
+
+        self._inverting = True
+        try:
+            learn(self.model, image, mask, config, run.path, on_step=on_step,
+                  should_stop=lambda: self._should_stop(job))
+        finally:
+            self._inverting = False
+            self._remove_pending_tokens()
+
+    def _sweep(self, job: Job) -> None:
+        """One `*s` per weight in shared passes, then images, metrics, grid and plot (resumes from checkpoints)."""
+        folder = self.store.sweep_folder(job.id)
+        image, mask, spec = folder.inputs()
+
+        def on_step(report: StepReport) -> None:
+            self.store.update_progress(job.id, report.step, report.total_steps, report.seconds,
+                                       report.loss, report.diffusion_loss, report.mask_loss)
+            self.store.update_terms(job.id, [{"weight": weight, **vars(terms)}
+                                             for weight, terms in zip(spec.weights, report.terms)])
+
+        def on_phase(text: str) -> None:  # between weights while drawing: edits wait no longer than one weight
+            self.store.update_phase(job.id, text)
+            if self._should_stop(job):
+                raise Cancelled(f"Stopped while {text}; the sweep can be resumed.")
+
+        clip_model, clip_note = self.clip_model, None
+        if self._clip is not None and self._clip[0] is None:  # known not to load: do not try again
+            clip_model, clip_note = None, self._clip[1]
+        self._inverting = True  # the whole sweep: tokens of edits served meanwhile go when it ends
+        try:
+            result = sweep(self.model, image, mask, spec.base, spec.weights, spec.prompts, folder.path,
+                           generation=spec.generation, seeds=spec.seeds, clip_model=clip_model,
+                           mask_method=spec.mask_method, on_step=on_step, on_phase=on_phase,
+                           should_stop=lambda: self._should_stop(job))
+        finally:
+            self._inverting = False
+            self._remove_pending_tokens()
+            remove_tokens(self.model.pipe, spec.base.placeholder)  # the sweep's edits leave the last *s installed
+        self.store.update_phase(job.id, None)
+        self.store.set_note(job.id, clip_note or result.clip_note)
+
+    def _clip_scorer(self) -> tuple[ClipScorer | None, str | None]:
+        """(scorer, None) or (None, reason); tried once, on this thread, then kept."""
+        if self._clip is None:
+            if not self.clip_model:
+                self._clip = (None, "No CLIP model is configured; CLIP-T is left empty.")
+            else:
+                self._clip = load_clip_scorer(self.clip_model, device=str(self.model.device))
+                if self._clip[1]:
+                    log.warning("%s", self._clip[1])
+        return self._clip
 
     # --- edits ------------------------------------------------------------------------------
     def _generate_now(self, concept: Concept, prompts: list[str], config: GenerationConfig) -> list[GeneratedImage]:
