@@ -46,6 +46,14 @@ def build_sd15_shaped(folder: Path) -> Path:
     from shapeinv_core.tiny import write_tiny_clip_vocab
 
     vocab, merges = write_tiny_clip_vocab(folder.with_name(folder.name + "-vocab"))
+    # Pad the vocabulary to CLIP's 49408 entries, so the token table has SD 1.5's real size.
+    entries = json.loads(vocab.read_text())
+    specials = [entries.pop("<|startoftext|>"), entries.pop("<|endoftext|>")]
+    entries.update({f"filler{index}</w>": len(entries) + index for index in range(49406 - len(entries))})
+    entries = {token: index for index, token in enumerate(entries)}
+    entries.update({"<|startoftext|>": 49406, "<|endoftext|>": 49407})
+    assert len(entries) == 49408 and specials
+    vocab.write_text(json.dumps(entries))
     tokenizer = CLIPTokenizer(vocab=str(vocab), merges=str(merges), model_max_length=77)
     text_encoder = CLIPTextModel(CLIPTextConfig(
         vocab_size=49408, hidden_size=768, intermediate_size=3072, num_attention_heads=12, num_hidden_layers=12,
@@ -55,7 +63,8 @@ def build_sd15_shaped(folder: Path) -> Path:
     vae = AutoencoderKL(block_out_channels=(128, 256, 512, 512), down_block_types=("DownEncoderBlock2D",) * 4,
                         up_block_types=("UpDecoderBlock2D",) * 4, layers_per_block=2, latent_channels=4,
                         sample_size=512)
-    scheduler = DDPMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", steps_offset=1)
+    scheduler = DDPMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", steps_offset=1,
+                              clip_sample=False)
     StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
                             safety_checker=None, feature_extractor=None, requires_safety_checker=False
                             ).save_pretrained(folder, safe_serialization=True)
