@@ -1,7 +1,7 @@
 """`python -m app [--host H] [--port P] [--model ID|PATH|tiny] [--data DIR]`: serve the web app.
 
 Every flag has an environment variable (SHAPEINV_HOST, SHAPEINV_PORT, SHAPEINV_MODEL, SHAPEINV_DATA,
-SHAPEINV_DEVICE, SHAPEINV_DTYPE), so a container or a Space is configured without a command line.
+SHAPEINV_DEVICE, SHAPEINV_DTYPE, SHAPEINV_CLIP_MODEL), so a container or a Space is configured without a command line.
 The page is up at once; the model loads in the background while masks can already be made.
 """
 
@@ -15,6 +15,7 @@ from pathlib import Path
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 from shapeinv_core.config import DEFAULT_MODEL, InversionConfig  # noqa: E402
+from shapeinv_core.metrics import DEFAULT_CLIP_MODEL  # noqa: E402
 from shapeinv_core.models import TINY  # noqa: E402
 
 from .backend import Backend, Limits  # noqa: E402
@@ -37,6 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="auto, cpu, cuda (env SHAPEINV_DEVICE)")
     parser.add_argument("--dtype", default=env("SHAPEINV_DTYPE", "auto"),
                         help="auto, fp32, fp16, bf16 (env SHAPEINV_DTYPE)")
+    parser.add_argument("--clip-model", default=env("SHAPEINV_CLIP_MODEL", DEFAULT_CLIP_MODEL),
+                        help="CLIP model for CLIP-T of edits and sweeps: hub id, local folder, 'tiny' or 'none'; "
+                             "loaded when first needed (env SHAPEINV_CLIP_MODEL)")
     return parser
 
 
@@ -48,12 +52,13 @@ def form_defaults(model: str) -> InversionConfig:
 
 
 def create(data: Path, model: str, device: str = "auto", dtype: str = "auto", limits: Limits | None = None,
-           preview_steps: int | None = None):
+           preview_steps: int | None = None, clip_model: str | None = DEFAULT_CLIP_MODEL):
     """(backend, demo): the worker started (model loading in the background) and the page built."""
     from .ui import build_demo
 
     backend = Backend(Path(data), model=model, device=device, dtype=dtype, limits=limits or Limits(),
-                      preview_steps=preview_steps if preview_steps is not None else (4 if model == TINY else 20))
+                      preview_steps=preview_steps if preview_steps is not None else (4 if model == TINY else 20),
+                      clip_model=None if clip_model in (None, "", "none") else clip_model)
     backend.start()
     return backend, build_demo(backend, form_defaults(model))
 
@@ -68,7 +73,7 @@ def launch_options(backend: Backend, host: str, port: int) -> dict:
 def main(argv: list[str] | None = None) -> int:
     """Serve until interrupted; a running job is checkpointed and resumes at the next start."""
     args = build_parser().parse_args(argv)
-    backend, demo = create(args.data, args.model, args.device, args.dtype)
+    backend, demo = create(args.data, args.model, args.device, args.dtype, clip_model=args.clip_model)
     print(f"data folder: {args.data.resolve()}; model {args.model} loading in the background", flush=True)
     try:
         demo.queue(default_concurrency_limit=1).launch(**launch_options(backend, args.host, args.port))

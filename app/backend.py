@@ -7,6 +7,7 @@ The UI module only converts between components and these calls, so everything he
 from __future__ import annotations
 
 import dataclasses
+import re
 import secrets
 import time
 import zipfile
@@ -21,10 +22,14 @@ from shapeinv_core.cli import slug
 from shapeinv_core.concept import Concept
 from shapeinv_core.config import DEFAULT_PLACEHOLDER, GenerationConfig, InversionConfig
 from shapeinv_core.errors import InputError
-from shapeinv_core.generate import GeneratedImage, check_prompts
+from shapeinv_core.generate import check_prompts
 from shapeinv_core.images import fit_within, open_image
-from shapeinv_core.jobs import DONE, QUEUED, RUNNING, Job, JobStore, validate_job_id
+from shapeinv_core.inversion import pad_to_square
+from shapeinv_core.jobs import DONE, QUEUED, RUNNING, SWEEP, Job, JobStore, SweepSpec
 from shapeinv_core.jobs_worker import ATTENTION_PREVIEW, PREVIEW_DIR, SAMPLE_PREVIEW, Worker
+from shapeinv_core.metrics import DEFAULT_CLIP_MODEL, generated_mask_iou, strip_placeholder
+from shapeinv_core.report import read_metrics_csv
+from shapeinv_core.sweep import DEFAULT_WEIGHTS, run_folder_name
 
 EXAMPLE_PROMPTS = (
     "a leopard-print chair in the shape of *s",
@@ -45,11 +50,25 @@ class Limits:
     max_steps: int = 3000
     max_images: int = 8  # prompts x images per prompt, per request
     max_queued: int = 20
+    max_weights: int = 8  # concepts one sweep learns together
+    max_sweep_images: int = 48  # weights x prompts x images per prompt
 
     def describe(self) -> str:
         return (f"Limits: uploads up to {self.max_upload}, images up to {self.max_pixels / 1e6:.0f} megapixels, "
                 f"{self.max_steps} steps per job, {self.max_images} images per request, "
+                f"{self.max_weights} weights and {self.max_sweep_images} images per sweep, "
                 f"{self.max_queued} jobs waiting.")
+
+
+@dataclass
+class Edit:
+    """One saved edit image and what its metrics need."""
+
+    path: Path
+    prompt: str
+    seed: int
+    token: str  # the concept's word as written in `prompt`
+    source: str | None  # the job (or SWEEP_ID/weight_x) the concept came from; None for an uploaded file
 
 
 @dataclass
@@ -63,12 +82,14 @@ class Backend:
     limits: Limits = field(default_factory=Limits)
     preview_every: int = 5
     preview_steps: int = 20
+    clip_model: str | None = DEFAULT_CLIP_MODEL
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir)
         self.store = JobStore(self.data_dir, max_queued=self.limits.max_queued)
         self.worker = Worker(self.store, model=self.model, device=self.device, dtype=self.dtype,
-                             preview_every=self.preview_every, preview_steps=self.preview_steps)
+                             preview_every=self.preview_every, preview_steps=self.preview_steps,
+                             clip_model=self.clip_model)
 
     def start(self) -> Backend:
         self.worker.start()
@@ -128,10 +149,12 @@ class Backend:
             setattr(config, name, int(getattr(config, name)))
         return config.validate()
 
-    def submit(self, image: Image.Image, mask: Image.Image, config: InversionConfig) -> Job:
+    def submit(self, image: Image.Image, mask: Image.Image, config: InversionConfig | SweepSpec) -> Job:
+        """Queue an inversion (an `InversionConfig`) or a sweep (a `SweepSpec`) and wake the worker."""
         if self.worker.state == "failed":
             raise InputError(f"Jobs cannot run: {self.worker.error}")
-        job = self.store.create(image, mask, config)
+        create = self.store.create_sweep if isinstance(config, SweepSpec) else self.store.create
+        job = create(image, mask, config)
         self.worker.wake()
         return job
 
@@ -161,6 +184,10 @@ class Backend:
             "resumed": job.resumes,
             "has_concept": run.has_concept(),
             "folder": str(run.path),
+            "kind": job.kind,
+            "phase": job.phase,  # a sweep after its steps: which weight it is drawing
+            "terms": job.term_list(),  # a sweep: the latest loss terms of each weight's *s
+            "note": job.note,
         }
 
     def describe(self, status: dict) -> str:
@@ -169,8 +196,16 @@ class Backend:
         if state == QUEUED:
             waiting = "" if self.worker.state == "ready" else f" {self.worker.status_line()}"
             return f"Job {status['id']}: waiting, number {status['queue_position']} in the queue.{waiting}"
+        sweep = status.get("kind") == SWEEP
+        if state == RUNNING and sweep:  # learning all weights' *s, then drawing and measuring weight by weight
+            phase = status["phase"] or "starting"
+            if status["step"] < status["total_steps"]:
+                return f"Sweep {status['id']}: {phase}, step {status['step']} of {status['total_steps']}."
+            return f"Sweep {status['id']}: {phase} ..."
         if state == RUNNING:
             return f"Job {status['id']}: learning *s, step {status['step']} of {status['total_steps']}."
+        if state == DONE and sweep:
+            return f"Sweep {status['id']}: done. Compare below; take a weight's *s to the Edit section."
         if state == DONE:
             return f"Job {status['id']}: done. Type edit prompts below, or download the concept."
         if state == "failed":
@@ -209,25 +244,101 @@ class Backend:
         tmp.replace(target)
         return target
 
+    # --- sweeps -------------------------------------------------------------------------------
+    def parse_weights(self, text: str | list) -> list[float]:
+        """'0, 0.01, 0.1' (commas or spaces) -> [0.0, 0.01, 0.1], held to the server's limit."""
+        items = text if isinstance(text, list) else re.split(r"[,\s]+", (text or "").strip())
+        try:
+            weights = [float(item) for item in items if str(item).strip()]
+        except ValueError as error:
+            raise InputError(f"Mask weights are numbers between 0 and 1 separated by commas, e.g. "
+                             f"{', '.join(f'{w:g}' for w in DEFAULT_WEIGHTS)} ({error}).") from error
+        if not weights:
+            raise InputError("No mask weights given. Give some between 0 and 1, e.g. 0, 0.1, 0.5.")
+        if len(weights) > self.limits.max_weights:
+            raise InputError(f"{len(weights)} weights is more than this server learns at once "
+                             f"({self.limits.max_weights}). Drop some, or run `shapeinv sweep` on your own GPU.")
+        return weights
+
+    def sweep_spec(self, weights: list[float], prompts_text: str, config: InversionConfig,
+                   generation: GenerationConfig) -> SweepSpec:
+        """The sweep a form asks for, within the limits: prompts one per line, each using the placeholder."""
+        prompts = check_prompts((prompts_text or "").splitlines(), config.placeholder)
+        images = len(weights) * len(prompts) * generation.num_images
+        if images > self.limits.max_sweep_images:
+            raise InputError(f"{len(weights)} weights x {len(prompts)} prompts x {generation.num_images} images = "
+                             f"{images} images; this server draws at most {self.limits.max_sweep_images} per sweep.")
+        return SweepSpec(base=config, weights=weights, prompts=prompts, generation=generation.validate()).validate()
+
+    def sweep_results(self, job_id: str) -> dict:
+        """A sweep's pictures, table and learned concepts; the pictures and table are None until it is done."""
+        job = self.store.get(job_id)
+        if job.kind != SWEEP:
+            raise InputError(f"Job {job.id} is a single run, not a sweep. Show it with job_status.")
+        folder = self.store.job_dir(job.id)
+        spec = self.store.sweep_folder(job.id).spec()
+        done = job.status == DONE and (folder / "metrics.csv").is_file()
+        concepts = [(weight, f"{job.id}/{run_folder_name(weight)}") for weight in spec.weights
+                    if (folder / run_folder_name(weight) / "learned_embeds.safetensors").is_file()]
+        return {
+            "grid": folder / "grid.png" if done else None,
+            "tradeoff": folder / "tradeoff.png" if done else None,
+            "rows": read_metrics_csv(folder / "metrics.csv") if done else [],
+            "concepts": concepts if done else [],  # (weight, reference for `generate`)
+            "weights": spec.weights,
+            "prompts": spec.prompts,
+        }
+
     # --- edits --------------------------------------------------------------------------------
     def concept(self, job_id: str | None, upload: str | Path | None) -> tuple[Concept, Path]:
-        """The concept to edit with (an uploaded file wins over the job) and where its images go."""
+        """The concept to edit with (an uploaded file wins over the job) and where its images go.
+
+        `job_id` is a job's id, or `SWEEP_ID/weight_0.1` for one of a sweep's concepts.
+        """
         if upload:
             concept = Concept.load(upload)
             return concept, self.data_dir / "edits" / f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(6)}"
         if not job_id or not job_id.strip():
             raise InputError("No concept yet. Learn one above (and wait until it is done), or upload a "
                              "learned_embeds.safetensors file.")
-        job = self.store.get(validate_job_id(job_id))
-        run = self.store.run(job.id)
+        job, run = self.store.concept_run(job_id)
         if not run.has_concept():
             raise InputError(f"Job {job.id} is {job.status}; its concept is not ready yet. Wait until it is done, "
                              "or upload a learned_embeds.safetensors file.")
         return Concept.load(run.path), run.path / "edits"
 
+    def edit_metrics(self, edits: list[Edit]) -> tuple[list[dict], str]:
+        """Mask-IoU (to the run's input mask) and CLIP-T of edited images -> (rows, note on what is missing).
+
+        `edits` are `generate`'s records. Mask-IoU is measured on the square the model saw (the photo
+        padded); an uploaded concept has no input mask, so it gets none. CLIP-T runs on the worker.
+        """
+        if not edits:
+            return [], ""
+        notes = []
+        square_mask = None
+        if edits[0].source:
+            image, mask, _ = self.store.concept_run(edits[0].source)[1].inputs()
+            square_mask = pad_to_square(image, mask)[1]
+        else:
+            notes.append("Mask-IoU needs the input mask; an uploaded concept comes without one.")
+        images = [Image.open(edit.path).convert("RGB") for edit in edits]
+        texts = [strip_placeholder(edit.prompt, edit.token) for edit in edits]
+        clip_t, reason = self.worker.clip_t(images, texts)
+        if reason:
+            notes.append(reason)
+        rows = [{"prompt": edit.prompt, "seed": edit.seed, "image": edit.path.name,
+                 "mask_iou": None if square_mask is None else generated_mask_iou(image, square_mask),
+                 "clip_t": None if clip_t is None else clip_t[index]}
+                for index, (edit, image) in enumerate(zip(edits, images))]
+        return rows, " ".join(notes)
+
     def generate(self, job_id: str | None, upload: str | Path | None, prompts_text: str,
-                 config: GenerationConfig) -> list[tuple[Path, GeneratedImage]]:
-        """Images for one prompt per line, saved as PNG files; served between another job's steps."""
+                 config: GenerationConfig) -> list[Edit]:
+        """Images for one prompt per line, saved as PNG files; served between another job's steps.
+
+        `job_id` as in `concept`: a job's id or `SWEEP_ID/weight_0.1`.
+        """
         concept, out_dir = self.concept(job_id, upload)
         if concept.token != DEFAULT_PLACEHOLDER and concept.token not in prompts_text and \
                 DEFAULT_PLACEHOLDER in prompts_text:  # a concept from elsewhere, written as *s like ours
@@ -244,6 +355,7 @@ class Backend:
         for index, result in enumerate(results):
             path = out_dir / f"{stamp}_{index:02d}_{slug(result.prompt, 40)}_seed{result.seed}.png"
             result.image.save(path)
-            saved.append((path, result))
+            saved.append(Edit(path, result.prompt, result.seed, concept.token,
+                              None if upload else job_id.strip()))
         return saved
 

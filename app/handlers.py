@@ -14,10 +14,13 @@ from PIL import Image
 
 from shapeinv_core.config import GenerationConfig
 from shapeinv_core.errors import ShapeInvError
-from shapeinv_core.jobs import FINISHED, RUNNING, validate_job_id
+from shapeinv_core.jobs import FINISHED, RUNNING, SWEEP, validate_job_id
+from shapeinv_core.report import METRICS_COLUMNS
 
-from .backend import Backend
+from .backend import Backend, Edit
 from .plots import loss_plot
+
+EDIT_METRICS_COLUMNS = ["prompt", "seed", "image", "mask_iou", "clip_t"]
 
 
 def user_errors(function):
@@ -73,6 +76,16 @@ def _at_least(path, side: int) -> Image.Image | None:
     return image.resize((image.width * scale, image.height * scale), Image.Resampling.NEAREST)
 
 
+def _table(rows: list[dict], columns: list[str] | tuple[str, ...], digits: int = 4) -> dict:
+    """Rows as a Dataframe value; scores rounded for reading, empty cells for missing scores."""
+    def cell(value):
+        if value is None:
+            return ""
+        return round(value, digits) if isinstance(value, float) else value
+
+    return {"headers": list(columns), "data": [[cell(row.get(column)) for column in columns] for row in rows]}
+
+
 def _editor_value(mask: Image.Image) -> dict:
     picture = mask.convert("RGB")
     return {"background": picture, "layers": [], "composite": picture}
@@ -121,15 +134,20 @@ class Handlers:
         """Queue an inversion; the mask is extracted automatically when none is given."""
         picture = self.backend.read_image(image)
         object_mask = self.backend.read_mask(mask, picture)
-        config = self.backend.inversion_config(
+        config = self._config(mask_weight, steps, class_word, initializer, num_vectors, learning_rate, batch_size,
+                              resolution, seed, map_resolution, attention_layers, map_norm, init_reg, checkpoint_every)
+        job = self.backend.submit(picture, object_mask, config)
+        return job.id, self.backend.status(job.id), gr.Timer(active=True)
+
+    def _config(self, mask_weight, steps, class_word, initializer, num_vectors, learning_rate, batch_size,
+                resolution, seed, map_resolution, attention_layers, map_norm, init_reg, checkpoint_every):
+        return self.backend.inversion_config(
             mask_weight=float(mask_weight), steps=steps, class_word=class_word.strip(),
             initializer=initializer.strip(), num_vectors=num_vectors, learning_rate=float(learning_rate),
             batch_size=batch_size, resolution=resolution, seed=seed, map_resolution=map_resolution,
             attention_layers=attention_layers, map_norm=map_norm, init_reg=float(init_reg),
             checkpoint_every=checkpoint_every,
         )
-        job = self.backend.submit(picture, object_mask, config)
-        return job.id, self.backend.status(job.id), gr.Timer(active=True)
 
     @user_errors
     def job_status(self, job_id: str):
@@ -185,29 +203,124 @@ class Handlers:
         return (f"loss **{status['loss']:.4f}** = denoising {status['diffusion_loss']:.4f} "
                 f"+ weight x mask {status['mask_loss']:.4f}")
 
+    # --- sweeps -------------------------------------------------------------------------------
+    @user_errors
+    def start_sweep(self, image: str | None, mask: str | None, weights: str, prompts: str, steps: int,
+                    num_images: int, sample_steps: int, guidance: float, class_word: str, initializer: str,
+                    num_vectors: int, learning_rate: float, batch_size: int, resolution: int, seed: int,
+                    map_resolution: int, attention_layers: str, map_norm: str, init_reg: float,
+                    checkpoint_every: int):
+        """Queue one job that learns a `*s` per mask weight together, then draws and measures every prompt.
+
+        -> (sweep id, status, timer). The other settings are the single run's (its Advanced section).
+        """
+        picture = self.backend.read_image(image)
+        object_mask = self.backend.read_mask(mask, picture)
+        values = self.backend.parse_weights(weights)
+        config = self._config(values[0], steps, class_word, initializer, num_vectors, learning_rate, batch_size,
+                              resolution, seed, map_resolution, attention_layers, map_norm, init_reg, checkpoint_every)
+        generation = GenerationConfig(num_images=int(num_images), steps=int(sample_steps), guidance=float(guidance),
+                                      seed=int(seed))
+        job = self.backend.submit(picture, object_mask, self.backend.sweep_spec(values, prompts, config, generation))
+        return job.id, self.backend.status(job.id), gr.Timer(active=True)
+
+    @user_errors
+    def sweep_results(self, job_id: str):
+        """(status, headline, progress, per-weight losses, grid, trade-off plot, table, concepts, timer).
+
+        The status dict gains `concepts`: [{weight, concept}], where `concept` is what `generate`
+        takes as `job_id` to edit with that weight's `*s`. Pictures and table are None until done.
+        """
+        return self._sweep_outputs(job_id)
+
+    def poll_sweep(self, job_id: str):
+        """`sweep_results` for the page's timer: a bad id stops the polling with a note."""
+        try:
+            return self._sweep_outputs(job_id)
+        except ShapeInvError as error:
+            return {}, str(error), "", "", None, None, None, gr.skip(), gr.Timer(active=False)
+
+    def _sweep_outputs(self, job_id: str):
+        if not job_id or not job_id.strip():
+            return {}, "", "", "", None, None, None, gr.skip(), gr.Timer(active=False)
+        status = self.backend.status(job_id)
+        results = self.backend.sweep_results(status["id"])
+        status["concepts"] = [{"weight": weight, "concept": ref} for weight, ref in results["concepts"]]
+        finished = status["status"] in FINISHED
+        choices = [(f"{weight:g}", ref) for weight, ref in results["concepts"]]
+        # Preselect the weight nearest 0.1, the research's best trade-off.
+        chosen = min(results["concepts"], key=lambda item: abs(item[0] - 0.1))[1] if choices else None
+        headline = self.backend.describe(status) + (f"\n\n{status['note']}" if status["note"] else "")
+        return (
+            status,
+            headline,
+            self._progress(status),
+            self._weight_losses(status),
+            str(results["grid"]) if results["grid"] else None,
+            str(results["tradeoff"]) if results["tradeoff"] else None,
+            _table(results["rows"], METRICS_COLUMNS) if results["rows"] else None,
+            gr.Dropdown(choices=choices, value=chosen) if finished else gr.skip(),
+            gr.Timer(active=not finished),
+        )
+
+    @staticmethod
+    def _weight_losses(status: dict) -> str:
+        if not status["terms"]:
+            return ""
+        lines = ["| weight | loss | denoising | mask |", "| ---: | ---: | ---: | ---: |"]
+        lines += [f"| {t['weight']:g} | {t['loss']:.4f} | {t['diffusion_loss']:.4f} | {t['mask_loss']:.4f} |"
+                  for t in status["terms"]]
+        return "\n".join(lines)
+
+    @user_errors
+    def use_sweep_concept(self, concept: str | None):
+        """A sweep's `*s` (`SWEEP_ID/weight_0.1`) -> the Edit section's concept, checked to be there."""
+        if not concept:
+            raise gr.Error("Pick a weight first; the list fills in when the sweep is done.", print_exception=False)
+        job, run = self.backend.store.concept_run(concept)
+        if not run.has_concept():
+            raise gr.Error(f"Sweep {job.id} has no concept {concept} yet.", print_exception=False)
+        return concept
+
     # --- edits --------------------------------------------------------------------------------
     @user_errors
     def generate(self, job_id: str, concept_file: str | None, prompts: str, num_images: int, seed: int,
                  steps: int, guidance: float):
-        """Images for one prompt per line -> (gallery of (image, caption), note on where they were saved)."""
+        """Images for one prompt per line -> (gallery of (image, caption), note on where they were saved).
+
+        `job_id` is a job's id or a sweep's `SWEEP_ID/weight_0.1`. The images are kept for
+        `edit_metrics` (per session), which the page calls next.
+        """
         config = GenerationConfig(num_images=int(num_images), seed=int(seed), steps=int(steps),
                                   guidance=float(guidance)).validate()
         saved = self.backend.generate(job_id, concept_file, prompts, config)
-        gallery = [(str(path), f"{result.prompt} (seed {result.seed})") for path, result in saved]
-        folder = saved[0][0].parent.relative_to(self.backend.data_dir) if saved else ""
-        return gallery, f"{len(saved)} images, saved in `{folder}` in the server's data folder."
+        gallery = [(str(edit.path), f"{edit.prompt} (seed {edit.seed})") for edit in saved]
+        folder = saved[0].path.parent.relative_to(self.backend.data_dir) if saved else ""
+        return gallery, f"{len(saved)} images, saved in `{folder}` in the server's data folder.", saved
+
+    @user_errors
+    def edit_metrics(self, edits: list[Edit] | None):
+        """(table of Mask-IoU and CLIP-T per image of this session's last `generate`, note on missing scores)."""
+        rows, note = self.backend.edit_metrics(edits or [])
+        return _table(rows, EDIT_METRICS_COLUMNS) if rows else None, note
 
     # --- page load ----------------------------------------------------------------------------
     def on_load(self, request: gr.Request):
-        """`?job=ID` shows that job (and keeps polling it); a bad id gets a message, not a crash."""
+        """`?job=ID` shows that job (a sweep in its own tab) and keeps polling it; a bad id gets a message.
+
+        -> (job id, its timer, headline, sweep id, its timer, selected tab).
+        """
         job_id = (request.query_params.get("job") or "").strip() if request else ""
+        nothing = ("", gr.Timer(active=False))
         if not job_id:
-            return "", gr.Timer(active=False), ""
+            return *nothing, "", *nothing, gr.skip()
         try:
-            self.backend.store.get(validate_job_id(job_id))
+            job = self.backend.store.get(validate_job_id(job_id))
         except ShapeInvError as error:
-            return "", gr.Timer(active=False), str(error)
-        return job_id, gr.Timer(active=True), ""
+            return *nothing, str(error), *nothing, gr.skip()
+        if job.kind == SWEEP:
+            return *nothing, "", job.id, gr.Timer(active=True), gr.Tabs(selected="compare")
+        return job.id, gr.Timer(active=True), "", *nothing, gr.skip()
 
     def model_status(self):
         """(status line, timer): polled until the model is ready or has failed."""

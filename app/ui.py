@@ -7,14 +7,24 @@ from pathlib import Path
 import gradio as gr
 
 from shapeinv_core.config import ATTENTION_LAYER_CHOICES, MAP_NORMS, InversionConfig
+from shapeinv_core.report import METRICS_COLUMNS
+from shapeinv_core.sweep import DEFAULT_PROMPTS, DEFAULT_WEIGHTS
 
 from .backend import EXAMPLE_PROMPTS, MASK_WEIGHT_HELP, Backend
-from .handlers import Handlers, checked_image
+from .handlers import EDIT_METRICS_COLUMNS, Handlers, checked_image
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 INTRO = """# ShapeInversion
 Upload a photo of a chair. A new word, **\\*s**, is learned that carries the chair's *shape*; then prompts
 such as "a leopard-print chair in the shape of \\*s" draw new chairs with that outline."""
+
+
+COMPARE_HELP = """Learn one \\*s per mask weight from the image above, all in one job, then draw every prompt with
+each and measure **Mask-IoU** (the shape kept) and **CLIP-T** (the prompt followed). The other settings are those
+of *Learn one \\*s → Advanced*."""
+EDIT_METRICS_LABEL = ("Metrics: Mask-IoU to the input mask (shape kept), "
+                      "CLIP-T to the prompt without *s (prompt followed)")
+SCROLL_TO_EDIT = "() => document.getElementById('edit')?.scrollIntoView({behavior: 'smooth'})"
 
 
 def example_images() -> list[str]:
@@ -54,50 +64,93 @@ def build_demo(backend: Backend, defaults: InversionConfig | None = None) -> gr.
                                            image_mode=None, sources=["upload"], elem_id="mask-upload")
         mask = gr.Image(label="Mask", type="filepath", image_mode=None, format="png", visible=False, elem_id="mask")
 
-        gr.Markdown("## 2. Learn the shape")
-        with gr.Row():
-            mask_weight = gr.Slider(0, 1, value=d.mask_weight, step=0.01, label="Mask weight", info=MASK_WEIGHT_HELP,
-                                    elem_id="mask-weight")
-            steps = gr.Number(d.steps, label="Steps", precision=0, minimum=1, elem_id="steps",
-                              info=f"500 in the research notes; at most {limits.max_steps} here")
-        with gr.Accordion("Advanced", open=False):
-            with gr.Row():
-                class_word = gr.Textbox(d.class_word, label="Class word ({cls} in the template)", elem_id="class-word")
-                initializer = gr.Textbox(d.initializer, label="Initializer word", elem_id="initializer")
-                num_vectors = gr.Number(d.num_vectors, label="Vectors per *s", precision=0, minimum=1, maximum=16)
-                learning_rate = gr.Number(d.learning_rate, label="Learning rate", minimum=0)
-            with gr.Row():
-                batch_size = gr.Number(d.batch_size, label="Timesteps per step", precision=0, minimum=1, maximum=64)
-                resolution = gr.Slider(64, 1024, value=d.resolution, step=64, label="Resolution", elem_id="resolution")
-                seed = gr.Number(d.seed, label="Seed", precision=0, minimum=0)
-                checkpoint_every = gr.Number(d.checkpoint_every, label="Checkpoint every (steps)", precision=0,
-                                             minimum=1)
-            with gr.Row():
-                map_resolution = gr.Dropdown([8, 16, 32, 64], value=d.map_resolution, label="Attention map grid")
-                attention_layers = gr.Dropdown(list(ATTENTION_LAYER_CHOICES), value=d.attention_layers,
-                                               label="Attention layers")
-                map_norm = gr.Dropdown(list(MAP_NORMS), value=d.map_norm, label="Map normalisation")
-                init_reg = gr.Number(d.init_reg, label="Pull toward the initializer", minimum=0)
-        start = gr.Button("Start learning", variant="primary", elem_id="start")
+        with gr.Tabs(elem_id="views") as views:
+            with gr.Tab("Learn one *s", id="learn"):
+                gr.Markdown("## 2. Learn the shape")
+                with gr.Row():
+                    mask_weight = gr.Slider(0, 1, value=d.mask_weight, step=0.01, label="Mask weight",
+                                            info=MASK_WEIGHT_HELP, elem_id="mask-weight")
+                    steps = gr.Number(d.steps, label="Steps", precision=0, minimum=1, elem_id="steps",
+                                      info=f"500 in the research notes; at most {limits.max_steps} here")
+                with gr.Accordion("Advanced", open=False):
+                    with gr.Row():
+                        class_word = gr.Textbox(d.class_word, label="Class word ({cls} in the template)",
+                                                elem_id="class-word")
+                        initializer = gr.Textbox(d.initializer, label="Initializer word", elem_id="initializer")
+                        num_vectors = gr.Number(d.num_vectors, label="Vectors per *s", precision=0, minimum=1,
+                                                maximum=16)
+                        learning_rate = gr.Number(d.learning_rate, label="Learning rate", minimum=0)
+                    with gr.Row():
+                        batch_size = gr.Number(d.batch_size, label="Timesteps per step", precision=0, minimum=1,
+                                               maximum=64)
+                        resolution = gr.Slider(64, 1024, value=d.resolution, step=64, label="Resolution",
+                                               elem_id="resolution")
+                        seed = gr.Number(d.seed, label="Seed", precision=0, minimum=0)
+                        checkpoint_every = gr.Number(d.checkpoint_every, label="Checkpoint every (steps)", precision=0,
+                                                     minimum=1)
+                    with gr.Row():
+                        map_resolution = gr.Dropdown([8, 16, 32, 64], value=d.map_resolution,
+                                                     label="Attention map grid")
+                        attention_layers = gr.Dropdown(list(ATTENTION_LAYER_CHOICES), value=d.attention_layers,
+                                                       label="Attention layers")
+                        map_norm = gr.Dropdown(list(MAP_NORMS), value=d.map_norm, label="Map normalisation")
+                        init_reg = gr.Number(d.init_reg, label="Pull toward the initializer", minimum=0)
+                start = gr.Button("Start learning", variant="primary", elem_id="start")
 
-        gr.Markdown("## 3. Progress")
-        with gr.Row():
-            job_id = gr.Textbox(label="Job id (Enter shows another job)", elem_id="job-id", scale=1)
-            job_headline = gr.Markdown(label="Job status", elem_id="job-status")
-        progress = gr.HTML(label="Progress", elem_id="progress")
-        losses = gr.Markdown(label="Loss terms", elem_id="losses")
-        with gr.Row():
-            # The loss plot and the attention figure carry their own titles.
-            plot = gr.Image(label="Loss", show_label=False, interactive=False, elem_id="loss-plot")
-            preview = gr.Image(label="Preview (training prompt, latest checkpoint)", interactive=False,
-                               elem_id="preview")
-            attention = gr.Image(label="Attention of *s beside the mask", show_label=False, interactive=False,
-                                 elem_id="attention")
-        cancel = gr.Button("Cancel", variant="stop", elem_id="cancel")
+                gr.Markdown("## 3. Progress")
+                with gr.Row():
+                    job_id = gr.Textbox(label="Job id (Enter shows another job)", elem_id="job-id", scale=1)
+                    job_headline = gr.Markdown(label="Job status", elem_id="job-status")
+                progress = gr.HTML(label="Progress", elem_id="progress")
+                losses = gr.Markdown(label="Loss terms", elem_id="losses")
+                with gr.Row():
+                    # The loss plot and the attention figure carry their own titles.
+                    plot = gr.Image(label="Loss", show_label=False, interactive=False, elem_id="loss-plot")
+                    preview = gr.Image(label="Preview (training prompt, latest checkpoint)", interactive=False,
+                                       elem_id="preview")
+                    attention = gr.Image(label="Attention of *s beside the mask", show_label=False, interactive=False,
+                                         elem_id="attention")
+                cancel = gr.Button("Cancel", variant="stop", elem_id="cancel")
+            with gr.Tab("Compare weights", id="compare", elem_id="compare-tab"):
+                gr.Markdown(COMPARE_HELP)
+                with gr.Row():
+                    sweep_weights = gr.Textbox(", ".join(f"{w:g}" for w in DEFAULT_WEIGHTS), label="Mask weights",
+                                               info=f"comma-separated, 0 to 1; at most {limits.max_weights}",
+                                               elem_id="sweep-weights", scale=2)
+                    sweep_steps = gr.Number(d.steps, label="Steps", precision=0, minimum=1, elem_id="sweep-steps")
+                    sweep_images = gr.Slider(1, 4, value=1, step=1, label="Images per prompt", elem_id="sweep-images")
+                    sweep_sample_steps = gr.Slider(1, 100, value=25, step=1, label="Sampling steps",
+                                                   elem_id="sweep-sample-steps")
+                    sweep_guidance = gr.Slider(0, 20, value=7.5, step=0.5, label="Guidance", elem_id="sweep-guidance")
+                sweep_prompts = gr.Textbox("\n".join(DEFAULT_PROMPTS), lines=3, label="Prompts, one per line (use *s)",
+                                           elem_id="sweep-prompts")
+                start_sweep = gr.Button("Start the sweep", variant="primary", elem_id="start-sweep")
+                with gr.Row():
+                    sweep_id = gr.Textbox(label="Sweep id (Enter shows another sweep)", elem_id="sweep-id", scale=1)
+                    sweep_headline = gr.Markdown(label="Sweep status", elem_id="sweep-status")
+                sweep_progress = gr.HTML(label="Progress", elem_id="sweep-progress")
+                sweep_losses = gr.Markdown(label="Loss terms per weight", elem_id="sweep-losses")
+                cancel_sweep = gr.Button("Cancel", variant="stop", elem_id="cancel-sweep")
+                with gr.Row():
+                    sweep_grid = gr.Image(label="Rows: weights; columns: prompts", interactive=False,
+                                          elem_id="sweep-grid")
+                    sweep_tradeoff = gr.Image(label="Trade-off: Mask-IoU against CLIP-T per weight", show_label=False,
+                                              interactive=False, elem_id="sweep-tradeoff")
+                sweep_table = gr.Dataframe(headers=list(METRICS_COLUMNS), label="metrics.csv", interactive=False,
+                                           elem_id="sweep-table")
+                with gr.Row():
+                    sweep_concept = gr.Dropdown([], label="Weight", info="each weight learned its own *s",
+                                                elem_id="sweep-concept")
+                    use_concept = gr.Button("Edit with this *s", elem_id="use-concept")
         status_json = gr.JSON(label="Status", visible=False, elem_id="status-json")
         timer = gr.Timer(1.0, active=False)  # polls job_status while a job is shown
+        sweep_json = gr.JSON(label="Sweep status", visible=False, elem_id="sweep-json")
+        sweep_timer = gr.Timer(1.0, active=False)  # polls sweep_results while a sweep is shown
 
-        gr.Markdown("## 4. Edit")
+        gr.Markdown("## 4. Edit", elem_id="edit")
+        edit_concept = gr.Textbox(label="Concept: a job id, or SWEEP_ID/weight_W from Compare weights",
+                                  info="follows the job above; 'Edit with this *s' puts a sweep's here",
+                                  elem_id="edit-concept")
         prompts = gr.Textbox("\n".join(EXAMPLE_PROMPTS), lines=3, label="Prompts, one per line (use *s)",
                              elem_id="prompts")
         with gr.Row():
@@ -114,6 +167,10 @@ def build_demo(backend: Backend, defaults: InversionConfig | None = None) -> gr.
         generate = gr.Button("Generate", variant="primary", elem_id="generate")
         edit_note = gr.Markdown(label="Saved to", elem_id="edit-note")
         gallery = gr.Gallery(label="Results", columns=4, elem_id="gallery")
+        edit_metrics = gr.Dataframe(headers=EDIT_METRICS_COLUMNS, label=EDIT_METRICS_LABEL, interactive=False,
+                                    elem_id="edit-metrics")
+        metrics_note = gr.Markdown(elem_id="metrics-note")
+        edits = gr.State([])  # this session's last images, for edit_metrics
         gr.Markdown(limits.describe() + " Programs can use the same endpoints: see *Use via API* below.")
 
         # --- events -----------------------------------------------------------------------------
@@ -134,9 +191,30 @@ def build_demo(backend: Backend, defaults: InversionConfig | None = None) -> gr.
                    concurrency_limit=None, show_progress="hidden")
         job_id.submit(None, [job_id], None, js=Handlers.job_link_js())
         cancel.click(h.cancel_job, [job_id], [status_json, job_headline], api_name="cancel_job")
-        generate.click(h.generate, [job_id, concept_file, prompts, num_images, gen_seed, gen_steps, guidance],
-                       [gallery, edit_note], api_name="generate")
+        job_id.change(None, [job_id], [edit_concept], js="(id) => id", api_name="follow_job",
+                      api_visibility="private")
+        generate.click(h.generate, [edit_concept, concept_file, prompts, num_images, gen_seed, gen_steps, guidance],
+                       [gallery, edit_note, edits], api_name="generate",
+                       ).success(h.edit_metrics, [edits], [edit_metrics, metrics_note], api_name="edit_metrics")
+
+        sweep_outputs = [sweep_json, sweep_headline, sweep_progress, sweep_losses, sweep_grid, sweep_tradeoff,
+                         sweep_table, sweep_concept, sweep_timer]
+        start_sweep.click(
+            h.start_sweep,
+            [image, mask, sweep_weights, sweep_prompts, sweep_steps, sweep_images, sweep_sample_steps, sweep_guidance,
+             class_word, initializer, num_vectors, learning_rate, batch_size, resolution, seed, map_resolution,
+             attention_layers, map_norm, init_reg, checkpoint_every],
+            [sweep_id, sweep_json, sweep_timer], api_name="start_sweep",
+        ).success(None, [sweep_id], None, js=Handlers.job_link_js())
+        sweep_id.submit(h.sweep_results, [sweep_id], sweep_outputs, api_name="sweep_results", concurrency_limit=None)
+        sweep_id.submit(None, [sweep_id], None, js=Handlers.job_link_js())
+        sweep_timer.tick(h.poll_sweep, [sweep_id], sweep_outputs, api_name="poll_sweep", api_visibility="private",
+                         concurrency_limit=None, show_progress="hidden")
+        cancel_sweep.click(h.cancel_job, [sweep_id], [sweep_json, sweep_headline], api_name="cancel_sweep")
+        use_concept.click(h.use_sweep_concept, [sweep_concept], [edit_concept], api_name="use_sweep_concept",
+                          ).success(None, None, None, js=SCROLL_TO_EDIT)
         model_timer.tick(h.model_status, None, [model_status, model_timer], api_name="model_status",
                          show_progress="hidden")
-        demo.load(h.on_load, None, [job_id, timer, job_headline], api_name="on_load", api_visibility="private")
+        demo.load(h.on_load, None, [job_id, timer, job_headline, sweep_id, sweep_timer, views], api_name="on_load",
+                  api_visibility="private")
     return demo

@@ -55,7 +55,7 @@ def app_server(tmp_path_factory):
 
     data = tmp_path_factory.mktemp("app-data")
     limits = Limits(max_upload="500kb", max_pixels=2_000_000, max_steps=400, max_images=4, max_queued=3)
-    backend, demo = create(data, "tiny", device="cpu", limits=limits, preview_steps=2)
+    backend, demo = create(data, "tiny", device="cpu", limits=limits, preview_steps=2, clip_model="tiny")
     _, url, _ = demo.launch(prevent_thread_lock=True, quiet=True,
                             **launch_options(backend, "127.0.0.1", free_port()))
     assert backend.worker.wait_ready(120), "the tiny model did not load"

@@ -78,9 +78,39 @@ def test_upload_learn_and_edit_in_the_browser(app_server, page, tmp_path):
     expect(page.locator("#gallery img")).to_have_count(2, timeout=60_000)
     page.wait_for_function("() => [...document.querySelectorAll('#gallery img')]"
                            ".every(i => i.complete && i.naturalWidth > 0)")
+    for name in ("_seed0.png", "_seed1.png"):  # a row of Mask-IoU and CLIP-T per image
+        expect(page.locator("#edit-metrics")).to_contain_text(name, timeout=60_000)
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "app_finished.png"), full_page=True)
 
     page.goto(f"{app_server.url}?job={job_id}")  # the link shows the job again
     expect(page.locator("#job-status")).to_contain_text(f"Job {job_id}: done")
     expect(page.locator("#job-id textarea")).to_have_value(job_id)
+
+
+def test_compare_weights_tab_runs_a_sweep_and_hands_a_concept_to_edit(app_server, page, tmp_path):
+    from playwright.sync_api import expect
+
+    page.goto(app_server.url)
+    expect(page.locator("#model-status")).to_contain_text("ready")
+    page.locator("#image input[type=file]").set_input_files(str(example_image(tmp_path)))
+    expect(page.locator("#overlay img")).to_be_visible()
+    page.get_by_role("tab", name="Compare weights").click()
+    page.locator("#sweep-weights textarea").fill("0, 0.3")
+    page.locator("#sweep-steps input").fill("4")
+    page.locator("#sweep-sample-steps input[type=range]").fill("2")
+    page.locator("#sweep-prompts textarea").fill("a red chair in the shape of *s")
+    page.locator("#start-sweep").click()
+    expect(page.locator("#sweep-status")).to_contain_text("done", timeout=90_000)
+    page.wait_for_function("() => { const i = document.querySelector('#sweep-grid img');"
+                           " return i && i.complete && i.naturalWidth > 0; }")
+    expect(page.locator("#sweep-table")).to_contain_text("mask_iou")
+    sweep_id = page.locator("#sweep-id textarea").input_value()
+    assert f"job={sweep_id}" in page.url
+    page.locator("#use-concept").click()
+    expect(page.locator("#edit-concept textarea")).to_have_value(f"{sweep_id}/weight_0")
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "app_compare.png"), full_page=True)
+
+    page.goto(f"{app_server.url}?job={sweep_id}")  # a sweep's link opens its tab
+    expect(page.locator("#sweep-status")).to_contain_text(f"Sweep {sweep_id}: done")

@@ -1,0 +1,157 @@
+"""The "Compare weights" view and the Edit view's metrics, through gradio_client (tiny model and CLIP, CPU)."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+
+import numpy as np
+import pytest
+from gradio_client.exceptions import AppError
+from PIL import Image
+
+from shapeinv_core.inversion import pad_to_square
+from shapeinv_core.jobs import SWEEP, JobStore
+from shapeinv_core.metrics import ClipScorer, generated_mask_iou
+from shapeinv_core.report import read_metrics_csv
+from shapeinv_core.runs import RunFolder
+from tests.conftest import SMALL, example_image, job_status, wait_for_status
+
+PROMPTS = "a photo of chair in the shape of *s\na red chair in the shape of *s"
+
+
+def start_sweep(client, image, weights: str = "0, 0.3", **settings) -> str:
+    from gradio_client import handle_file
+
+    values = {key: value for key, value in SMALL.items() if key != "mask_weight"}
+    values.update(steps=4, checkpoint_every=2)
+    values.update(settings)
+    sweep_id, status, _ = client.predict(image=handle_file(str(image)), mask=None, weights=weights, prompts=PROMPTS,
+                                         num_images=1, sample_steps=2, guidance=7.5, api_name="/start_sweep", **values)
+    assert status["status"] in ("queued", "running") and status["kind"] == SWEEP, status
+    return sweep_id
+
+
+def sweep_results(client, sweep_id: str) -> tuple:
+    return client.predict(job_id=sweep_id, api_name="/sweep_results")
+
+
+def same_pixels(a, b) -> bool:
+    return np.array_equal(np.asarray(Image.open(a).convert("RGB")), np.asarray(Image.open(b).convert("RGB")))
+
+
+@pytest.fixture(scope="module")
+def tiny_clip():
+    return ClipScorer.from_pretrained("tiny", device="cpu")
+
+
+def test_sweep_shows_grid_plot_table_and_its_concepts_edit_with_metrics(app_server, client, tmp_path, tiny_clip):
+    sweep_id = start_sweep(client, example_image(tmp_path))
+    wait_for_status(client, sweep_id)
+    status, headline, _, losses, grid, tradeoff, table, concepts, timer = sweep_results(client, sweep_id)
+    assert status["status"] == "done", status
+    assert "done" in headline and status["step"] == 4 and status["note"] is None, "tiny CLIP loads: no note"
+    assert [t["weight"] for t in status["terms"]] == [0.0, 0.3] and "| 0.3 |" in losses
+    folder = app_server.data / "jobs" / sweep_id
+    assert same_pixels(grid, folder / "grid.png") and same_pixels(tradeoff, folder / "tradeoff.png")
+    on_disk = read_metrics_csv(folder / "metrics.csv")
+    assert table["headers"] == ["weight", "prompt", "seed", "image", "mask_iou", "clip_t", "clip_i"]
+    assert len(table["data"]) == len(on_disk) == 4
+    for shown, row in zip(table["data"], on_disk):
+        expected = [round(v, 4) if isinstance(v, float) else v for v in row.values()]
+        assert shown == expected
+    refs = [item["concept"] for item in status["concepts"]]
+    assert refs == [f"{sweep_id}/weight_0", f"{sweep_id}/weight_0.3"]
+    assert concepts["__type__"] == "update" and concepts["value"] == refs[0], "nearest 0.1"
+
+    chosen = client.predict(concept=refs[1], api_name="/use_sweep_concept")
+    assert chosen == refs[1]
+    gallery, note = client.predict(job_id=chosen, concept_file=None, prompts="a red chair in the shape of *s",
+                                   num_images=1, seed=0, steps=2, guidance=7.5, api_name="/generate")
+    assert len(gallery) == 1 and f"jobs/{sweep_id}/weight_0.3/edits" in note
+    metrics, metrics_note = client.predict(api_name="/edit_metrics")  # this session's last generate
+    assert metrics["headers"] == ["prompt", "seed", "image", "mask_iou", "clip_t"] and metrics_note == ""
+    [[prompt, seed, name, mask_iou, clip_t]] = metrics["data"]
+    image = Image.open(gallery[0]["image"]).convert("RGB")
+    saved = folder / "weight_0.3" / "edits" / name
+    assert same_pixels(gallery[0]["image"], saved) and (prompt, seed) == ("a red chair in the shape of *s", 0)
+    _, square_mask = pad_to_square(*RunFolder(folder / "weight_0.3").inputs()[:2])
+    assert mask_iou == round(generated_mask_iou(image, square_mask), 4)
+    assert clip_t == round(tiny_clip.clip_t([image], ["a red chair"])[0], 4)
+
+    with pytest.raises(AppError, match="name one of its concepts"):
+        client.predict(job_id=sweep_id, concept_file=None, prompts="a *s", num_images=1, seed=0, steps=2,
+                       guidance=7.5, api_name="/generate")
+
+
+def test_single_run_edit_metrics(client, finished_job, app_server, tiny_clip):
+    gallery, _ = client.predict(job_id=finished_job, concept_file=None, prompts="a leopard-print chair in the shape "
+                                "of *s", num_images=2, seed=1, steps=2, guidance=7.5, api_name="/generate")
+    metrics, note = client.predict(api_name="/edit_metrics")
+    assert len(metrics["data"]) == 2 and note == ""
+    image, mask, _ = RunFolder(app_server.data / "jobs" / finished_job).inputs()
+    _, square_mask = pad_to_square(image, mask)
+    images = [Image.open(item["image"]).convert("RGB") for item in gallery]
+    expected_t = tiny_clip.clip_t(images, ["a leopard-print chair"] * 2)
+    for row, picture, clip_t in zip(metrics["data"], images, expected_t):
+        assert row[3] == round(generated_mask_iou(picture, square_mask), 4) and row[4] == round(clip_t, 4)
+
+
+def test_edits_are_served_during_a_sweep_which_cancels(client, finished_job, tmp_path):
+    sweep_id = start_sweep(client, example_image(tmp_path), steps=300, checkpoint_every=1000)
+    wait_for_status(client, sweep_id, lambda s: s["status"] == "running" and s["step"] >= 2)
+    gallery, _ = client.predict(job_id=finished_job, concept_file=None, prompts="a red chair in the shape of *s",
+                                num_images=1, seed=0, steps=2, guidance=7.5, api_name="/generate")
+    status = job_status(client, sweep_id)
+    assert len(gallery) == 1 and status["status"] == "running" and status["step"] < 300, "the edit waited"
+    client.predict(job_id=sweep_id, api_name="/cancel_sweep")
+    assert wait_for_status(client, sweep_id)["status"] == "cancelled"
+    with pytest.raises(AppError, match="more than this server learns at once"):
+        start_sweep(client, example_image(tmp_path), weights="0 0.1 0.2 0.3 0.4 0.5 0.6 0.7 0.8")
+    with pytest.raises(AppError, match="is a single run, not a sweep"):
+        sweep_results(client, finished_job)
+
+
+def test_a_database_from_before_sweeps_opens_with_every_job_an_inversion(tmp_path):
+    with sqlite3.connect(tmp_path / "jobs.sqlite3") as db:  # the first release's table
+        db.execute("CREATE TABLE jobs (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT UNIQUE NOT NULL, status TEXT "
+                   "NOT NULL, created REAL NOT NULL, started REAL, finished REAL, error TEXT, cancel_requested "
+                   "INTEGER NOT NULL DEFAULT 0, step INTEGER NOT NULL DEFAULT 0, total_steps INTEGER NOT NULL "
+                   "DEFAULT 0, first_step INTEGER NOT NULL DEFAULT 0, run_seconds REAL NOT NULL DEFAULT 0, loss REAL, "
+                   "diffusion_loss REAL, mask_loss REAL, resumes INTEGER NOT NULL DEFAULT 0)")
+        db.execute("INSERT INTO jobs (id, status, created) VALUES ('0123456789ab', 'done', 0)")
+    job = JobStore(tmp_path).get("0123456789ab")
+    assert job.kind == "invert" and job.terms is None and job.term_list() == []
+
+
+
+def test_an_interrupted_sweep_resumes_and_a_missing_clip_is_explained(tmp_path):
+    from shapeinv_core.config import GenerationConfig
+    from shapeinv_core.jobs import QUEUED, SweepSpec
+    from shapeinv_core.jobs_worker import Worker, wait_for
+    from tests.helpers import chair_like, small_config, tiny_folder
+
+    store = JobStore(tmp_path)
+    spec = SweepSpec(small_config(steps=30, batch_size=1, checkpoint_every=1000), [0.0, 0.2], ["a red *s"],
+                     GenerationConfig(steps=2))
+    job = store.create_sweep(*chair_like(), spec)
+    options = {"model": str(tiny_folder()), "device": "cpu", "clip_model": str(tmp_path / "no-clip-here")}
+    worker = Worker(store, **options).start()
+    try:
+        while store.get(job.id).step < 3:
+            time.sleep(0.02)
+    finally:
+        worker.stop()  # as a server stopping: checkpoint, back to the queue
+    assert store.get(job.id).status == QUEUED and 3 <= store.get(job.id).step < 30
+    worker = Worker(store, **options).start()  # the next start
+    try:
+        finished = wait_for(store, job.id, timeout=120)
+        scores, reason = worker.clip_t([Image.new("RGB", (64, 64))], ["a chair"])
+    finally:
+        worker.stop()
+    assert finished.status == "done" and finished.resumes == 0 and finished.step == 30, finished
+    for weight in ("weight_0", "weight_0.2"):
+        assert [r["step"] for r in RunFolder(tmp_path / "jobs" / job.id / weight).read_log()] == list(range(1, 31))
+    assert len(read_metrics_csv(tmp_path / "jobs" / job.id / "metrics.csv")) == 2
+    assert "CLIP model folder not found" in finished.note, "the sweep says why its CLIP columns are empty"
+    assert scores is None and "CLIP model folder not found" in reason
