@@ -259,7 +259,7 @@ class Worker:
         finally:
             self._inverting = False
             self._remove_pending_tokens()
-            remove_tokens(self.model.pipe, spec.base.placeholder)  # the sweep's edits leave the last *s installed
+            remove_tokens(self.model.pipe, spec.base.placeholder)  # drawing its images left the last *s installed
         self.store.update_phase(job.id, None)
         self.store.set_note(job.id, clip_note or result.clip_note)
 
