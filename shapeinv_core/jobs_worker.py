@@ -247,13 +247,11 @@ class Worker:
             if self._should_stop(job):
                 raise Cancelled(f"Stopped while {text}; the sweep can be resumed.")
 
-        clip_model, clip_note = self.clip_model, None
-        if self._clip is not None and self._clip[0] is None:  # known not to load: do not try again
-            clip_model, clip_note = None, self._clip[1]
+        scorer, clip_note = self._clip_scorer()  # loaded once for the app's lifetime, shared with edits
         self._inverting = True  # the whole sweep: tokens of edits served meanwhile go when it ends
         try:
             result = sweep(self.model, image, mask, spec.base, spec.weights, spec.prompts, folder.path,
-                           generation=spec.generation, seeds=spec.seeds, clip_model=clip_model,
+                           generation=spec.generation, seeds=spec.seeds, clip_model=None, clip_scorer=scorer,
                            mask_method=spec.mask_method, on_step=on_step, on_phase=on_phase,
                            should_stop=lambda: self._should_stop(job))
         finally:

@@ -16,7 +16,7 @@ from .config import GenerationConfig, InversionConfig
 from .errors import InputError
 from .generate import check_prompts, generate
 from .inversion import StepCallback, invert_many, pad_to_square
-from .metrics import generated_mask_iou, load_clip_scorer, strip_placeholder
+from .metrics import DEFAULT_CLIP_MODEL, ClipScorer, generated_mask_iou, load_clip_scorer, strip_placeholder
 from .models import LoadedModel
 from .report import image_grid, tradeoff_plot, write_metrics_csv
 from .runs import RunFolder
@@ -44,10 +44,13 @@ def run_folder_name(weight: float) -> str:
 def sweep(model: LoadedModel, image: Image.Image, mask: Image.Image, base: InversionConfig,
           weights: list[float], prompts: list[str], folder: str | Path,
           generation: GenerationConfig | None = None, seeds: list[int] | None = None,
-          clip_model: str | None = "openai/clip-vit-large-patch14", mask_method: str = "auto",
+          clip_model: str | None = DEFAULT_CLIP_MODEL, clip_scorer: ClipScorer | None = None, mask_method: str = "auto",
           on_step: StepCallback | None = None, on_phase: Callable[[str], None] | None = None,
           should_stop: Callable[[], bool] | None = None, rows_per_pass: int | None = None) -> SweepResult:
-    """Learn one concept per weight in shared passes, generate every prompt with each, measure."""
+    """Learn one concept per weight in shared passes, generate every prompt with each, measure.
+
+    CLIP-T/CLIP-I use `clip_scorer` when given (e.g. the app's, loaded once), else `clip_model`.
+    """
     if not weights or len(set(weights)) != len(weights):
         raise InputError("Give one or more distinct mask weights, e.g. --weights 0,0.1,0.5.")
     prompts = check_prompts(list(prompts), base.placeholder)
@@ -67,8 +70,12 @@ def sweep(model: LoadedModel, image: Image.Image, mask: Image.Image, base: Inver
 
     # Measure against what the model saw: the photo and its mask padded to a square.
     square_image, square_mask = pad_to_square(image, mask)
-    scorer, clip_note = load_clip_scorer(clip_model, device=str(model.device)) if clip_model else (
-        None, "No CLIP model was asked for; CLIP-T and CLIP-I are left empty.")
+    if clip_scorer is not None:
+        scorer, clip_note = clip_scorer, None
+    elif clip_model:
+        scorer, clip_note = load_clip_scorer(clip_model, device=str(model.device))
+    else:
+        scorer, clip_note = None, "No CLIP model was asked for; CLIP-T and CLIP-I are left empty."
 
     rows: list[dict] = []
     grid_rows: list[list[Image.Image]] = []
