@@ -13,6 +13,7 @@ FROM python:3.11-slim
 ARG TORCH_INDEX_URL=""
 ARG BAKE_MODEL=stable-diffusion-v1-5/stable-diffusion-v1-5
 ARG REMBG_MODEL=birefnet-general
+ARG BAKE_CLIP=openai/clip-vit-large-patch14
 
 RUN apt-get update \
     && apt-get install -y --no-install-recommends libglib2.0-0 \
@@ -45,10 +46,13 @@ snapshot_download(sys.argv[1], allow_patterns=['model_index.json', 'scheduler/*'
 'feature_extractor/*', 'text_encoder/config.json', 'text_encoder/model.safetensors', 'unet/config.json', \
 'unet/diffusion_pytorch_model.safetensors', 'vae/config.json', 'vae/diffusion_pytorch_model.safetensors'])" \
 "$BAKE_MODEL"; fi \
+    && if [ -n "$BAKE_CLIP" ]; then python -c "import sys; from huggingface_hub import snapshot_download; \
+snapshot_download(sys.argv[1], allow_patterns=['*.json', '*.txt', 'model.safetensors'])" "$BAKE_CLIP"; fi \
     && if [ -n "$REMBG_MODEL" ]; then python -c "import sys; from rembg import new_session; new_session(sys.argv[1])" \
 "$REMBG_MODEL"; fi
 # With the weights baked in, never reach for the hub at run time (a missing file fails fast instead).
 ENV SHAPEINV_MODEL=${BAKE_MODEL:-stable-diffusion-v1-5/stable-diffusion-v1-5} \
+    SHAPEINV_CLIP_MODEL=${BAKE_CLIP:-none} \
     HF_HUB_OFFLINE=${BAKE_MODEL:+1}
 
 COPY --chown=user pyproject.toml README.md ./
