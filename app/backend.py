@@ -18,11 +18,10 @@ import numpy as np
 from PIL import Image
 
 from shapeinv_core import masking
-from shapeinv_core.cli import slug
 from shapeinv_core.concept import Concept
 from shapeinv_core.config import DEFAULT_PLACEHOLDER, GenerationConfig, InversionConfig
 from shapeinv_core.errors import InputError
-from shapeinv_core.generate import check_prompts
+from shapeinv_core.generate import check_prompts, slug
 from shapeinv_core.images import fit_within, open_image
 from shapeinv_core.inversion import pad_to_square
 from shapeinv_core.jobs import DONE, QUEUED, RUNNING, SWEEP, Job, JobStore, SweepSpec

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import signal
 import sys
 from pathlib import Path
@@ -263,7 +262,7 @@ def run_generate(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from .concept import Concept
-    from .generate import check_prompts, generate
+    from .generate import check_prompts, generate, slug
     from .models import load_model, quiet_library_logs
     from .report import image_grid
 
@@ -324,11 +323,6 @@ def run_sweep(args: argparse.Namespace) -> int:
         print(f"note: {result.clip_note}")
     print(f"{len(result.rows)} images; grid.png, metrics.csv and tradeoff.png -> {args.output}")
     return 0
-
-
-def slug(text: str, limit: int = 48) -> str:
-    """A file-name-safe version of a prompt."""
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:limit] or "prompt"
 
 
 def _write_png(image, path: Path) -> None:

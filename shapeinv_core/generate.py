@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -69,6 +70,11 @@ def generate(model: LoadedModel, concept: Concept, prompts: list[str], config: G
         if on_image is not None:
             on_image(len(results), len(work))
     return results
+
+
+def slug(text: str, limit: int = 48) -> str:
+    """A file-name-safe version of a prompt, for naming saved images."""
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:limit] or "prompt"
 
 
 def _check_dimensions(pipe, concept: Concept) -> None:
