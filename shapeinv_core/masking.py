@@ -79,7 +79,7 @@ def extract_mask(
 def overlay(image: ImageSource, mask: str | Path | Image.Image | np.ndarray) -> Image.Image:
     """RGB preview: the object tinted orange, the background dimmed, so a wrong mask is obvious."""
     image = _flatten(open_image(image))
-    inside = _binarize(mask, image.size)[..., None]
+    inside = binary_mask(mask, image.size)[..., None]
     rgb = np.asarray(image, dtype=np.float32)
     tint = np.array([255, 120, 0], dtype=np.float32)
     shown = np.where(inside, 0.55 * rgb + 0.45 * tint, 0.5 * rgb + 0.5 * 40)
@@ -91,7 +91,7 @@ def load_mask(source: str | Path | Image.Image, size: tuple[int, int]) -> Image.
 
     A mask with real transparency is read from its alpha channel, any other from its brightness.
     """
-    mask = _binarize(source, size).astype(np.uint8) * 255
+    mask = binary_mask(source, size).astype(np.uint8) * 255
     check_mask(mask)
     return Image.fromarray(mask, mode="L")
 
@@ -108,8 +108,11 @@ def check_mask(mask: np.ndarray) -> None:
         )
 
 
-def _binarize(source: str | Path | Image.Image | np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Boolean HxW mask at `size` from any mask image: alpha if it is a cut-out, else brightness."""
+def binary_mask(source: str | Path | Image.Image | np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Boolean HxW mask at `size` from any mask image: alpha if it is a cut-out, else brightness.
+
+    The one rule for reading a mask, used for user masks, overlays and Mask-IoU alike.
+    """
     image = open_image(source)
     alpha = _usable_alpha(image)
     gray = Image.fromarray(alpha.astype(np.uint8) * 255) if alpha is not None else image.convert("L")

@@ -40,10 +40,8 @@ def mask_iou(a: MaskLike, b: MaskLike, size: tuple[int, int] | None = None) -> f
     Both empty counts as 1.0: the masks agree exactly (no object in either). Masks of another
     aspect ratio are stretched to `size`, so pass masks of the frame the images were made at.
     """
-    mask_a = _binary_mask(a)
-    target = tuple(size) if size else (mask_a.shape[1], mask_a.shape[0])
-    mask_a = _resize_binary(mask_a, target)
-    mask_b = _resize_binary(_binary_mask(b), target)
+    mask_a = _binary_mask(a, size)
+    mask_b = _binary_mask(b, (mask_a.shape[1], mask_a.shape[0]))
     union = np.logical_or(mask_a, mask_b).sum()
     if union == 0:
         return 1.0
@@ -61,34 +59,22 @@ def generated_mask_iou(image: Image.Image, input_mask: MaskLike, method: str = "
     return mask_iou(input_mask, generated)
 
 
-def _binary_mask(mask: MaskLike) -> np.ndarray:
-    """A 2-D bool array. PIL: the alpha channel if it has transparency, else luminance > 127.
+def _binary_mask(mask: MaskLike, size: tuple[int, int] | None = None) -> np.ndarray:
+    """A 2-D bool array at `size` (default: its own). Images follow `masking.binary_mask`'s rule.
 
     Arrays: bool as is; values up to 1 (0/1 or floats in [0, 1]) are on above 0.5; 0-255 values above 127.
     """
-    if isinstance(mask, Image.Image):
-        if "A" in mask.getbands() and mask.getchannel("A").getextrema()[0] < 255:
-            gray = mask.getchannel("A")
-        else:
-            gray = mask.convert("L")
-        return np.asarray(gray) > 127
-    array = np.asarray(mask)
-    if array.ndim == 3 and array.shape[-1] == 1:
-        array = array[..., 0]
-    if array.ndim != 2:
-        raise ValueError(f"A mask must be 2-D (height, width); got shape {array.shape}.")
-    if array.dtype == bool:
-        return array
-    array = array.astype(np.float32)
-    return array > (0.5 if array.max(initial=0.0) <= 1.0 else 127.0)
+    from .masking import binary_mask
 
-
-def _resize_binary(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Resize like `masking.load_mask` does (bilinear, then > 127), so edges are not blocky."""
-    if (mask.shape[1], mask.shape[0]) == tuple(size):
-        return mask
-    gray = Image.fromarray(mask.astype(np.uint8) * 255, mode="L").resize(size, Image.Resampling.BILINEAR)
-    return np.asarray(gray) > 127
+    if isinstance(mask, np.ndarray):
+        array = mask[..., 0] if mask.ndim == 3 and mask.shape[-1] == 1 else mask
+        if array.ndim != 2:
+            raise ValueError(f"A mask must be 2-D (height, width); got shape {mask.shape}.")
+        if array.dtype != bool:
+            array = array.astype(np.float32)
+            array = array > (0.5 if array.max(initial=0.0) <= 1.0 else 127.0)
+        mask = Image.fromarray(array.astype(np.uint8) * 255, mode="L")
+    return binary_mask(mask, size or mask.size)
 
 
 # --- the placeholder rule for CLIP-T ------------------------------------------------------------
