@@ -27,8 +27,7 @@ from PIL import Image
 
 from .config import GenerationConfig, InversionConfig, from_dict, to_dict
 from .errors import InputError
-from .images import open_image
-from .runs import RunFolder
+from .runs import RunFolder, read_inputs, write_inputs
 
 QUEUED, RUNNING, DONE, FAILED, CANCELLED = "queued", "running", "done", "failed", "cancelled"
 STATES = (QUEUED, RUNNING, DONE, FAILED, CANCELLED)
@@ -164,16 +163,12 @@ class SweepFolder:
         self.path = Path(path)
 
     def start(self, image: Image.Image, mask: Image.Image, spec: SweepSpec) -> None:
-        self.path.mkdir(parents=True, exist_ok=True)
-        image.save(self.path / "input.png")
-        mask.save(self.path / "mask.png")
+        write_inputs(self.path, image, mask)
         spec.save(self.path / SWEEP_FILE)
 
     def inputs(self) -> tuple[Image.Image, Image.Image, SweepSpec]:
-        for name in ("input.png", "mask.png", SWEEP_FILE):
-            if not (self.path / name).is_file():
-                raise InputError(f"{self.path} is not a sweep folder: {name} is missing.")
-        return open_image(self.path / "input.png"), open_image(self.path / "mask.png").convert("L"), self.spec()
+        image, mask = read_inputs(self.path, SWEEP_FILE, "sweep folder")
+        return image, mask, self.spec()
 
     def spec(self) -> SweepSpec:
         return SweepSpec.load(self.path / SWEEP_FILE)

@@ -29,6 +29,21 @@ CHECKPOINT_PATTERN = re.compile(r"^step_(\d{6,})\.safetensors$")
 STATE_KEYS = ("vectors", "exp_avg", "exp_avg_sq")
 
 
+def write_inputs(folder: Path, image: Image.Image, mask: Image.Image) -> None:
+    """`input.png` and `mask.png`: what a run (or a sweep) learns from, kept whatever happens later."""
+    folder.mkdir(parents=True, exist_ok=True)
+    image.save(folder / "input.png")
+    mask.save(folder / "mask.png")
+
+
+def read_inputs(folder: Path, settings_file: str, kind: str) -> tuple[Image.Image, Image.Image]:
+    """The image and mask written by `write_inputs`, once the folder is known to hold its settings too."""
+    for name in ("input.png", "mask.png", settings_file):
+        if not (folder / name).is_file():
+            raise InputError(f"{folder} is not a {kind}: {name} is missing.")
+    return open_image(folder / "input.png"), open_image(folder / "mask.png").convert("L")
+
+
 class RunFolder:
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -40,7 +55,6 @@ class RunFolder:
 
     def start(self, image: Image.Image, mask: Image.Image, config: InversionConfig) -> None:
         """Write the inputs; refuse to mix settings with an earlier run in the same folder."""
-        self.path.mkdir(parents=True, exist_ok=True)
         if self.config_path.is_file() and self.checkpoints():
             earlier = to_dict(load_json(InversionConfig, self.config_path))
             changed = {key: (earlier[key], value) for key, value in to_dict(config).items()
@@ -51,17 +65,12 @@ class RunFolder:
                     f"{self.path} holds a run with other settings ({listing}). Resume it with the same "
                     "settings, or write to a new folder with -o."
                 )
-        image.save(self.path / "input.png")
-        mask.save(self.path / "mask.png")
+        write_inputs(self.path, image, mask)
         save_json(config, self.config_path)
 
     def inputs(self) -> tuple[Image.Image, Image.Image, InversionConfig]:
         """The image, mask and settings of this run (for resuming from another process)."""
-        for name in ("input.png", "mask.png", "config.json"):
-            if not (self.path / name).is_file():
-                raise InputError(f"{self.path} is not a run folder: {name} is missing.")
-        image = open_image(self.path / "input.png")
-        mask = open_image(self.path / "mask.png").convert("L")
+        image, mask = read_inputs(self.path, self.config_path.name, "run folder")
         return image, mask, load_json(InversionConfig, self.config_path)
 
     def has_concept(self) -> bool:
