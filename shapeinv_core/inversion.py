@@ -122,7 +122,7 @@ def invert_many(model: LoadedModel, image: Image.Image, mask: Image.Image, confi
             objective = _Objective(pipe, model.dtype, prompt_ids, substitution, store, base, mask_grid, init, weights)
             for step in range(start, base.steps):
                 if should_stop is not None and should_stop():
-                    if runs:
+                    if runs and step > start:  # at `start` the newest checkpoint already holds this state
                         _save_checkpoints(runs, step, vectors, optimizer)
                     raise Cancelled(f"Stopped after {step} of {base.steps} steps; the run can be resumed.")
                 began = time.perf_counter()
@@ -135,7 +135,7 @@ def invert_many(model: LoadedModel, image: Image.Image, mask: Image.Image, confi
                 batch = (noisy, timesteps, target)
                 terms, maps, per_pass = _accumulate_gradients(objective, vectors, batch, per_pass, optimizer)
                 if not all(math.isfinite(t.loss) for t in terms):
-                    if runs:  # the vectors are still those after `step` steps: keep them resumable
+                    if runs and step > start:  # the vectors are still those after `step` steps: keep them
                         _save_checkpoints(runs, step, vectors, optimizer)
                     raise ShapeInvError(
                         f"The loss became {terms[0].loss} at step {step + 1}. Lower the learning rate "
@@ -162,7 +162,7 @@ def invert_many(model: LoadedModel, image: Image.Image, mask: Image.Image, confi
         if last_terms:
             final = vars(last_terms[index])
         else:  # resumed a finished run: its log has the last step
-            final = runs[index].read_log()[-1] if runs and runs[index].read_log() else {}
+            final = (runs[index].read_log() or [{}])[-1] if runs else {}
         concepts.append(Concept(
             token=config.placeholder, vectors=vectors[index].detach().float().cpu(), settings=config,
             model=model.source, model_revision=model.revision, steps_done=base.steps,
@@ -378,13 +378,12 @@ def _chunks(count: int, size: int) -> list[slice]:
 
 
 def _save_checkpoints(runs: list[RunFolder], step: int, vectors: torch.Tensor, optimizer) -> None:
-    state = optimizer.state.get(vectors, {})
+    """Each concept's slice of the vectors and AdamW moments, after at least one optimiser step."""
+    state = optimizer.state[vectors]
     for index, run in enumerate(runs):
-        run.save_checkpoint(step, {
-            "vectors": vectors[index],
-            "exp_avg": state["exp_avg"][index] if state else torch.zeros_like(vectors[index]),
-            "exp_avg_sq": state["exp_avg_sq"][index] if state else torch.zeros_like(vectors[index]),
-        })
+        run.save_checkpoint(step, {key: tensor[index] for key, tensor in
+                                   (("vectors", vectors), ("exp_avg", state["exp_avg"]),
+                                    ("exp_avg_sq", state["exp_avg_sq"]))})
 
 
 def _resume(runs: list[RunFolder], vectors: torch.Tensor, optimizer) -> int:

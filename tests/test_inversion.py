@@ -232,3 +232,21 @@ def test_out_of_gpu_memory_redoes_the_step_in_smaller_passes_with_the_same_resul
     for got, want in zip(learned, expected):
         torch.testing.assert_close(got.vectors, want.vectors, atol=1e-5, rtol=1e-4)
     assert seen_rows[0] == 6 and max(seen_rows[1:]) <= 4, "tried all 3 concepts x 2 timesteps, then smaller"
+
+
+def test_stopping_before_any_new_step_writes_no_checkpoint(tmp_path):
+    image, mask = chair_like()
+    config = small_config(steps=4, checkpoint_every=2)
+    run = RunFolder(tmp_path)
+    run.start(image, mask, config)
+    with pytest.raises(Cancelled):
+        invert(tiny_model(), image, mask, config, run=run, should_stop=lambda: True)
+    assert run.checkpoints() == [], "nothing was learned, so there is nothing to keep"
+    calls = iter(range(100))
+    with pytest.raises(Cancelled):
+        invert(tiny_model(), image, mask, config, run=run, should_stop=lambda: next(calls) >= 2)
+    saved = run.checkpoint_dir / "step_000002.safetensors"
+    before = saved.read_bytes()
+    with pytest.raises(Cancelled):  # resumed at step 2 and stopped at once: step 2's checkpoint stays as it was
+        invert(tiny_model(), image, mask, config, run=run, should_stop=lambda: True)
+    assert [step for step, _ in run.checkpoints()] == [2] and saved.read_bytes() == before
