@@ -102,6 +102,7 @@ def invert_many(model: LoadedModel, image: Image.Image, mask: Image.Image, confi
     init = initializer_vectors(pipe, base.initializer, base.num_vectors)
     token_ids = install_tokens(pipe, base.placeholder, init)
     prompt_ids, positions = tokenize_prompt(pipe, base.prompt(), token_ids)
+    prompt_ids = prompt_ids.to(device)
     scheduler = _training_scheduler(pipe)
 
     count = len(configs)
@@ -198,7 +199,7 @@ class _Objective:
         concepts, batch = vectors.shape[0], noisy.shape[0]
         device = self.pipe.unet.device
         self.substitution.vectors = vectors
-        hidden = self.pipe.text_encoder(self.prompt_ids.to(device).repeat(concepts, 1))[0]
+        hidden = self.pipe.text_encoder(self.prompt_ids.repeat(concepts, 1))[0]
         self.substitution.vectors = None
         self.store.reset()
         pred = self.pipe.unet(
