@@ -97,6 +97,20 @@ def wait_for_status(client, job_id: str, done=lambda s: s["status"] in FINISHED,
         time.sleep(0.2)
 
 
+def edit_while_running(client, running: str, concept_job: str, num_images: int, steps: int) -> list:
+    """Ask for edits with `concept_job`'s concept once job `running` is past step 2; check it is still running.
+
+    The check is the point: the edit was served between the running job's steps, not after it.
+    """
+    wait_for_status(client, running, lambda s: s["status"] == "running" and s["step"] >= 2)
+    gallery, _ = client.predict(job_id=concept_job, concept_file=None, prompts="a red chair in the shape of *s",
+                                num_images=num_images, seed=0, steps=steps, guidance=7.5, api_name="/generate")
+    status = job_status(client, running)
+    assert len(gallery) == num_images
+    assert status["status"] == "running" and status["step"] < status["total_steps"], "the edit waited for the job"
+    return gallery
+
+
 @pytest.fixture(scope="session")
 def finished_job(app_server, tmp_path_factory):
     """A job that ran to the end in the session's app (its id), for tests that need a concept."""

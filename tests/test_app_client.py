@@ -17,7 +17,7 @@ from PIL import Image
 from safetensors.torch import save_file
 
 from shapeinv_core.concept import Concept
-from tests.conftest import example_image, job_status, start_job, wait_for_status
+from tests.conftest import edit_while_running, example_image, job_status, start_job, wait_for_status
 
 
 def test_upload_mask_start_poll_generate(app_server, client, tmp_path):
@@ -154,11 +154,6 @@ def test_queue_length_limit(app_server, client, tmp_path):
 
 def test_edit_request_during_a_running_inversion_finishes_first(client, finished_job, tmp_path):
     running = start_job(client, example_image(tmp_path), steps=300, checkpoint_every=1000)
-    wait_for_status(client, running, lambda s: s["status"] == "running" and s["step"] >= 2)
-    gallery, _ = client.predict(job_id=finished_job, concept_file=None, prompts="a red chair in the shape of *s",
-                                num_images=2, seed=0, steps=3, guidance=7.5, api_name="/generate")
-    status = job_status(client, running)
-    assert len(gallery) == 2
-    assert status["status"] == "running" and status["step"] < 300, "the edit waited for the inversion"
+    edit_while_running(client, running, finished_job, num_images=2, steps=3)
     client.predict(job_id=running, api_name="/cancel_job")
     assert wait_for_status(client, running)["status"] == "cancelled"

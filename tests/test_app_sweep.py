@@ -15,7 +15,7 @@ from shapeinv_core.jobs import SWEEP, JobStore
 from shapeinv_core.metrics import ClipScorer, generated_mask_iou
 from shapeinv_core.report import read_metrics_csv
 from shapeinv_core.runs import RunFolder
-from tests.conftest import SMALL, example_image, job_status, wait_for_status
+from tests.conftest import SMALL, edit_while_running, example_image, wait_for_status
 
 PROMPTS = "a photo of chair in the shape of *s\na red chair in the shape of *s"
 
@@ -99,11 +99,7 @@ def test_single_run_edit_metrics(client, finished_job, app_server, tiny_clip):
 
 def test_edits_are_served_during_a_sweep_which_cancels(client, finished_job, tmp_path):
     sweep_id = start_sweep(client, example_image(tmp_path), steps=300, checkpoint_every=1000)
-    wait_for_status(client, sweep_id, lambda s: s["status"] == "running" and s["step"] >= 2)
-    gallery, _ = client.predict(job_id=finished_job, concept_file=None, prompts="a red chair in the shape of *s",
-                                num_images=1, seed=0, steps=2, guidance=7.5, api_name="/generate")
-    status = job_status(client, sweep_id)
-    assert len(gallery) == 1 and status["status"] == "running" and status["step"] < 300, "the edit waited"
+    edit_while_running(client, sweep_id, finished_job, num_images=1, steps=2)
     client.predict(job_id=sweep_id, api_name="/cancel_sweep")
     assert wait_for_status(client, sweep_id)["status"] == "cancelled"
     with pytest.raises(AppError, match="more than this server learns at once"):
