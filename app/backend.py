@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from shapeinv_core import masking
+from shapeinv_core import masks
 from shapeinv_core.concept import Concept
 from shapeinv_core.config import DEFAULT_PLACEHOLDER, GenerationConfig, InversionConfig
 from shapeinv_core.errors import InputError
@@ -115,25 +115,25 @@ class Backend:
         image = open_image(path, max_pixels=self.limits.max_pixels)
         return fit_within(image, self.limits.max_side)
 
-    def extract_mask(self, image: Image.Image) -> masking.MaskResult:
-        return masking.extract_mask(image, method="auto")
+    def extract_mask(self, image: Image.Image) -> masks.MaskResult:
+        return masks.extract_mask(image, method="auto")
 
     def read_mask(self, path: str | Path | None, image: Image.Image) -> Image.Image:
         """An uploaded (or edited) mask, at the image's size, 0/255; extracted automatically if None."""
         if path is None:
             return self.extract_mask(image).mask
-        return masking.load_mask(open_image(path, max_pixels=self.limits.max_pixels), image.size)
+        return masks.load_mask(open_image(path, max_pixels=self.limits.max_pixels), image.size)
 
     @staticmethod
     def mask_from_painting(painted: Image.Image | np.ndarray, image: Image.Image) -> Image.Image:
         """The editor's picture (white object on black) as a 0/255 mask at the image's size."""
         gray = Image.fromarray(np.asarray(painted)).convert("L") if isinstance(painted, np.ndarray) \
             else painted.convert("L")
-        return masking.load_mask(gray, image.size)
+        return masks.load_mask(gray, image.size)
 
     @staticmethod
     def overlay(image: Image.Image, mask: Image.Image) -> Image.Image:
-        return masking.overlay(image, mask)
+        return masks.overlay(image, mask)
 
     # --- jobs ---------------------------------------------------------------------------------
     def inversion_config(self, **settings) -> InversionConfig:

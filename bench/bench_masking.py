@@ -16,8 +16,8 @@ import numpy as np
 from PIL import Image
 
 from shapeinv_core.chairs import BACKGROUNDS, render_chair
-from shapeinv_core.mask_rembg import DEFAULT_REMBG_MODEL, model_file
-from shapeinv_core.masking import extract_mask
+from shapeinv_core.masks import extract_mask
+from shapeinv_core.masks.rembg_model import DEFAULT_REMBG_MODEL, model_file
 
 
 def iou(a: Image.Image, b: Image.Image) -> float:

@@ -168,7 +168,7 @@ def inversion_config(args: argparse.Namespace) -> InversionConfig:
 
 def run_mask(args: argparse.Namespace) -> int:
     from .images import open_image
-    from .masking import extract_mask, overlay
+    from .masks import extract_mask, overlay
 
     image = open_image(args.image)
     result = extract_mask(image, method=args.mask_method, rembg_model=args.rembg_model)
@@ -184,7 +184,7 @@ def run_mask(args: argparse.Namespace) -> int:
 def image_and_mask(args: argparse.Namespace, run_dir: Path):
     """The image, and the mask: --mask, else the run's own mask when resuming, else extracted."""
     from .images import open_image
-    from .masking import extract_mask, load_mask
+    from .masks import extract_mask, load_mask
 
     image = open_image(args.image)
     if args.mask is not None:

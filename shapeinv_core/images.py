@@ -2,7 +2,7 @@
 
 Users upload phone photos (EXIF-rotated), scans (CMYK, 16-bit), cut-outs (RGBA, palette with a
 transparent colour) and now and then something that is not an image or is a decompression bomb.
-Everything downstream (masking, the VAE) then only ever sees 8-bit RGB or RGBA the right way up.
+Everything downstream (masks, the VAE) then only ever sees 8-bit RGB or RGBA the right way up.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ def open_image(source: ImageSource, max_pixels: int = MAX_PIXELS) -> Image.Image
     """Open a path, bytes, PIL image or HxW(x3/4) uint8 array; return it upright as RGB or RGBA.
 
     Alpha is kept whenever the image has any (an opaque alpha too): whether it is usable as a mask
-    is for `masking` to decide. Raises `InputError` for a missing file, a non-image, or an image
+    is for `masks` to decide. Raises `InputError` for a missing file, a non-image, or an image
     larger than `max_pixels`.
     """
     image = _open(source, max_pixels)

@@ -27,7 +27,7 @@ from .attention import AttentionStore, capture_attention
 from .concept import Concept, initializer_vectors, install_tokens, remove_tokens
 from .config import InversionConfig, to_dict
 from .errors import InputError, ShapeInvError
-from .masking import check_mask
+from .masks import check_mask
 from .models import LoadedModel
 from .runs import RunFolder
 

@@ -50,7 +50,7 @@ def mask_iou(a: MaskLike, b: MaskLike, size: tuple[int, int] | None = None) -> f
 
 def generated_mask_iou(image: Image.Image, input_mask: MaskLike, method: str = "auto") -> float:
     """Mask-IoU of a generated image: extract its object mask, compare it with the input mask at the input's size."""
-    from .masking import extract_mask  # lazily: rembg and friends load only when a mask is needed
+    from .masks import extract_mask  # lazily: rembg and friends load only when a mask is needed
 
     try:
         generated = extract_mask(image, method=method).mask
@@ -60,11 +60,11 @@ def generated_mask_iou(image: Image.Image, input_mask: MaskLike, method: str = "
 
 
 def _binary_mask(mask: MaskLike, size: tuple[int, int] | None = None) -> np.ndarray:
-    """A 2-D bool array at `size` (default: its own). Images follow `masking.binary_mask`'s rule.
+    """A 2-D bool array at `size` (default: its own). Images follow `masks.binary_mask`'s rule.
 
     Arrays: bool as is; values up to 1 (0/1 or floats in [0, 1]) are on above 0.5; 0-255 values above 127.
     """
-    from .masking import binary_mask
+    from .masks import binary_mask
 
     if isinstance(mask, np.ndarray):
         array = mask[..., 0] if mask.ndim == 3 and mask.shape[-1] == 1 else mask

@@ -7,11 +7,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from shapeinv_core import mask_rembg
 from shapeinv_core.chairs import render_chair
 from shapeinv_core.errors import InputError
-from shapeinv_core.mask_cleanup import clean_mask
-from shapeinv_core.masking import MaskResult, extract_mask, load_mask, overlay
+from shapeinv_core.masks import MaskResult, extract_mask, load_mask, overlay, rembg_model
+from shapeinv_core.masks.cleanup import clean_mask
 
 RED = (0.85, 0.12, 0.10)
 
@@ -24,7 +23,7 @@ def empty_rembg_home(tmp_path, monkeypatch):
     monkeypatch.setenv("U2NET_HOME", str(home))
     monkeypatch.delenv("REMBG_HOME", raising=False)
     monkeypatch.delenv("XDG_DATA_HOME", raising=False)
-    mask_rembg._session.cache_clear()
+    rembg_model._session.cache_clear()
     return home
 
 
@@ -173,18 +172,18 @@ def test_model_folders_agree_with_rembg(monkeypatch, env):
     from rembg.sessions import sessions
 
     session = sessions["birefnet-general"]
-    assert str(mask_rembg.rembg_home() / "models" / "birefnet-general") == session.model_dir()
-    assert str(mask_rembg._legacy_home()) == session.legacy_home()
+    assert str(rembg_model.rembg_home() / "models" / "birefnet-general") == session.model_dir()
+    assert str(rembg_model._legacy_home()) == session.legacy_home()
 
 
 def test_model_found_in_per_model_and_legacy_folders(empty_rembg_home):
-    assert mask_rembg.model_file("u2net") is None
+    assert rembg_model.model_file("u2net") is None
     (empty_rembg_home / "u2net.onnx").write_bytes(b"x")  # the old flat layout
-    assert mask_rembg.model_file("u2net") == empty_rembg_home / "u2net.onnx"
+    assert rembg_model.model_file("u2net") == empty_rembg_home / "u2net.onnx"
     folder = empty_rembg_home / "models" / "isnet-general-use"
     folder.mkdir(parents=True)
     (folder / "isnet-general-use.onnx").write_bytes(b"x")
-    assert mask_rembg.model_file("isnet-general-use") == folder / "isnet-general-use.onnx"
+    assert rembg_model.model_file("isnet-general-use") == folder / "isnet-general-use.onnx"
 
 
 # --- alpha, modes, errors -----------------------------------------------------------------------------

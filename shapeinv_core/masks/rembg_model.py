@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .errors import InputError
+from ..errors import InputError
 
 DEFAULT_REMBG_MODEL = "birefnet-general"
 CUSTOM_SESSION = "u2net_custom"  # used for a path to an .onnx file (U^2-Net-style: 320 px, ImageNet norm)
