@@ -24,8 +24,19 @@ from shapeinv_core.errors import InputError
 from shapeinv_core.generate import check_prompts, slug
 from shapeinv_core.images import fit_within, open_image
 from shapeinv_core.inversion import pad_to_square
-from shapeinv_core.jobs import DONE, QUEUED, RUNNING, SWEEP, Job, JobStore, SweepSpec
-from shapeinv_core.jobs_worker import ATTENTION_PREVIEW, PREVIEW_DIR, SAMPLE_PREVIEW, Worker
+from shapeinv_core.jobs import (
+    ATTENTION_PREVIEW,
+    DONE,
+    PREVIEW_DIR,
+    QUEUED,
+    RUNNING,
+    SAMPLE_PREVIEW,
+    SWEEP,
+    Job,
+    JobStore,
+    SweepSpec,
+    Worker,
+)
 from shapeinv_core.metrics import DEFAULT_CLIP_MODEL, generated_mask_iou, strip_placeholder
 from shapeinv_core.report import read_metrics_csv
 from shapeinv_core.sweep import DEFAULT_WEIGHTS, run_folder_name

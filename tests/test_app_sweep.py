@@ -123,8 +123,7 @@ def test_a_database_from_before_sweeps_opens_with_every_job_an_inversion(tmp_pat
 
 def test_an_interrupted_sweep_resumes_and_a_missing_clip_is_explained(tmp_path):
     from shapeinv_core.config import GenerationConfig
-    from shapeinv_core.jobs import QUEUED, SweepSpec
-    from shapeinv_core.jobs_worker import Worker, wait_for
+    from shapeinv_core.jobs import QUEUED, SweepSpec, Worker, wait_for
     from tests.helpers import chair_like, small_config, tiny_folder
 
     store = JobStore(tmp_path)

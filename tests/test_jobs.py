@@ -11,8 +11,7 @@ import torch
 from shapeinv_core.concept import Concept
 from shapeinv_core.config import GenerationConfig
 from shapeinv_core.errors import InputError, ModelLoadError
-from shapeinv_core.jobs import CANCELLED, DONE, QUEUED, RUNNING, JobStore, validate_job_id
-from shapeinv_core.jobs_worker import Worker, wait_for
+from shapeinv_core.jobs import CANCELLED, DONE, QUEUED, RUNNING, JobStore, Worker, validate_job_id, wait_for
 from shapeinv_core.models import load_model
 from shapeinv_core.workflow import learn
 from tests.helpers import chair_like, small_config, tiny_folder

@@ -25,9 +25,9 @@ from pathlib import Path
 
 from PIL import Image
 
-from .config import GenerationConfig, InversionConfig, from_dict, to_dict
-from .errors import InputError
-from .runs import RunFolder, read_inputs, write_inputs
+from ..config import GenerationConfig, InversionConfig, from_dict, to_dict
+from ..errors import InputError
+from ..runs import RunFolder, read_inputs, write_inputs
 
 QUEUED, RUNNING, DONE, FAILED, CANCELLED = "queued", "running", "done", "failed", "cancelled"
 STATES = (QUEUED, RUNNING, DONE, FAILED, CANCELLED)

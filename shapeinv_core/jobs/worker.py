@@ -36,18 +36,18 @@ from concurrent.futures import Future
 from contextlib import contextmanager
 from pathlib import Path
 
-from .attention import MapCaptureProcessor, cross_attention_layers
-from .concept import Concept, remove_tokens
-from .config import GenerationConfig
-from .errors import ModelLoadError, ShapeInvError
-from .generate import GeneratedImage, check_prompts, generate
-from .inversion import Cancelled, StepReport, pad_to_square
-from .jobs import CANCELLED, DONE, FAILED, SWEEP, Job, JobStore
-from .metrics import DEFAULT_CLIP_MODEL, ClipScorer, load_clip_scorer
-from .models import LoadedModel, load_model, quiet_library_logs
-from .previews import attention_figure
-from .sweep import sweep
-from .workflow import learn
+from ..attention import MapCaptureProcessor, cross_attention_layers
+from ..concept import Concept, remove_tokens
+from ..config import GenerationConfig
+from ..errors import ModelLoadError, ShapeInvError
+from ..generate import GeneratedImage, check_prompts, generate
+from ..inversion import Cancelled, StepReport, pad_to_square
+from ..metrics import DEFAULT_CLIP_MODEL, ClipScorer, load_clip_scorer
+from ..models import LoadedModel, load_model, quiet_library_logs
+from ..previews import attention_figure
+from ..sweep import sweep
+from ..workflow import learn
+from .store import CANCELLED, DONE, FAILED, SWEEP, Job, JobStore
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,28 @@
+"""Jobs: the persistent store (SQLite queue + one folder per job) and the worker thread that owns the model.
+
+`store` knows nothing of models; `worker` runs the store's jobs on one loaded pipeline.
+"""
+
+from .store import (
+    CANCELLED,
+    DONE,
+    FAILED,
+    FINISHED,
+    INVERT,
+    QUEUED,
+    RUNNING,
+    STATES,
+    SWEEP,
+    Job,
+    JobStore,
+    SweepFolder,
+    SweepSpec,
+    validate_job_id,
+)
+from .worker import ATTENTION_PREVIEW, PREVIEW_DIR, SAMPLE_PREVIEW, Worker, wait_for
+
+__all__ = [
+    "ATTENTION_PREVIEW", "CANCELLED", "DONE", "FAILED", "FINISHED", "INVERT", "PREVIEW_DIR", "QUEUED", "RUNNING",
+    "SAMPLE_PREVIEW", "STATES", "SWEEP", "Job", "JobStore", "SweepFolder", "SweepSpec", "Worker",
+    "validate_job_id", "wait_for",
+]
