@@ -20,7 +20,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-BACKGROUNDS = ("plain", "gradient", "texture")
+BACKGROUNDS = ("plain", "gradient", "texture")  # the kinds the committed examples cycle through
+NOISY = "noisy"  # a busy, grainy wall (blotches of two colours, strong sensor noise): a stress test for masks
+NOISY_GRAIN = 0.07  # per-pixel noise (RGB 0..1 standard deviation) of the noisy kind, on chair and wall alike
 
 # Base colours (RGB 0..1): woods, metals, plastics and paints.
 CHAIR_COLOURS = (
@@ -59,8 +61,8 @@ def render_chair(
     `colour` (RGB 0..1) overrides the seeded chair colour; `noise` adds camera noise (tests want
     it; the committed examples do without, so their PNGs stay small).
     """
-    if background not in BACKGROUNDS:
-        raise ValueError(f"background must be one of {BACKGROUNDS}, not {background!r}")
+    if background not in (*BACKGROUNDS, NOISY):
+        raise ValueError(f"background must be one of {(*BACKGROUNDS, NOISY)}, not {background!r}")
     rng = np.random.default_rng(seed)
     big = size * SUPERSAMPLE
     chair_rgb = np.asarray(CHAIR_COLOURS[rng.integers(len(CHAIR_COLOURS))] if colour is None else colour)
@@ -76,6 +78,8 @@ def render_chair(
     image = _downsample(canvas)
     if noise:
         image += rng.normal(0.0, 1.2 / 255, image.shape).astype(np.float32)
+    if background == NOISY:
+        image += rng.normal(0.0, NOISY_GRAIN, image.shape).astype(np.float32)
     rgb = Image.fromarray((image.clip(0, 1) * 255 + 0.5).astype(np.uint8), mode="RGB")
     mask = (_downsample(coverage[..., None])[..., 0] > 0.5).astype(np.uint8) * 255
     return rgb, Image.fromarray(mask, mode="L")
@@ -211,7 +215,7 @@ def _paint(canvas: np.ndarray, coverage: np.ndarray, part: _Part) -> None:
 
 
 def _background(rng: np.random.Generator, big: int, kind: str, wall: np.ndarray) -> np.ndarray:
-    """An RGB float canvas: plain colour, smooth two-colour gradient, or wall + plank floor."""
+    """An RGB float canvas: plain colour, smooth two-colour gradient, wall + plank floor, or blotches."""
     if kind == "plain":
         return np.broadcast_to(wall, (big, big, 3)).astype(np.float32).copy()
     yy, xx = np.mgrid[0:big, 0:big].astype(np.float32) / big
@@ -221,6 +225,10 @@ def _background(rng: np.random.Generator, big: int, kind: str, wall: np.ndarray)
         other = (wall * rng.uniform(0.65, 0.85)).clip(0, 1)
         t = t.clip(0, 1)[..., None]
         return (wall * (1 - t) + other * t).astype(np.float32)
+    if kind == NOISY:  # blotches of the wall colour and a second one, grain added after drawing
+        other = np.asarray(WALL_COLOURS[rng.integers(len(WALL_COLOURS))]) * rng.uniform(0.6, 1.0)
+        t = _value_noise(rng, big)[..., None]
+        return (wall * (1 - t) + other * t).clip(0, 1).astype(np.float32)
     # texture: noisy plaster wall above, wooden planks below the horizon
     noise = _value_noise(rng, big)
     canvas = wall * (0.9 + 0.2 * noise)[..., None]

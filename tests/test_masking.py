@@ -15,16 +15,7 @@ from shapeinv_core.masks.cleanup import clean_mask
 RED = (0.85, 0.12, 0.10)
 
 
-@pytest.fixture(autouse=True)
-def empty_rembg_home(tmp_path, monkeypatch):
-    """rembg's model folder is an empty temp folder: no real model is ever found or downloaded."""
-    home = tmp_path / "u2net"
-    home.mkdir()
-    monkeypatch.setenv("U2NET_HOME", str(home))
-    monkeypatch.delenv("REMBG_HOME", raising=False)
-    monkeypatch.delenv("XDG_DATA_HOME", raising=False)
-    rembg_model._session.cache_clear()
-    return home
+pytestmark = pytest.mark.usefixtures("empty_rembg_home")
 
 
 def iou(a, b):
@@ -239,7 +230,7 @@ def test_large_image_is_processed_bounded_and_returned_full_size():
 
 def test_nothing_to_find_is_an_error_that_suggests_drawing_a_mask():
     plain = Image.new("RGB", (200, 150), (180, 190, 200))
-    with pytest.raises(InputError, match="empty.*Draw or upload a mask"):
+    with pytest.raises(InputError, match="is empty.*Point at the object.*box.*paint.*upload"):
         extract_mask(plain, method="fallback")
 
 

@@ -1,22 +1,26 @@
 """Image -> object mask, the shape `*s` learns: one module per source of a mask.
 
 `alpha` (the image's own cut-out), `rembg_model` (a salient-object network through rembg),
-`fallback` (classical, no weights), `cleanup` (specks, holes, the main object), `given` (masks a
-person supplies), `preview` (the tinted overlay), and `extract` (which of them answers, in order).
+`prompted` (Segment Anything, or the classical method seeded by clicks and a box), `prompts`
+(points and a box), `fallback` (classical, no weights), `cleanup` (specks, holes, which object),
+`given` (masks a person supplies), `preview` (the tinted overlay), and `extract` (which answers).
 """
 
 from .extract import METHODS, MaskResult, extract_mask
 from .given import binary_mask, check_mask, load_mask
 from .preview import overlay
+from .prompts import Prompts, parse_prompts
 from .rembg_model import DEFAULT_REMBG_MODEL
 
 __all__ = [
     "DEFAULT_REMBG_MODEL",
     "METHODS",
     "MaskResult",
+    "Prompts",
     "binary_mask",
     "check_mask",
     "extract_mask",
     "load_mask",
     "overlay",
+    "parse_prompts",
 ]

@@ -2,9 +2,12 @@
 
 Used when rembg's model is not on disk. It assumes what most product-style photos give: the
 image border is background, and the background is smooth (plain or gradient) or made of a few
-colours. Pixels are scored by how far their colour is from the background there, soft floor
-shadows (same hue, a bit darker) are discounted, and GrabCut settles the uncertain pixels using
-colour models of both sides and the image's edges. Cluttered rooms are beyond it: use rembg.
+colours. A grainy photo is denoised first (non-local means, strength from the measured grain),
+so sensor noise on a busy wall does not drown the object. Pixels are scored by how far their
+colour is from the background there, soft floor shadows (same hue, a bit darker) are discounted,
+and GrabCut settles the uncertain pixels using colour models of both sides and the image's edges.
+Points the user clicked can be given as seeds (`object_seeds`, `background_seeds`): GrabCut keeps
+them fixed. Cluttered rooms are beyond it without such seeds: use rembg, or click/box the object.
 """
 
 from __future__ import annotations
@@ -19,11 +22,18 @@ PALETTE_COLOURS = 6  # k-means colours of the border, for backgrounds made of a 
 SHADOW_DARKEST = 0.55  # a same-hue pixel down to this share of the background's brightness may be shadow
 GRABCUT_ITERATIONS = 4
 SHARP_STEP = 5.0  # Lab lightness change per pixel that no soft shadow edge reaches
+GRAINY = 2.5  # estimated noise (0..255 grey levels) above which the photo is denoised first; clean JPEGs are ~1
 
 
-def fallback_mask(image: Image.Image) -> np.ndarray:
-    """RGB PIL image -> boolean mask at the image's size (True = object)."""
-    rgb = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
+def fallback_mask(
+    image: Image.Image, object_seeds: np.ndarray | None = None, background_seeds: np.ndarray | None = None
+) -> np.ndarray:
+    """RGB PIL image -> boolean mask at the image's size (True = object).
+
+    `object_seeds` / `background_seeds`: boolean HxW arrays of pixels known to be object / background
+    (clicked points); they override the colour model and make GrabCut run even when it finds nothing.
+    """
+    rgb = denoise(np.asarray(image.convert("RGB"))).astype(np.float32) / 255.0
     distance = background_distance(rgb)
     low, high = _thresholds(distance)
     init = np.full(distance.shape, cv2.GC_PR_BGD, dtype=np.uint8)
@@ -31,6 +41,10 @@ def fallback_mask(image: Image.Image) -> np.ndarray:
     init[distance < low] = cv2.GC_BGD
     init[distance >= 2 * high] = cv2.GC_FGD
     init[_border(distance.shape)] = cv2.GC_BGD
+    if object_seeds is not None:
+        init[object_seeds] = cv2.GC_FGD
+    if background_seeds is not None:
+        init[background_seeds] = cv2.GC_BGD
     if not (init == cv2.GC_PR_FGD).any() and not (init == cv2.GC_FGD).any():
         return np.zeros(distance.shape, dtype=bool)
     bgr = cv2.cvtColor((rgb * 255).astype(np.uint8), cv2.COLOR_RGB2BGR)
@@ -40,6 +54,47 @@ def fallback_mask(image: Image.Image) -> np.ndarray:
     except cv2.error:  # a GMM needs a few samples of each side; without them keep the colour prior
         return distance >= high
     return refine_edges((init == cv2.GC_FGD) | (init == cv2.GC_PR_FGD), cv2.cvtColor(rgb, cv2.COLOR_RGB2Lab))
+
+
+def refine_soft_mask(image: Image.Image, soft: np.ndarray) -> np.ndarray:
+    """A blurry network mask (0..255) made sharp at the photo's resolution by GrabCut.
+
+    Low-resolution salient-object models (U^2-Net at 320 px) get the object right and its outline
+    wrong: the gap between a backrest and the seat comes back filled, thin legs blurred. Their
+    mask only says where the object probably is; the colour models of both sides then decide each
+    pixel, and pixels the network is sure are background stay background.
+    """
+    rgb = np.asarray(image.convert("RGB"))
+    init = np.full(soft.shape, cv2.GC_PR_BGD, dtype=np.uint8)
+    init[soft >= 128] = cv2.GC_PR_FGD
+    init[soft < 16] = cv2.GC_BGD
+    if not (init == cv2.GC_PR_FGD).any() or not (init == cv2.GC_BGD).any():
+        return soft >= 128
+    bgd_model, fgd_model = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
+    try:
+        cv2.grabCut(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), init, None, bgd_model, fgd_model,
+                    GRABCUT_ITERATIONS, cv2.GC_INIT_WITH_MASK)
+    except cv2.error:
+        return soft >= 128
+    lab = cv2.cvtColor(rgb.astype(np.float32) / 255.0, cv2.COLOR_RGB2Lab)
+    return refine_edges((init == cv2.GC_FGD) | (init == cv2.GC_PR_FGD), lab)
+
+
+def noise_level(rgb: np.ndarray) -> float:
+    """Standard deviation of the sensor noise (grey levels), from a Laplacian that cancels smooth
+    content (Immerkaer 1996); the median keeps real edges from counting as noise."""
+    gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.float32)
+    kernel = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], np.float32)
+    return float(np.median(np.abs(cv2.filter2D(gray, -1, kernel))) * 1.4826 / 6)
+
+
+def denoise(rgb: np.ndarray) -> np.ndarray:
+    """uint8 RGB, non-local-means denoised when it is grainy (strength follows the measured noise)."""
+    sigma = noise_level(rgb)
+    if sigma <= GRAINY:
+        return rgb
+    strength = 1.2 * sigma
+    return cv2.fastNlMeansDenoisingColored(np.ascontiguousarray(rgb), None, strength, strength, 5, 15)
 
 
 def refine_edges(mask: np.ndarray, lab: np.ndarray) -> np.ndarray:

@@ -1,0 +1,170 @@
+"""Masks on harder scenes: a noisy background, near-empty and near-full results, several objects,
+and points/boxes that say which object is meant (classical method seeded by them: no weights here)."""
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+from shapeinv_core.chairs import render_chair
+from shapeinv_core.errors import InputError
+from shapeinv_core.masks import Prompts, extract_mask, parse_prompts
+from shapeinv_core.masks.extract import check_coverage
+
+pytestmark = pytest.mark.usefixtures("empty_rembg_home")
+
+
+def iou(a, b):
+    a, b = np.asarray(a) > 127, np.asarray(b) > 127
+    return (a & b).sum() / max((a | b).sum(), 1)
+
+
+def two_chairs(central: str = "left"):
+    """A 900x512 photo with two different drawn chairs on one wall, and each chair's exact mask.
+
+    The `central` chair sits in the middle of the frame, the other near the right edge."""
+    first, first_mask = render_chair(2, size=512, background="plain")
+    second, second_mask = render_chair(5, size=512, background="plain", colour=(0.12, 0.30, 0.70))
+    wall = np.asarray(first)[5:20, 5:20].reshape(-1, 3).mean(axis=0)
+    canvas = np.empty((512, 900, 3), dtype=np.uint8)
+    canvas[:] = wall.astype(np.uint8)
+    masks = {}
+    for name, (image, mask), left in (("first", (first, first_mask), 194), ("second", (second, second_mask), 560)):
+        box = (100, 0, 412, 512)  # the chairs stand in the middle 312 columns of their frames
+        part, inside = np.asarray(image.crop(box)), np.asarray(mask.crop(box)) > 127
+        region = canvas[:, left : left + 312]
+        region[inside] = part[inside]
+        full = np.zeros((512, 900), dtype=np.uint8)
+        full[:, left : left + 312] = inside * 255
+        masks[name] = Image.fromarray(full)
+    return Image.fromarray(canvas), masks["first"], masks["second"]
+
+
+def centre_of(mask):
+    ys, xs = np.nonzero(np.asarray(mask) > 127)
+    return float(xs.mean()), float(ys.mean())
+
+
+def bounds(mask, margin=6):
+    ys, xs = np.nonzero(np.asarray(mask) > 127)
+    return (xs.min() - margin, ys.min() - margin, xs.max() + margin, ys.max() + margin)
+
+
+# --- the classical fallback on hard backgrounds -----------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", [0, 1, 3])
+def test_chair_on_a_noisy_background_is_found(seed):
+    image, exact = render_chair(seed, size=512, background="noisy", thin_legs=seed % 2 == 1)
+    result = extract_mask(image, method="fallback")
+    assert result.method == "fallback"
+    assert iou(result.mask, exact) >= 0.9
+
+
+def test_near_empty_result_is_an_error_naming_the_fixes():
+    image = Image.new("RGB", (300, 300), (200, 205, 210))
+    ImageDraw.Draw(image).rectangle((140, 140, 153, 153), fill=(40, 30, 160))  # 0.2 % of the frame
+    with pytest.raises(InputError, match=r"nearly empty \(0\.\d % of the photo\).*click.*box.*paint.*upload"):
+        extract_mask(image, method="fallback")
+
+
+def test_near_full_result_is_an_error_naming_the_fixes():
+    """The fallback cannot produce one (its border is background by construction), a network can."""
+    mask = np.full((200, 200), 255, dtype=np.uint8)
+    mask[:6] = 0  # 97 % of the frame
+    with pytest.raises(InputError, match=r"\(rembg\) covers 97\.0 % of the photo.*click.*box.*paint.*upload"):
+        check_coverage(mask, "rembg")
+    mask[:12] = 0  # 94 %: accepted
+    check_coverage(mask, "rembg")
+
+
+# --- several objects: which one is kept -----------------------------------------------------------------
+
+
+def test_without_prompts_the_most_central_large_object_is_kept():
+    image, central, side = two_chairs()
+    result = extract_mask(image, method="fallback")
+    assert iou(result.mask, central) >= 0.9
+    assert (np.asarray(result.mask)[np.asarray(side) > 127] > 127).mean() < 0.02
+
+
+@pytest.mark.parametrize("which", ["first", "second"])
+def test_a_point_on_one_of_two_chairs_returns_that_chair(which):
+    image, first, second = two_chairs()
+    wanted, other = (first, second) if which == "first" else (second, first)
+    ys, xs = np.nonzero(np.asarray(wanted)[150:300] > 127)  # a point on the seat or the backrest
+    point = (float(np.median(xs)), float(np.median(ys)) + 150)
+    assert np.asarray(wanted)[int(point[1]), int(point[0])] > 127
+    result = extract_mask(image, prompts=Prompts(points=(point,)))
+    assert result.method == "fallback" and result.prompted and "seeded by the prompts" in result.note
+    assert iou(result.mask, wanted) >= 0.9
+    assert (np.asarray(result.mask)[np.asarray(other) > 127] > 127).mean() < 0.02
+
+
+def test_a_box_around_the_side_chair_returns_it_not_the_central_one():
+    image, central, side = two_chairs()
+    result = extract_mask(image, prompts=Prompts(box=bounds(side)))
+    assert iou(result.mask, side) >= 0.9
+    assert (np.asarray(result.mask)[np.asarray(central) > 127] > 127).mean() < 0.02
+
+
+def test_a_box_finds_a_chair_the_unprompted_fallback_misses():
+    """A chair in a cluttered strip of colourful blocks that touch the border: the fallback's
+    'the border is background' fails for the whole photo, but holds for the box around the chair."""
+    image, exact = render_chair(7, size=512, background="plain")
+    canvas = image.copy()
+    draw = ImageDraw.Draw(canvas)
+    rng = np.random.default_rng(0)
+    for x in range(0, 512, 32):  # blocks all along the top and the bottom, in many colours
+        for y0 in (0, 470):
+            draw.rectangle((x, y0, x + 30, y0 + 42), fill=tuple(int(v) for v in rng.integers(0, 255, 3)))
+    truth = np.asarray(exact).copy()
+    truth[:43], truth[470:] = 0, 0
+    with pytest.raises(InputError, match="is empty"):
+        extract_mask(canvas)
+    x0, y0, x1, y1 = bounds(exact, margin=10)
+    result = extract_mask(canvas, prompts=Prompts(box=(x0, max(y0, 44), x1, min(y1, 469))))
+    assert iou(result.mask, truth) >= 0.85
+
+
+def test_background_point_removes_a_part_the_mask_would_keep():
+    image, first, second = two_chairs()
+    box = (0, 0, 899, 511)
+    cx, cy = centre_of(second)
+    on_second = next((x, y) for x, y in ((cx, cy), (cx, cy - 40), (cx, cy + 40)) if np.asarray(second)[int(y), int(x)])
+    ys, xs = np.nonzero(np.asarray(first)[150:300] > 127)
+    on_first = (float(np.median(xs)), float(np.median(ys)) + 150)
+    result = extract_mask(image, prompts=Prompts(points=(on_first,), background_points=(on_second,), box=box))
+    assert iou(result.mask, first) >= 0.9 and (np.asarray(result.mask)[np.asarray(second) > 127] > 127).mean() < 0.02
+
+
+# --- prompts as text ------------------------------------------------------------------------------------
+
+
+def test_prompts_parse_from_cli_and_api_text():
+    prompts = parse_prompts(["10,20", "30.5,40"], "5,6; 7,8", "100,90,20,10")
+    assert prompts.points == ((10, 20), (30.5, 40)) and prompts.background_points == ((5, 6), (7, 8))
+    assert prompts.box == (20, 10, 100, 90)  # corners in any order
+    assert parse_prompts(**prompts.as_text()) == prompts
+    assert not parse_prompts("", " ", "") and parse_prompts(None, None, None) == Prompts()
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"points": "12;40"}, "Cannot read the point '12'.*X,Y"),
+        ({"box": "1,2,3"}, "Cannot read the box.*X0,Y0,X1,Y1"),
+        ({"box": "5,5,5,90"}, "has no area"),
+        ({"background_points": "a,b"}, "Cannot read the background point"),
+    ],
+)
+def test_unreadable_prompts_are_refused_with_the_format(kwargs, message):
+    with pytest.raises(InputError, match=message):
+        parse_prompts(**kwargs)
+
+
+def test_prompts_outside_the_photo_or_without_an_object_point_are_refused():
+    image, _ = render_chair(0, size=128)
+    with pytest.raises(InputError, match="outside the 128x128 photo"):
+        extract_mask(image, prompts=Prompts(points=((300, 10),)))
+    with pytest.raises(InputError, match="Background points alone"):
+        extract_mask(image, prompts=Prompts(background_points=((3, 3),)))
