@@ -136,9 +136,23 @@ def _add_inversion_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_mask_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--method", dest="mask_method", default="auto", choices=["auto", "alpha", "rembg", "fallback"],
-                        help="mask extraction: auto tries alpha, then rembg, then a weight-free fallback")
+    parser.add_argument("--method", dest="mask_method", default="auto",
+                        choices=["auto", "alpha", "sam", "rembg", "fallback"],
+                        help="mask extraction: auto tries alpha, then (with prompts) SAM, then rembg, then a "
+                             "weight-free fallback")
     parser.add_argument("--rembg-model", help="rembg model name (default: see README)")
+    parser.add_argument("--point", action="append", metavar="X,Y",
+                        help="a pixel on the object (x from the left, y from the top); repeat for more")
+    parser.add_argument("--background-point", action="append", metavar="X,Y",
+                        help="a pixel on the background, or on another object to leave out; repeatable")
+    parser.add_argument("--box", metavar="X0,Y0,X1,Y1", help="a box around the object (two opposite corners)")
+
+
+def mask_prompts(args: argparse.Namespace):
+    """The --point/--background-point/--box options as `Prompts` (empty when none were given)."""
+    from .masks import parse_prompts
+
+    return parse_prompts(args.point, args.background_point, args.box)
 
 
 def _add_generation_options(parser: argparse.ArgumentParser) -> None:
@@ -171,7 +185,7 @@ def run_mask(args: argparse.Namespace) -> int:
     from .masks import extract_mask, overlay
 
     image = open_image(args.image)
-    result = extract_mask(image, method=args.mask_method, rembg_model=args.rembg_model)
+    result = extract_mask(image, method=args.mask_method, rembg_model=args.rembg_model, prompts=mask_prompts(args))
     _write_png(result.mask, args.output)
     if args.overlay:
         _write_png(overlay(image, result.mask), args.overlay)
@@ -197,7 +211,7 @@ def image_and_mask(args: argparse.Namespace, run_dir: Path):
     if earlier.is_file() and (run_dir / "checkpoints").is_dir():
         print(f"resuming with the run's mask {earlier}")
         return image, load_mask(earlier, image.size)
-    result = extract_mask(image, method=args.mask_method, rembg_model=args.rembg_model)
+    result = extract_mask(image, method=args.mask_method, rembg_model=args.rembg_model, prompts=mask_prompts(args))
     print(f"mask extracted with {result.method}")
     if result.note:
         print(f"note: {result.note}")

@@ -9,15 +9,11 @@ import numpy as np
 import pooch
 import pytest
 
+from mask_scenes import iou, two_chairs
 from shapeinv_core.chairs import render_chair
 from shapeinv_core.errors import InputError
 from shapeinv_core.masks import Prompts, extract_mask, rembg_model
 from shapeinv_core.masks.rembg_model import needs_fetch
-
-
-def iou(a, b):
-    a, b = np.asarray(a) > 127, np.asarray(b) > 127
-    return (a & b).sum() / max((a | b).sum(), 1)
 
 
 @pytest.fixture
@@ -123,8 +119,6 @@ def test_real_u2netp_beats_the_fallback_on_the_textured_background_set(u2netp_ho
 
 def test_real_u2netp_mask_keeps_the_object_under_a_point(u2netp_home):
     """Two chairs: without a prompt the central one, with a point the other one (rembg + choice)."""
-    from test_mask_prompts import two_chairs
-
     image, central, side = two_chairs()
     assert iou(extract_mask(image, rembg_model="u2netp").mask, central) >= 0.85
     ys, xs = np.nonzero(np.asarray(side)[150:300] > 127)
