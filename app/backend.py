@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import secrets
+import sys
 import time
 import zipfile
 from dataclasses import dataclass, field
@@ -120,14 +121,59 @@ class Backend:
 
     # --- image and mask -----------------------------------------------------------------------
     def read_image(self, path: str | Path | None) -> Image.Image:
-        """An uploaded photo, upright, 8-bit, within the pixel limit, shrunk to `max_side`."""
+        """An uploaded photo, upright, 8-bit, within the pixel limit, shrunk to `max_side`.
+
+        `info["photo_size"]` keeps the upload's own size: points and boxes are given in its pixels.
+        """
         if path is None:
             raise InputError("No image yet. Upload a photo of one chair (PNG, JPEG or WebP), or click an example.")
         image = open_image(path, max_pixels=self.limits.max_pixels)
-        return fit_within(image, self.limits.max_side)
+        picture = fit_within(image, self.limits.max_side)
+        picture.info["photo_size"] = image.size
+        return picture
 
-    def extract_mask(self, image: Image.Image) -> masks.MaskResult:
-        return masks.extract_mask(image, method="auto")
+    @staticmethod
+    def prompts(picture: Image.Image, points: str | None = None, background_points: str | None = None,
+                box: str | None = None) -> masks.Prompts:
+        """Points and a box written in the photo's own pixels, as prompts in `picture`'s pixels."""
+        prompts = masks.parse_prompts(points, background_points, box)
+        width = picture.info.get("photo_size", picture.size)[0]
+        return prompts.scaled(picture.width / width) if prompts and width != picture.width else prompts
+
+    @staticmethod
+    def photo_point(picture: Image.Image, x: float, y: float) -> tuple[float, float]:
+        """A click on the shown picture, in the photo's own pixels (rounded: a click is not sub-pixel)."""
+        scale = picture.info.get("photo_size", picture.size)[0] / picture.width
+        return round(x * scale), round(y * scale)
+
+    def extract_mask(self, image: Image.Image, prompts: masks.Prompts | None = None) -> masks.MaskResult:
+        """The automatic mask; the operator's note (why this method, paths, commands) goes to the terminal."""
+        result = masks.extract_mask(image, method="auto", prompts=prompts)
+        if result.note:
+            print(f"mask: {result.note}", file=sys.stderr)
+        return result
+
+    @staticmethod
+    def mask_model_needs_fetch(prompted: bool) -> bool:
+        """Whether the next automatic mask first downloads a model (first use on this server)."""
+        return masks.needs_fetch(prompted)
+
+    @staticmethod
+    def mask_note(result: masks.MaskResult) -> str:
+        """What the visitor is told: what made the mask, how far to trust it, what to do if it is wrong."""
+        fix = "Wrong object? Click on the chair. Parts missing or extra? Paint them in the mask editor below."
+        if result.method == "alpha":
+            return "Your photo's transparent background is the mask. " + fix
+        if result.method == "sam":
+            return "Segment Anything outlined the object you pointed at. " + fix
+        if result.method == "rembg":
+            return ("An AI background remover found the object" + (" you pointed at" if result.prompted else "")
+                    + ". It is usually right on photos of one object; check thin legs and gaps. " + fix)
+        if result.prompted:
+            return ("Found from your clicks by a simple colour-based method (no AI model on this server). "
+                    "Add points on missed parts, background points on wrong ones, or two clicks for a box. " + fix)
+        return ("Found by a simple colour-based method (no AI model on this server): good on plain backgrounds, "
+                "unreliable on busy ones. " + fix)
 
     def read_mask(self, path: str | Path | None, image: Image.Image) -> Image.Image:
         """An uploaded (or edited) mask, at the image's size, 0/255; extracted automatically if None."""
@@ -136,15 +182,28 @@ class Backend:
         return masks.load_mask(open_image(path, max_pixels=self.limits.max_pixels), image.size)
 
     @staticmethod
-    def mask_from_painting(painted: Image.Image | np.ndarray, image: Image.Image) -> Image.Image:
-        """The editor's picture (white object on black) as a 0/255 mask at the image's size."""
-        gray = Image.fromarray(np.asarray(painted)).convert("L") if isinstance(painted, np.ndarray) \
-            else painted.convert("L")
-        return masks.load_mask(gray, image.size)
+    def mask_from_painting(layer: Image.Image | np.ndarray, image: Image.Image) -> Image.Image:
+        """The editor's tinted mask layer (painted = opaque-ish, erased = transparent) as a 0/255 mask."""
+        layer = Image.fromarray(np.asarray(layer)) if isinstance(layer, np.ndarray) else layer
+        if layer.mode not in ("RGBA", "LA"):
+            return masks.load_mask(layer.convert("L"), image.size)
+        painted = (np.asarray(layer.getchannel("A")) > 0).astype(np.uint8) * 255
+        return masks.load_mask(Image.fromarray(painted, mode="L"), image.size)
 
     @staticmethod
-    def overlay(image: Image.Image, mask: Image.Image) -> Image.Image:
-        return masks.overlay(image, mask)
+    def same_mask(mask: Image.Image, other: str | Path) -> bool:
+        """Whether two masks of one picture are the same pixels."""
+        return bool(np.array_equal(np.asarray(mask) > 127, masks.binary_mask(other, mask.size)))
+
+    @staticmethod
+    def editor_value(image: Image.Image, mask: Image.Image) -> dict:
+        """The mask editor's content: the photo underneath, the mask as a tinted see-through layer on it."""
+        return {"background": image.convert("RGB"), "layers": [masks.tinted_layer(mask, image.size)],
+                "composite": None}
+
+    @staticmethod
+    def overlay(image: Image.Image, mask: Image.Image, prompts: masks.Prompts | None = None) -> Image.Image:
+        return masks.overlay(image, mask, prompts)
 
     # --- jobs ---------------------------------------------------------------------------------
     def inversion_config(self, **settings) -> InversionConfig:

@@ -86,9 +86,12 @@ def _table(rows: list[dict], columns: list[str] | tuple[str, ...], digits: int =
     return {"headers": list(columns), "data": [[cell(row.get(column)) for column in columns] for row in rows]}
 
 
-def _editor_value(mask: Image.Image) -> dict:
-    picture = mask.convert("RGB")
-    return {"background": picture, "layers": [], "composite": picture}
+CLICK_OBJECT, CLICK_BACKGROUND, CLICK_BOX = "a point on the object", "a point on the background", "a box corner"
+CLICK_MODES = (CLICK_OBJECT, CLICK_BACKGROUND, CLICK_BOX)
+
+
+def _append(points: str | None, point: str) -> str:
+    return f"{points.strip()}; {point}" if points and points.strip() else point
 
 
 class Handlers:
@@ -96,34 +99,75 @@ class Handlers:
         self.backend = backend
 
     # --- image and mask -----------------------------------------------------------------------
+    def new_photo(self, image: str | None):
+        """A new photo (or 'clear'): its points, box and pending box corner start afresh."""
+        return "", "", "", None
+
+    def mask_pending(self, image: str | None, points: str | None = None, background_points: str | None = None,
+                     box: str | None = None):
+        """A word on the page before the mask arrives; a model download on first use takes a while."""
+        if image is None:
+            return gr.skip()
+        if self.backend.mask_model_needs_fetch(any((text or "").strip() for text in (points, background_points, box))):
+            return ("Downloading the segmentation model (first use on this server, this can take a few minutes); "
+                    "the mask follows.")
+        return "Finding the object ..."
+
     @user_errors
-    def extract_mask(self, image: str | None):
-        """Photo -> (overlay, editor picture, mask, note on the method used)."""
+    def extract_mask(self, image: str | None, points: str | None = None, background_points: str | None = None,
+                     box: str | None = None):
+        """Photo (+ object points, background points and a box, as 'x,y; x,y' and 'x0,y0,x1,y1' in the
+        photo's pixels) -> (overlay, editor value, mask, note for the visitor)."""
         if image is None:
             return None, None, None, ""
         picture = self.backend.read_image(image)
-        result = self.backend.extract_mask(picture)
-        note = f"Mask made with **{result.method}**." + (f" {result.note}" if result.note else "")
-        note += " Correct it below with the brush (white adds, black removes) or upload a mask."
-        return self.backend.overlay(picture, result.mask), _editor_value(result.mask), result.mask, note
+        prompts = self.backend.prompts(picture, points, background_points, box)
+        result = self.backend.extract_mask(picture, prompts)
+        return (self.backend.overlay(picture, result.mask, prompts), self.backend.editor_value(picture, result.mask),
+                result.mask, self.backend.mask_note(result))
 
     @user_errors
-    def edit_mask(self, image: str | None, painted: dict | None):
-        """The corrected mask from the editor -> (overlay, mask)."""
-        if image is None or not painted or painted.get("composite") is None:
+    def click_photo(self, image: str | None, points: str, background_points: str, box: str, click_mode: str,
+                    corner: str | None, evt: gr.SelectData):
+        """A click on the tinted photo adds an object point, a background point or a box corner (two clicks
+        make a box); the mask follows. -> (points, background points, box, pending corner, mask outputs...)."""
+        if image is None:
+            return (gr.skip(),) * 8
+        picture = self.backend.read_image(image)
+        x, y = self.backend.photo_point(picture, *evt.index)
+        spot = f"{x},{y}"
+        if click_mode == CLICK_BOX and not corner:
+            return (points, background_points, box, spot, gr.skip(), gr.skip(), gr.skip(),
+                    "Now click the opposite corner of the box.")
+        if click_mode == CLICK_BOX:
+            box, corner = f"{corner},{spot}", None
+        elif click_mode == CLICK_BACKGROUND:
+            background_points = _append(background_points, spot)
+        else:
+            points = _append(points, spot)
+        return (points, background_points, box, corner, *self.extract_mask(image, points, background_points, box))
+
+    @user_errors
+    def edit_mask(self, image: str | None, painted: dict | None, current: str | None = None):
+        """The corrected mask (the editor's tinted layer) -> (overlay, mask); unchanged when nothing was painted
+        (the editor also reports its value when it opens: that must not redraw the overlay)."""
+        if image is None or not painted or not painted.get("layers"):
             return gr.skip(), gr.skip()
         picture = self.backend.read_image(image)
-        mask = self.backend.mask_from_painting(painted["composite"], picture)
+        mask = self.backend.mask_from_painting(painted["layers"][0], picture)
+        if current is not None and self.backend.same_mask(mask, current):
+            return gr.skip(), gr.skip()
         return self.backend.overlay(picture, mask), mask
 
     @user_errors
     def upload_mask(self, image: str | None, mask_file: str | None):
-        """An uploaded mask -> (overlay, editor picture, mask, note)."""
+        """An uploaded mask -> (overlay, editor value, mask, note)."""
         if mask_file is None:
             return gr.skip(), gr.skip(), gr.skip(), gr.skip()
         picture = self.backend.read_image(image)
         mask = self.backend.read_mask(mask_file, picture)
-        return self.backend.overlay(picture, mask), _editor_value(mask), mask, "Using the uploaded mask."
+        return (self.backend.overlay(picture, mask), self.backend.editor_value(picture, mask), mask,
+                "Using the uploaded mask.")
 
     # --- jobs ---------------------------------------------------------------------------------
     @user_errors

@@ -11,7 +11,7 @@ from shapeinv_core.report import METRICS_COLUMNS
 from shapeinv_core.sweep import DEFAULT_PROMPTS, DEFAULT_WEIGHTS
 
 from .backend import EXAMPLE_PROMPTS, MASK_WEIGHT_HELP, Backend
-from .handlers import EDIT_METRICS_COLUMNS, Handlers, checked_image
+from .handlers import CLICK_MODES, EDIT_METRICS_COLUMNS, Handlers, checked_image
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 INTRO = """# ShapeInversion
@@ -51,14 +51,24 @@ def build_demo(backend: Backend, defaults: InversionConfig | None = None) -> gr.
                 if examples:
                     gr.Examples(examples=[[path] for path in examples], inputs=[image], label="Examples")
             with gr.Column():
-                overlay = gr.Image(label="Mask (tinted)", interactive=False, elem_id="overlay")
+                overlay = gr.Image(label="Mask (tinted): click the chair to pick it", interactive=False,
+                                   elem_id="overlay")
+                click_mode = gr.Radio(list(CLICK_MODES), value=CLICK_MODES[0], label="A click on the picture adds",
+                                      elem_id="click-mode")
+                with gr.Row():
+                    points = gr.Textbox("", label="Object points (x,y; x,y)", max_lines=1, elem_id="mask-points")
+                    background_points = gr.Textbox("", label="Background points", max_lines=1,
+                                                   elem_id="mask-background-points")
+                    box = gr.Textbox("", label="Box (x0,y0,x1,y1)", max_lines=1, elem_id="mask-box")
+                    clear_clicks = gr.Button("Clear", size="sm", scale=0, elem_id="clear-clicks")
                 mask_note = gr.Markdown(label="Mask method", elem_id="mask-note")
+                corner = gr.State(None)  # the first corner of a box being clicked
         with gr.Accordion("Correct the mask", open=False):
             with gr.Row():
                 mask_editor = gr.ImageEditor(
-                    label="Mask: paint white to add to the object, black to remove", type="pil", image_mode="RGB",
-                    brush=gr.Brush(colors=["#ffffff", "#000000"], default_color="#ffffff", color_mode="fixed"),
-                    sources=[], layers=False, transforms=[], format="png", elem_id="mask-editor",
+                    label="Paint orange to add to the object, erase to remove", type="pil", image_mode="RGBA",
+                    brush=gr.Brush(colors=[("#ff7800", 0.6)], default_color=("#ff7800", 0.6), color_mode="fixed"),
+                    eraser=gr.Eraser(), sources=[], layers=False, transforms=[], format="png", elem_id="mask-editor",
                 )
                 mask_upload = checked_image(label="... or upload a mask (white object on black)", type="filepath",
                                            image_mode=None, sources=["upload"], elem_id="mask-upload")
@@ -175,9 +185,21 @@ def build_demo(backend: Backend, defaults: InversionConfig | None = None) -> gr.
 
         # --- events -----------------------------------------------------------------------------
         status_outputs = [status_json, job_headline, progress, losses, plot, preview, attention, downloads, timer]
-        image.change(h.extract_mask, [image], [overlay, mask_editor, mask, mask_note], api_name="extract_mask")
-        mask_editor.input(h.edit_mask, [image, mask_editor], [overlay, mask], api_name="edit_mask",
-                          api_visibility="private")
+        mask_outputs, prompt_inputs = [overlay, mask_editor, mask, mask_note], [image, points, background_points, box]
+        image.change(h.new_photo, [image], [points, background_points, box, corner], api_name="new_photo",
+                     api_visibility="private").then(
+            h.mask_pending, prompt_inputs, [mask_note], api_name="mask_pending", api_visibility="private").then(
+            h.extract_mask, prompt_inputs, mask_outputs, api_name="extract_mask")
+        overlay.select(h.click_photo, [image, points, background_points, box, click_mode, corner],
+                       [points, background_points, box, corner, *mask_outputs], api_name="click_photo",
+                       api_visibility="private")
+        gr.on([points.submit, background_points.submit, box.submit], h.extract_mask, prompt_inputs, mask_outputs,
+              api_name="extract_mask_typed", api_visibility="private")
+        clear_clicks.click(h.new_photo, [image], [points, background_points, box, corner], api_name="clear_clicks",
+                           api_visibility="private").then(
+            h.extract_mask, prompt_inputs, mask_outputs, api_name="extract_mask_cleared", api_visibility="private")
+        mask_editor.input(h.edit_mask, [image, mask_editor, mask], [overlay, mask], api_name="edit_mask",
+                          api_visibility="private", show_progress="hidden")
         mask_upload.upload(h.upload_mask, [image, mask_upload], [overlay, mask_editor, mask, mask_note],
                            api_name="upload_mask", api_visibility="private")
         start.click(

@@ -42,7 +42,7 @@ def test_upload_learn_and_edit_in_the_browser(app_server, page, tmp_path):
         page.locator("#image input[type=file]").set_input_files(str(image))
     expect(page.locator("#image img")).to_be_visible()
     expect(page.locator("#overlay img")).to_be_visible()
-    expect(page.locator("#mask-note")).to_contain_text("Mask made with")
+    expect(page.locator("#mask-note")).to_contain_text("colour-based method")
 
     # Correct the mask: a white stroke across the empty top of the picture adds to the object.
     overlay_before = page.locator("#overlay img").get_attribute("src")

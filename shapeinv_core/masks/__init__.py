@@ -6,9 +6,9 @@
 `given` (masks a person supplies), `preview` (the tinted overlay), and `extract` (which answers).
 """
 
-from .extract import METHODS, MaskResult, extract_mask
+from .extract import METHODS, MaskResult, extract_mask, needs_fetch
 from .given import binary_mask, check_mask, load_mask
-from .preview import overlay
+from .preview import overlay, tinted_layer
 from .prompts import Prompts, parse_prompts
 from .rembg_model import DEFAULT_REMBG_MODEL
 
@@ -21,6 +21,8 @@ __all__ = [
     "check_mask",
     "extract_mask",
     "load_mask",
+    "needs_fetch",
     "overlay",
     "parse_prompts",
+    "tinted_layer",
 ]

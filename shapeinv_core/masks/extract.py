@@ -29,9 +29,10 @@ from .cleanup import clean_mask
 from .fallback import WORK_SIDE as FALLBACK_SIDE
 from .fallback import fallback_mask, refine_soft_mask
 from .given import check_mask
-from .prompted import SamMissing, classical_mask, sam_mask
+from .prompted import SamMissing, classical_mask, sam_mask, sam_needs_fetch
 from .prompts import Prompts
 from .rembg_model import DEFAULT_REMBG_MODEL, RembgModelMissing, is_low_resolution, rembg_soft_mask
+from .rembg_model import needs_fetch as rembg_needs_fetch
 
 METHODS = ("auto", "alpha", "sam", "rembg", "fallback")
 WORK_SIDE = 1024  # rembg's largest input size; masks are computed at most this large
@@ -110,6 +111,11 @@ def extract_mask(
     binary = classical_mask(small, small_prompts) if prompts else fallback_mask(small)
     note = f"Made with the classical fallback{' seeded by the prompts' if prompts else ''}: {_join(notes)}"
     return _result(binary, image.size, "fallback", small_prompts, note=note if notes else None)
+
+
+def needs_fetch(prompted: bool = False, rembg_model: str | None = None) -> bool:
+    """Whether `extract_mask(method="auto")` would download a model first (so a page can say so)."""
+    return (prompted and sam_needs_fetch()) or rembg_needs_fetch(rembg_model or DEFAULT_REMBG_MODEL)
 
 
 def _alpha_result(alpha: np.ndarray, prompts: Prompts) -> MaskResult:

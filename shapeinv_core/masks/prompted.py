@@ -39,10 +39,18 @@ def sam_hint() -> str:
             "`rembg d sam` (or run once online).")
 
 
+def sam_on_disk() -> bool:
+    return all(find_file("sam", name) is not None for name in SAM_FILES)
+
+
+def sam_needs_fetch() -> bool:
+    """True when answering prompts now means downloading SAM first."""
+    return not sam_on_disk() and offline_reason() is None
+
+
 def sam_mask(image: Image.Image, prompts: Prompts, fetch: bool = True) -> np.ndarray:
     """Boolean mask (image size) of the object under the prompts, by Segment Anything through rembg."""
-    on_disk = all(find_file("sam", name) is not None for name in SAM_FILES)
-    if not on_disk:
+    if not sam_on_disk():
         reason = "fetching was turned off" if not fetch else offline_reason()
         if reason:
             raise SamMissing(f"Segment Anything is not on disk and was not fetched because {reason}. {sam_hint()}")
