@@ -127,3 +127,27 @@ def test_real_u2netp_mask_keeps_the_object_under_a_point(u2netp_home):
     assert result.method == "rembg" and result.prompted
     assert iou(result.mask, side) >= 0.85
     assert (np.asarray(result.mask)[np.asarray(central) > 127] > 127).mean() < 0.02
+
+
+def test_rembg_d_fetches_into_the_folder_we_look_in(empty_rembg_home, monkeypatch):
+    """The README's `rembg d MODEL`, run through rembg's own command line; only the transfer is
+    simulated (no internet here): the file lands exactly where `model_file` then finds it."""
+    from click.testing import CliRunner
+    from rembg.cli import main as rembg_cli
+
+    fetched = []
+
+    def download(url, known_hash, fname, path, progressbar):
+        fetched.append(url)
+        Path(path).mkdir(parents=True, exist_ok=True)
+        (Path(path) / fname).write_bytes(b"onnx")
+
+    monkeypatch.setattr(pooch, "retrieve", download)
+    assert rembg_model.model_file("birefnet-general") is None
+    result = CliRunner().invoke(rembg_cli, ["d", "birefnet-general"])
+    assert result.exit_code == 0, result.output
+    assert len(fetched) == 1 and "birefnet" in fetched[0].lower() and fetched[0].startswith("https://github.com/")
+    assert rembg_model.model_file("birefnet-general") == (
+        empty_rembg_home / "models" / "birefnet-general" / "birefnet-general.onnx")
+    result = CliRunner().invoke(rembg_cli, ["d", "birefnet-general"])  # already there: nothing fetched
+    assert result.exit_code == 0 and len(fetched) == 1
