@@ -1,6 +1,6 @@
 """Mask extraction: IoU and seconds per image, per method and image set.
 
-    python bench/bench_masking.py [--seeds 6] [--examples ../shared/examples] [--u2netp PATH/u2netp.onnx]
+    python bench/bench_masking.py [--seeds 6] [--examples DIR] [--u2netp PATH/u2netp.onnx] [--photos-only]
 
 Methods: `fallback` (classical, no weights), `u2netp raw` (U^2-Net-p's mask thresholded, as rembg
 gives it), `u2netp` (as shipped: the same mask sharpened by GrabCut), `prompted fallback` (the
@@ -90,6 +90,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=6)
     parser.add_argument("--examples", default=str(Path(__file__).resolve().parents[2] / "shared" / "examples"))
     parser.add_argument("--u2netp", default=os.environ.get("SHAPEINV_U2NETP", ""))
+    parser.add_argument("--photos-only", action="store_true", help="skip the drawn sets")
     args = parser.parse_args()
 
     methods = ["fallback", "prompted fallback"]
@@ -103,14 +104,15 @@ def main() -> None:
         methods.append("sam")
 
     sets: dict[str, list] = {}
-    for background in (*BACKGROUNDS, NOISY):
+    for background in () if args.photos_only else (*BACKGROUNDS, NOISY):
         cases = []
         for seed in range(args.seeds):
             image, exact = render_chair(seed, 512, background, thin_legs=seed % 2 == 1)
             cases.append((image, exact, bounds(exact, margin=12)))
         sets[f"drawn, {background} ({args.seeds} chairs, half thin-legged)"] = cases
-    image, _, side = two_chairs()
-    sets["drawn, two chairs: the side one wanted"] = [(image, side, bounds(side, margin=12))]
+    if not args.photos_only:
+        image, _, side = two_chairs()
+        sets["drawn, two chairs: the side one wanted"] = [(image, side, bounds(side, margin=12))]
     examples = Path(args.examples)
     for name, box in EXAMPLE_BOXES.items():
         path = examples / name
