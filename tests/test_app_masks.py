@@ -131,3 +131,17 @@ def test_clicks_pick_the_object_and_the_editor_paints_over_the_photo(app_server,
         page.screenshot(path=str(ARTIFACTS / "mask_editor.png"), full_page=True)
         assert iou(painted[150:] * 255, np.asarray(central)[150:]) >= 0.8, "the rest of the mask is as it was"
         browser.close()
+
+
+def test_the_page_says_when_a_model_is_being_fetched_first(app_server, empty_rembg_home, monkeypatch, scene):
+    """Online with no model on disk, the note shown before the mask says a download is under way
+    (the network itself is simulated as reachable: this machine has none); offline, it does not."""
+    from app.handlers import Handlers
+    from shapeinv_core.masks import rembg_model
+
+    handlers, (path, _, _) = Handlers(app_server.backend), scene
+    assert handlers.mask_pending(str(path)) == "Finding the object ..."  # SHAPEINV_OFFLINE=1
+    monkeypatch.delenv("SHAPEINV_OFFLINE")
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(rembg_model, "_reachable", lambda host, port: True)
+    assert handlers.mask_pending(str(path)).startswith("Downloading the segmentation model")
