@@ -124,10 +124,59 @@ def cross_attention_layers(unet, which: str = "all") -> dict[str, torch.nn.Modul
     return layers
 
 
-@contextmanager
-def capture_attention(unet, store: AttentionStore, which: str = "all") -> Iterator[AttentionStore]:
-    """Swap in `MapCaptureProcessor` on the selected cross-attention layers; restore on exit."""
+def layer_grid_sides(unet, latent_side: int) -> dict[str, int]:
+    """Each cross-attention layer's grid side for a `latent_side` x `latent_side` latent, from the UNet's layout.
+
+    Every down block with a downsampler halves the grid and every up block with an upsampler
+    doubles it again, so a layer's side follows from its block's place (SD 1.x at 512 px:
+    64, 32, 16 down, 8 in the middle, 16, 32, 64 up), without running the UNet.
+    """
+    down_sides, side = [], latent_side
+    for block in unet.down_blocks:
+        down_sides.append(side)
+        if getattr(block, "downsamplers", None):
+            side //= 2
+    up_sides = []
+    for block in unet.up_blocks:
+        up_sides.append(side)
+        if getattr(block, "upsamplers", None):
+            side *= 2
+    sides = {}
+    for name in cross_attention_layers(unet):
+        kind, _, rest = name.partition(".")
+        if kind == "mid_block":
+            sides[name] = down_sides[-1]
+        else:
+            index = int(rest.split(".", 1)[0])
+            sides[name] = (down_sides if kind == "down_blocks" else up_sides)[index]
+    return sides
+
+
+def layers_at_sides(unet, which: str, sides: tuple[int, ...], latent_side: int) -> dict[str, torch.nn.Module]:
+    """The cross-attention layers in `which` (down/mid/up/all) whose grid side is in `sides` (all if empty)."""
     layers = cross_attention_layers(unet, which)
+    if not sides:
+        return layers
+    grid = layer_grid_sides(unet, latent_side)
+    chosen = {name: module for name, module in layers.items() if grid[name] in sides}
+    if not chosen:
+        present = ", ".join(str(side) for side in sorted({grid[name] for name in layers}))
+        raise InputError(
+            f"No cross-attention layer in '{which}' has a {'/'.join(map(str, sides))} grid at this training "
+            f"resolution; its layers have {present}. Pick one of those for attention_res, or 'all'."
+        )
+    return chosen
+
+
+@contextmanager
+def capture_attention(unet, store: AttentionStore, which: str = "all",
+                      sides: tuple[int, ...] = ()) -> Iterator[AttentionStore]:
+    """Swap in `MapCaptureProcessor` on the selected cross-attention layers; restore on exit.
+
+    `sides` keeps only the layers with those grid sides (e.g. (16,), Break-A-Scene's choice);
+    every other layer keeps its fused attention path.
+    """
+    layers = layers_at_sides(unet, which, sides, store.latent_size[0])
     previous = {name: module.processor for name, module in layers.items()}
     processor = MapCaptureProcessor(store)
     try:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,11 @@ DEFAULT_PLACEHOLDER = "*s"
 DEFAULT_TEMPLATE = "a photo of {cls} in the shape of {token}"
 ATTENTION_LAYER_CHOICES = ("all", "down", "mid", "up")
 MAP_NORMS = ("none", "max")
+MASK_FORMS = ("mse", "outside")
+TUNE_CHOICES = ("none", "lora")
+SHAPE_ORDERS = ("first", "last")
+ATTENTION_RESOLUTIONS = (4, 8, 16, 32, 64, 128)
+NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 
 
 @dataclass
@@ -34,6 +40,9 @@ class InversionConfig:
     map_resolution: int = 16
     attention_layers: str = "all"
     map_norm: str = "none"
+    attention_res: str = "all"  # "all", or the layers' grid sides at the training resolution, e.g. "16" or "16,32"
+    mask_form: str = "mse"  # "mse": the whole map toward the mask; "outside": only attention outside it (MagiCapture)
+    background_weight: float = 1.0  # denoising loss weight of background pixels; 1 = whole image, 0 = Break-A-Scene
     init_reg: float = 0.0
     learning_rate: float = 5e-3
     steps: int = 500
@@ -41,6 +50,12 @@ class InversionConfig:
     seed: int = 0
     resolution: int = 512
     checkpoint_every: int = 50
+    balance_every: int = 10  # steps between measurements of the mask/denoising gradient ratio (0: never)
+    tune: str = "none"  # "lora": a second phase that also trains low-rank cross-attention key/value updates
+    lora_rank: int = 4
+    lora_steps: int = 100
+    lora_lr: float = 1e-4
+    name: str = ""  # the concept's file name for other tools (NAME.safetensors); "" = "concept"
 
     def validate(self) -> InversionConfig:
         """Raise `InputError` naming the first bad setting and its allowed range."""
@@ -57,6 +72,19 @@ class InversionConfig:
         _check(self.attention_layers in ATTENTION_LAYER_CHOICES,
                f"attention_layers must be one of {', '.join(ATTENTION_LAYER_CHOICES)}")
         _check(self.map_norm in MAP_NORMS, "map_norm must be 'none' (research form) or 'max' (Break-A-Scene)")
+        _check(self.attention_res == "all" or bool(self.map_sides()),
+               "attention_res must be 'all' or grid sides such as '16' or '16,32' "
+               f"(each one of {', '.join(map(str, ATTENTION_RESOLUTIONS))})")
+        _check(self.mask_form in MASK_FORMS, "mask_form must be 'mse' (research form) or 'outside' (MagiCapture)")
+        _check(0.0 <= self.background_weight <= 1.0,
+               "background_weight must be between 0 (object only, Break-A-Scene) and 1 (whole image, the default)")
+        _check(self.balance_every >= 0, "balance_every must be >= 0 (0 never measures the gradient ratio)")
+        _check(self.tune in TUNE_CHOICES, "tune must be 'none' (only *s) or 'lora' (also cross-attention LoRA)")
+        _check(1 <= self.lora_rank <= 128, "lora_rank must be between 1 and 128; 4 is the default")
+        _check(1 <= self.lora_steps <= 100_000, "lora_steps must be between 1 and 100000")
+        _check(0.0 < self.lora_lr <= 1.0, "lora_lr must be in (0, 1]; 1e-4 is the default")
+        _check(self.name == "" or bool(NAME_PATTERN.match(self.name)),
+               "name must be lower-case letters, digits, '-' or '_' (up to 64), e.g. 'oak-chair'")
         _check(self.init_reg >= 0.0, "init_reg must be >= 0 (0 turns the pull toward the initializer off)")
         _check(0.0 < self.learning_rate <= 1.0, "learning_rate must be in (0, 1]; 5e-3 is the default")
         _check(1 <= self.steps <= 100_000, "steps must be between 1 and 100000")
@@ -66,6 +94,16 @@ class InversionConfig:
                "resolution must be a multiple of 64 between 64 and 1024 (512 for SD 1.x, 768 for SD 2.x)")
         _check(self.checkpoint_every >= 1, "checkpoint_every must be >= 1")
         return self
+
+    def map_sides(self) -> tuple[int, ...]:
+        """The layer grid sides `attention_res` asks for; () for 'all' (or anything unreadable)."""
+        if self.attention_res == "all":
+            return ()
+        try:
+            sides = tuple(sorted({int(part) for part in self.attention_res.split(",") if part.strip()}))
+        except ValueError:
+            return ()
+        return sides if sides and all(side in ATTENTION_RESOLUTIONS for side in sides) else ()
 
     def prompt(self) -> str:
         """The training prompt, e.g. 'a photo of chair in the shape of *s'."""
@@ -84,6 +122,8 @@ class GenerationConfig:
     height: int | None = None
     width: int | None = None
     batch_size: int = 4
+    shape_steps: float = 1.0  # fraction of the denoising steps conditioned by the prompt with *s
+    shape_order: str = "first"  # "first": *s sets the shape early; "last": the *s prompt takes the last steps
 
     def validate(self) -> GenerationConfig:
         _check(1 <= self.num_images <= 64, "num_images must be between 1 and 64")
@@ -95,6 +135,9 @@ class GenerationConfig:
             _check(value is None or (value % 8 == 0 and 64 <= value <= 2048),
                    f"{name} must be a multiple of 8 between 64 and 2048")
         _check(1 <= self.batch_size <= 64, "batch_size must be between 1 and 64")
+        _check(0.0 <= self.shape_steps <= 1.0,
+               "shape_steps must be between 0 (never the *s prompt) and 1 (always; the default)")
+        _check(self.shape_order in SHAPE_ORDERS, "shape_order must be 'first' (the default) or 'last'")
         return self
 
 

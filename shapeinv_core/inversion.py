@@ -4,6 +4,10 @@
          + mask_weight * MSE(mean cross-attention map of *s, object mask)
          + init_reg * |vectors - initializer embedding|^2
 
+Two optional forms from the neighbours (defaults keep the research's form): the denoising MSE
+with background pixels down-weighted (`background_weight`, Break-A-Scene's masked loss at 0),
+and a mask term that penalises only attention outside the mask (`mask_form="outside"`, MagiCapture).
+
 Only the `*s` vectors are trainable: a small parameter substituted into the frozen token
 embedding's output. The VAE encodes the image once. Several independent concepts (one per
 mask weight of a sweep) share each batched UNet pass; each is identical to a run of its own,
@@ -42,6 +46,11 @@ class LossTerms:
     diffusion_loss: float
     mask_loss: float
     init_loss: float
+    # Measured every `balance_every` steps: gradient norms on this concept's vectors, and
+    # |grad(mask_weight * mask term)| / |grad(denoising term)|, i.e. how much the chosen weight bites.
+    diffusion_grad: float | None = None
+    mask_grad: float | None = None
+    grad_ratio: float | None = None
 
 
 @dataclass
@@ -68,8 +77,11 @@ class StepReport:
 
     def log_record(self, index: int = 0) -> dict:
         terms = self.terms[index]
-        return {"step": self.step, "loss": terms.loss, "diffusion_loss": terms.diffusion_loss,
-                "mask_loss": terms.mask_loss, "init_loss": terms.init_loss, "seconds": round(self.seconds, 4)}
+        record = {"step": self.step, "loss": terms.loss, "diffusion_loss": terms.diffusion_loss,
+                  "mask_loss": terms.mask_loss, "init_loss": terms.init_loss, "seconds": round(self.seconds, 4)}
+        if terms.grad_ratio is not None:
+            record.update(diffusion_grad=terms.diffusion_grad, mask_grad=terms.mask_grad, grad_ratio=terms.grad_ratio)
+        return record
 
 
 StepCallback = Callable[[StepReport], None]
@@ -112,15 +124,17 @@ def invert_many(model: LoadedModel, image: Image.Image, mask: Image.Image, confi
     optimizer = torch.optim.AdamW([vectors], lr=base.learning_rate, weight_decay=0.0)
     start = _resume(runs, vectors, optimizer) if runs else 0
     last_terms: list[LossTerms] = []
-    for run in runs or []:
-        run.truncate_log(start)
+    if start < base.steps:  # a finished run keeps its log whole (a LoRA phase logs after its steps)
+        for run in runs or []:
+            run.truncate_log(start)
 
     per_pass = count if rows_per_pass is None else max(1, rows_per_pass // base.batch_size)
     store = AttentionStore(positions, tuple(latents.shape[-2:]), base.map_resolution)
     try:
-        with capture_attention(pipe.unet, store, base.attention_layers), \
+        with capture_attention(pipe.unet, store, base.attention_layers, base.map_sides()), \
                 substitute_embeddings(pipe.text_encoder, token_ids) as substitution:
-            objective = _Objective(pipe, model.dtype, prompt_ids, substitution, store, base, mask_grid, init, weights)
+            objective = _Objective(pipe, model.dtype, prompt_ids, substitution, store, base, mask_grid, init, weights,
+                                   denoising_weights(image, mask, base, latents.shape[-1], device))
             for step in range(start, base.steps):
                 if should_stop is not None and should_stop():
                     if runs and step > start:  # at `start` the newest checkpoint already holds this state
@@ -134,7 +148,8 @@ def invert_many(model: LoadedModel, image: Image.Image, mask: Image.Image, confi
                 target = denoising_target(scheduler, clean, noise, timesteps)
 
                 batch = (noisy, timesteps, target)
-                terms, maps, per_pass = _accumulate_gradients(objective, vectors, batch, per_pass, optimizer)
+                measure = balance_due(base, step)
+                terms, maps, per_pass = _accumulate_gradients(objective, vectors, batch, per_pass, optimizer, measure)
                 if not all(math.isfinite(t.loss) for t in terms):
                     if runs and step > start:  # the vectors are still those after `step` steps: keep them
                         _save_checkpoints(runs, step, vectors, optimizer)
@@ -177,19 +192,21 @@ class _Objective:
     """The batched forward pass (text encoder with the vectors substituted, UNet with map capture) and the loss."""
 
     def __init__(self, pipe, dtype, prompt_ids, substitution, store, config: InversionConfig,
-                 mask_grid: torch.Tensor, init: torch.Tensor, weights: torch.Tensor):
+                 mask_grid: torch.Tensor, init: torch.Tensor, weights: torch.Tensor,
+                 pixel_weights: torch.Tensor | None = None):
         self.pipe, self.dtype, self.prompt_ids = pipe, dtype, prompt_ids
         self.substitution, self.store, self.config = substitution, store, config
         self.mask_grid, self.init, self.weights = mask_grid, init, weights
+        self.pixel_weights = pixel_weights  # [1, 1, h, w] on the latent grid; None: the plain MSE
 
     def losses(self, vectors: torch.Tensor, chunk: slice, noisy: torch.Tensor, timesteps: torch.Tensor,
                target: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """Per-concept (total, diffusion, mask, init) losses and maps for the concepts in `chunk`."""
         size = chunk.stop - chunk.start
         pred, maps = self(vectors[chunk], noisy, timesteps)
-        diffusion = F.mse_loss(pred.float(), target.repeat(size, 1, 1, 1),
-                               reduction="none").mean(dim=(1, 2, 3)).view(size, -1).mean(dim=1)
-        mask_loss = ((maps - self.mask_grid) ** 2).mean(dim=(1, 2, 3))
+        diffusion = weighted_denoising_loss(pred.float(), target.repeat(size, 1, 1, 1),
+                                            self.pixel_weights).view(size, -1).mean(dim=1)
+        mask_loss = attention_mask_loss(maps, self.mask_grid, self.config.mask_form)
         init_loss = ((vectors[chunk] - self.init) ** 2).sum(dim=-1).mean(dim=-1)
         total = diffusion + self.weights[chunk] * mask_loss + self.config.init_reg * init_loss
         return total, diffusion, mask_loss, init_loss, maps.detach().mean(dim=1).float().cpu()
@@ -221,6 +238,46 @@ class _Objective:
         noisy = scheduler.add_noise(latents.cpu().expand(3, -1, -1, -1), noise, timesteps)
         maps = [self(vectors[index:index + 1], noisy, timesteps)[1] for index in range(vectors.shape[0])]
         return torch.cat(maps).mean(dim=1).cpu()  # one concept per pass: this runs once, memory first
+
+
+def weighted_denoising_loss(pred: torch.Tensor, target: torch.Tensor,
+                            pixel_weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-row mean of pixel_weights * (pred - target)^2 over channels and pixels; [rows].
+
+    Without weights it is the plain MSE. With weights = mask + background_weight * (1 - mask) it
+    is Break-A-Scene's masked loss at background_weight 0 (divided by all pixels, as theirs is).
+    """
+    squared = F.mse_loss(pred, target, reduction="none")
+    if pixel_weights is not None:
+        squared = squared * pixel_weights
+    return squared.mean(dim=(1, 2, 3))
+
+
+def attention_mask_loss(maps: torch.Tensor, mask_grid: torch.Tensor, form: str = "mse") -> torch.Tensor:
+    """Per-concept mask term of maps [concepts, batch, res, res] against the mask grid [res, res].
+
+    "mse": mean (map - mask)^2, the research's form; "outside": mean (map * (1 - mask))^2, which
+    only penalises attention that falls outside the object (MagiCapture), leaving the inside free.
+    """
+    if form == "outside":
+        return ((maps * (1.0 - mask_grid)) ** 2).mean(dim=(1, 2, 3))
+    return ((maps - mask_grid) ** 2).mean(dim=(1, 2, 3))
+
+
+def denoising_weights(image: Image.Image, mask: Image.Image, config: InversionConfig, latent_side: int,
+                      device: torch.device | str = "cpu") -> torch.Tensor | None:
+    """[1, 1, side, side] pixel weights of the denoising loss on the latent grid; None at background_weight 1."""
+    if config.background_weight == 1.0:
+        return None
+    _, latent_mask = prepare_inputs(image, mask, config.resolution, latent_side)
+    return (latent_mask + config.background_weight * (1.0 - latent_mask))[None, None].to(device)
+
+
+def balance_due(config: InversionConfig, step: int) -> bool:
+    """Whether step `step` (0-based) measures the gradient ratio: the first, every `balance_every`-th, the last."""
+    if config.balance_every == 0:
+        return False
+    return step == 0 or (step + 1) % config.balance_every == 0 or step + 1 == config.steps
 
 
 def prepare_inputs(image: Image.Image, mask: Image.Image, resolution: int,
@@ -345,24 +402,31 @@ def _training_scheduler(pipe):
 
 
 def _accumulate_gradients(objective: _Objective, vectors: torch.nn.Parameter, batch: tuple, per_pass: int,
-                          optimizer) -> tuple[list[LossTerms], torch.Tensor, int]:
+                          optimizer, measure: bool = False) -> tuple[list[LossTerms], torch.Tensor, int]:
     """Backpropagate every concept's loss, `per_pass` concepts per UNet pass.
 
     Concepts are independent, so the gradient of the summed loss is each one's own and the
     chunking does not change the result: when the GPU runs out of memory, the step is redone
     in smaller passes (and the smaller size is kept for the following steps).
+    With `measure`, the terms also carry the mask/denoising gradient balance (`term_gradients`).
     """
     while True:
         optimizer.zero_grad(set_to_none=True)
         terms: list[LossTerms] = []
         maps: list[torch.Tensor] = []
+        mask_grad = torch.zeros_like(vectors) if measure else None
         try:
             for chunk in _chunks(vectors.shape[0], per_pass):
                 total, diffusion, mask_loss, init_loss, chunk_maps = objective.losses(vectors, chunk, *batch)
-                total.sum().backward()
+                total.sum().backward(retain_graph=measure)
+                if measure:  # one more backward, through the mask term only; the update stays as it was
+                    mask_grad += torch.autograd.grad(mask_loss.sum(), vectors)[0]
                 terms += [LossTerms(*values) for values in
                           zip(*(t.tolist() for t in (total, diffusion, mask_loss, init_loss)))]
                 maps.append(chunk_maps)
+            if measure:
+                for terms_k, balance in zip(terms, term_gradients(vectors, mask_grad, objective)):
+                    terms_k.diffusion_grad, terms_k.mask_grad, terms_k.grad_ratio = balance
             return terms, torch.cat(maps), per_pass
         except torch.OutOfMemoryError as error:
             if per_pass == 1:
@@ -372,6 +436,24 @@ def _accumulate_gradients(objective: _Objective, vectors: torch.nn.Parameter, ba
                 ) from error
             per_pass = max(1, per_pass // 2)
             torch.cuda.empty_cache()
+
+
+def term_gradients(vectors: torch.nn.Parameter, mask_grad: torch.Tensor,
+                   objective: _Objective) -> list[tuple[float, float, float]]:
+    """Per concept: (|grad of the denoising term|, |grad of the mask term|, weighted ratio of the two).
+
+    The total gradient (in `vectors.grad`) is denoising + weight * mask + init_reg * init, and the
+    init term's gradient is 2 (v - init) / n, so the denoising part is what remains once the other
+    two are taken away: one extra backward pass (the mask term's) instead of two.
+    """
+    with torch.no_grad():
+        weights = objective.weights.to(vectors.dtype)[:, None, None]
+        init_grad = 2.0 * (vectors - objective.init) / vectors.shape[1]
+        diffusion_grad = vectors.grad - weights * mask_grad - objective.config.init_reg * init_grad
+        diffusion_norm = diffusion_grad.flatten(1).norm(dim=1)
+        mask_norm = mask_grad.flatten(1).norm(dim=1)
+        ratio = weights.flatten() * mask_norm / diffusion_norm.clamp_min(1e-30)
+    return list(zip(diffusion_norm.tolist(), mask_norm.tolist(), ratio.tolist()))
 
 
 def _chunks(count: int, size: int) -> list[slice]:
