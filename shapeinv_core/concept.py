@@ -2,7 +2,9 @@
 
 On disk a concept is diffusers' textual-inversion format, `learned_embeds.safetensors` holding
 `{token: tensor[num_vectors, dim]}`, so `pipe.load_textual_inversion(folder, token="*s")` works in
-plain diffusers, plus `concept.json` with the provenance this project adds.
+plain diffusers, plus `concept.json` with the provenance this project adds. A concept tuned
+with LoRA also has `pytorch_lora_weights.safetensors` (diffusers' LoRA file, see lora.py).
+A bare file in AUTOMATIC1111's single-key form (`emb_params`) is named after the file, as there.
 """
 
 from __future__ import annotations
@@ -20,9 +22,11 @@ from safetensors.torch import load_file, save_file
 from . import __version__
 from .config import InversionConfig, from_dict, to_dict
 from .errors import InputError
+from .lora import LORA_FILE, load_lora, save_lora
 
 EMBEDS_FILE = "learned_embeds.safetensors"
 CONCEPT_FILE = "concept.json"
+A1111_KEYS = ("emb_params",)  # AUTOMATIC1111/ComfyUI: the word is the file's name, not the key
 
 
 @dataclass
@@ -36,6 +40,7 @@ class Concept:
     final_losses: dict[str, float] = field(default_factory=dict)
     version: str = __version__
     attention_map: torch.Tensor | None = field(default=None, repr=False, compare=False)  # not saved
+    lora: dict[str, torch.Tensor] | None = field(default=None, repr=False, compare=False)  # peft naming (lora.py)
 
     def save(self, folder: str | Path) -> Path:
         """Write `learned_embeds.safetensors` and `concept.json` into `folder` (atomically each)."""
@@ -57,6 +62,10 @@ class Concept:
             "final_losses": self.final_losses,
             "shapeinv_version": self.version,
         }
+        if self.lora:
+            save_lora(folder, self.lora)
+        else:  # a folder reused for a concept without LoRA must not keep an old one
+            (folder / LORA_FILE).unlink(missing_ok=True)
         _atomic(folder / CONCEPT_FILE, lambda tmp: Path(tmp).write_text(json.dumps(info, indent=2) + "\n"))
         return folder
 
@@ -77,11 +86,13 @@ class Concept:
         if len(tensors) != 1:
             raise InputError(f"{embeds} holds {len(tensors)} tensors; a textual-inversion file holds exactly one.")
         token, vectors = next(iter(tensors.items()))
+        if token in A1111_KEYS:
+            token = embeds.stem
         vectors = vectors.float()
         if vectors.ndim == 1:
             vectors = vectors[None]
         concept_json = embeds.parent / CONCEPT_FILE
-        if not concept_json.is_file():
+        if not concept_json.is_file() or embeds.name != EMBEDS_FILE:
             return cls(token=token, vectors=vectors, settings=InversionConfig(placeholder=token))
         info: dict[str, Any] = json.loads(concept_json.read_text())
         return cls(
@@ -93,6 +104,7 @@ class Concept:
             steps_done=int(info.get("steps_done", 0)),
             final_losses=info.get("final_losses", {}),
             version=info.get("shapeinv_version", __version__),
+            lora=load_lora(embeds.parent),
         )
 
 

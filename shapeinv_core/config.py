@@ -25,6 +25,7 @@ TUNE_CHOICES = ("none", "lora")
 SHAPE_ORDERS = ("first", "last")
 ATTENTION_RESOLUTIONS = (4, 8, 16, 32, 64, 128)
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+RESERVED_NAMES = ("learned_embeds", "pytorch_lora_weights", "concept", "config")  # files a run folder has
 
 
 @dataclass
@@ -55,7 +56,7 @@ class InversionConfig:
     lora_rank: int = 4
     lora_steps: int = 100
     lora_lr: float = 1e-4
-    name: str = ""  # the concept's file name for other tools (NAME.safetensors); "" = "concept"
+    name: str = ""  # the concept's file name for other tools (NAME.safetensors); "" = "shape-concept"
 
     def validate(self) -> InversionConfig:
         """Raise `InputError` naming the first bad setting and its allowed range."""
@@ -85,6 +86,7 @@ class InversionConfig:
         _check(0.0 < self.lora_lr <= 1.0, "lora_lr must be in (0, 1]; 1e-4 is the default")
         _check(self.name == "" or bool(NAME_PATTERN.match(self.name)),
                "name must be lower-case letters, digits, '-' or '_' (up to 64), e.g. 'oak-chair'")
+        _check(self.name not in RESERVED_NAMES, f"name must not be one of {', '.join(RESERVED_NAMES)}")
         _check(self.init_reg >= 0.0, "init_reg must be >= 0 (0 turns the pull toward the initializer off)")
         _check(0.0 < self.learning_rate <= 1.0, "learning_rate must be in (0, 1]; 5e-3 is the default")
         _check(1 <= self.steps <= 100_000, "steps must be between 1 and 100000")

@@ -1,4 +1,9 @@
-"""Edit prompts with `*s` -> images, with a learned concept loaded into the pipeline."""
+"""Edit prompts with `*s` -> images, with a learned concept (and its LoRA, if any) loaded into the pipeline.
+
+A shape schedule (`shape_steps`, after ProSpect's finding that early denoising steps set the
+structure) lets the prompt with `*s` condition only the first fraction of the steps and the same
+prompt without its `*s` phrase the rest, so the shape is set early and the edit decides the look.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +17,8 @@ from PIL import Image
 from .concept import Concept, install_tokens
 from .config import GenerationConfig
 from .errors import InputError
+from .lora import apply_lora
+from .metrics import strip_placeholder
 from .models import LoadedModel
 
 
@@ -54,22 +61,66 @@ def generate(model: LoadedModel, concept: Concept, prompts: list[str], config: G
     height, width = config.height or resolution, config.width or resolution
 
     work = [(prompt, config.seed + index) for prompt in prompts for index in range(config.num_images)]
+    switch_at, shape_first = shape_schedule(config)
     results: list[GeneratedImage] = []
-    for start in range(0, len(work), config.batch_size):
-        batch = work[start:start + config.batch_size]
-        output = pipe(
-            prompt=[prompt for prompt, _ in batch],
-            negative_prompt=[config.negative_prompt] * len(batch) if config.negative_prompt else None,
-            num_inference_steps=config.steps,
-            guidance_scale=config.guidance,
-            height=height,
-            width=width,
-            generator=[torch.Generator().manual_seed(seed) for _, seed in batch],
-        )
-        results += [GeneratedImage(prompt, seed, image) for (prompt, seed), image in zip(batch, output.images)]
-        if on_image is not None:
-            on_image(len(results), len(work))
+    apply_lora(pipe, concept.lora)
+    try:
+        for start in range(0, len(work), config.batch_size):
+            batch = work[start:start + config.batch_size]
+            with_token = [prompt for prompt, _ in batch]
+            without = [strip_placeholder(prompt, concept.token) for prompt in with_token]
+            first, then = (with_token, without) if shape_first else (without, with_token)
+            if switch_at == 0:
+                first = then
+            switch = None
+            if 0 < switch_at < config.steps:
+                embeds = pipe.encode_prompt(then, pipe._execution_device, 1, False)[0]
+                switch = _PromptSwitch(switch_at, embeds)
+            output = pipe(
+                prompt=first,
+                negative_prompt=[config.negative_prompt] * len(batch) if config.negative_prompt else None,
+                num_inference_steps=config.steps,
+                guidance_scale=config.guidance,
+                height=height,
+                width=width,
+                generator=[torch.Generator().manual_seed(seed) for _, seed in batch],
+                callback_on_step_end=switch,
+                callback_on_step_end_tensor_inputs=["prompt_embeds"],
+            )
+            results += [GeneratedImage(prompt, seed, image) for (prompt, seed), image in zip(batch, output.images)]
+            if on_image is not None:
+                on_image(len(results), len(work))
+    finally:
+        apply_lora(pipe, None)  # the pipeline is shared with training: leave its UNet as it was
     return results
+
+
+def shape_schedule(config: GenerationConfig) -> tuple[int, bool]:
+    """(step after which the prompt switches, whether the *s prompt comes first).
+
+    The *s prompt conditions round(shape_steps x steps) steps: the first ones ("first") or the
+    last ones ("last"). A switch at 0 means the second prompt throughout, at `steps` the first.
+    """
+    with_token = round(config.shape_steps * config.steps)
+    if config.shape_order == "first":
+        return with_token, True
+    return config.steps - with_token, False
+
+
+class _PromptSwitch:
+    """`callback_on_step_end`: after step `at_step`, the text half of the prompt embeddings becomes `embeds`."""
+
+    def __init__(self, at_step: int, embeds: torch.Tensor):
+        self.at_step, self.embeds = at_step, embeds
+
+    def __call__(self, pipe, step: int, timestep, callback_kwargs: dict) -> dict:
+        if step + 1 != self.at_step:
+            return {}
+        current = callback_kwargs["prompt_embeds"]
+        if pipe.do_classifier_free_guidance:  # [unconditional rows, text rows]
+            unconditional = current[: current.shape[0] // 2]
+            return {"prompt_embeds": torch.cat([unconditional, self.embeds.to(current.dtype)])}
+        return {"prompt_embeds": self.embeds.to(current.dtype)}
 
 
 def slug(text: str, limit: int = 48) -> str:

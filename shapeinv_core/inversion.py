@@ -273,11 +273,14 @@ def denoising_weights(image: Image.Image, mask: Image.Image, config: InversionCo
     return (latent_mask + config.background_weight * (1.0 - latent_mask))[None, None].to(device)
 
 
-def balance_due(config: InversionConfig, step: int) -> bool:
-    """Whether step `step` (0-based) measures the gradient ratio: the first, every `balance_every`-th, the last."""
+def balance_due(config: InversionConfig, step: int, total: int | None = None) -> bool:
+    """Whether step `step` (0-based, of `total`, default `steps`) measures the gradient ratio.
+
+    The first, every `balance_every`-th and the last step do; `balance_every` 0 turns it off.
+    """
     if config.balance_every == 0:
         return False
-    return step == 0 or (step + 1) % config.balance_every == 0 or step + 1 == config.steps
+    return step == 0 or (step + 1) % config.balance_every == 0 or step + 1 == (total or config.steps)
 
 
 def prepare_inputs(image: Image.Image, mask: Image.Image, resolution: int,

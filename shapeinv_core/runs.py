@@ -27,6 +27,9 @@ from .images import open_image
 
 CHECKPOINT_PATTERN = re.compile(r"^step_(\d{6,})\.safetensors$")
 STATE_KEYS = ("vectors", "exp_avg", "exp_avg_sq")
+# Settings a resumed run may change: how long, how often to save or measure, the file name, and
+# whether a LoRA phase follows (it starts from the finished *s).
+RESUMABLE_CHANGES = ("steps", "checkpoint_every", "balance_every", "name", "tune", "lora_steps")
 
 
 def write_inputs(folder: Path, image: Image.Image, mask: Image.Image) -> None:
@@ -58,7 +61,7 @@ class RunFolder:
         if self.config_path.is_file() and self.checkpoints():
             earlier = to_dict(load_json(InversionConfig, self.config_path))
             changed = {key: (earlier[key], value) for key, value in to_dict(config).items()
-                       if key not in ("steps", "checkpoint_every") and earlier[key] != value}
+                       if key not in RESUMABLE_CHANGES and earlier.get(key, value) != value}
             if changed:
                 listing = ", ".join(f"{key}: {old!r} -> {new!r}" for key, (old, new) in changed.items())
                 raise InputError(

@@ -20,6 +20,7 @@ from .metrics import DEFAULT_CLIP_MODEL, ClipScorer, generated_mask_iou, load_cl
 from .models import LoadedModel
 from .report import image_grid, tradeoff_plot, write_metrics_csv
 from .runs import RunFolder
+from .tuning import tune_lora
 from .workflow import finish
 
 DEFAULT_WEIGHTS = (0.0, 0.01, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0)
@@ -65,6 +66,10 @@ def sweep(model: LoadedModel, image: Image.Image, mask: Image.Image, base: Inver
         run.start(image, mask, config)
     announce(f"learning {len(weights)} concepts together")
     concepts = invert_many(model, image, mask, configs, runs, on_step, should_stop, rows_per_pass)
+    if base.tune == "lora":  # each weight's LoRA phase on its own: adapters do not share a batched pass
+        for index, (weight, run) in enumerate(zip(weights, runs)):
+            announce(f"LoRA phase for weight {weight}")
+            concepts[index] = tune_lora(model, image, mask, concepts[index], run, on_step, should_stop)
     for run, concept in zip(runs, concepts):
         finish(run, concept, image, mask)
 

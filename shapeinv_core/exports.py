@@ -1,0 +1,50 @@
+"""Files other Stable Diffusion tools load as they are: the concept named after the object.
+
+AUTOMATIC1111 and ComfyUI name an embedding after its file (`embeddings/oak-chair.safetensors`
+is written `oak-chair` in a prompt), so every `learned_embeds.safetensors` would collide. Each run
+therefore also writes `NAME.safetensors` with the single key `emb_params` (both tools read it;
+diffusers reads any single-key file, with `token=`), and, when it has a LoRA,
+`NAME-lora.safetensors` in kohya's key naming (`<lora:NAME-lora:1>` in AUTOMATIC1111).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from safetensors.torch import save_file
+
+from .concept import Concept
+from .config import RESERVED_NAMES
+from .lora import kohya_state
+
+DEFAULT_NAME = "shape-concept"
+
+
+def name_from_photo(path: str | Path | None) -> str:
+    """'Oak Chair (2).JPG' -> 'oak-chair-2': a word a prompt can hold, from the photo's file name."""
+    stem = Path(path).stem if path else ""
+    name = re.sub(r"[^a-z0-9_]+", "-", stem.lower()).strip("-_")[:64]
+    return name if name and name not in RESERVED_NAMES else DEFAULT_NAME
+
+
+def concept_name(concept: Concept) -> str:
+    return concept.settings.name or DEFAULT_NAME
+
+
+def named_files(folder: Path, concept: Concept) -> list[Path]:
+    """The tool files a run folder holds (or will hold) for `concept`: NAME.safetensors [, NAME-lora.safetensors]."""
+    name = concept_name(concept)
+    files = [folder / f"{name}.safetensors"]
+    if concept.lora:
+        files.append(folder / f"{name}-lora.safetensors")
+    return files
+
+
+def write_named_files(folder: Path, concept: Concept) -> list[Path]:
+    """Write `named_files` into `folder`; returns their paths."""
+    files = named_files(folder, concept)
+    save_file({"emb_params": concept.vectors.detach().float().cpu().contiguous()}, str(files[0]))
+    if concept.lora:
+        save_file(kohya_state(concept.lora), str(files[1]))
+    return files

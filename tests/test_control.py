@@ -1,0 +1,155 @@
+"""The knobs between shape and editability: which maps, the gradient balance, loss forms, the shape schedule."""
+
+import numpy as np
+import pytest
+import torch
+
+from helpers import chair_like, small_config, tiny_model
+from shapeinv_core.attention import (
+    AttentionStore,
+    capture_attention,
+    cross_attention_layers,
+    layer_grid_sides,
+    layers_at_sides,
+)
+from shapeinv_core.config import GenerationConfig
+from shapeinv_core.errors import InputError
+from shapeinv_core.generate import generate
+from shapeinv_core.inversion import (
+    attention_mask_loss,
+    denoising_weights,
+    invert,
+    invert_many,
+    prepare_inputs,
+    weighted_denoising_loss,
+)
+from shapeinv_core.runs import RunFolder
+
+
+def test_attention_res_picks_only_the_layers_with_that_grid():
+    model = tiny_model()
+    unet = model.pipe.unet
+    # The grid each cross-attention layer really sees in a forward at 128 px (a 16x16 latent).
+    seen = {}
+    hooks = [module.register_forward_hook(lambda mod, args, out, name=name: seen.setdefault(name, args[0].shape[1]))
+             for name, module in cross_attention_layers(unet).items()]
+    hidden = torch.randn(1, 77, 32)
+    with torch.no_grad():
+        unet(torch.randn(1, 4, 16, 16), torch.tensor([10]), encoder_hidden_states=hidden)
+    for hook in hooks:
+        hook.remove()
+    sides = layer_grid_sides(unet, 16)
+    assert sides == {name: int(round(queries ** 0.5)) for name, queries in seen.items()}
+    assert set(sides.values()) == {16, 8}
+
+    store = AttentionStore([5], (16, 16), 16)
+    before = {name: type(p).__name__ for name, p in unet.attn_processors.items()}
+    with torch.no_grad(), capture_attention(unet, store, "all", (16,)):
+        during = {name: type(p).__name__ for name, p in unet.attn_processors.items()}
+        unet(torch.randn(1, 4, 16, 16), torch.tensor([10]), encoder_hidden_states=hidden)
+    wanted = {name for name, side in sides.items() if side == 16}
+    captured = {name.removesuffix(".processor") for name, kind in during.items() if kind == "MapCaptureProcessor"}
+    assert captured == wanted and len(store.maps) == len(wanted)
+    assert all(during[name] == before[name] for name in during if name.removesuffix(".processor") not in wanted), \
+        "layers not used keep their fused processor"
+    assert set(layers_at_sides(unet, "up", (8, 16), 16)) == {n for n in sides if n.startswith("up_blocks")}
+
+    image, mask = chair_like()
+    with pytest.raises(InputError, match="its layers have 4, 8"):
+        invert(model, image, mask, small_config(attention_res="16", steps=1))
+    with pytest.raises(InputError, match="attention_res"):
+        small_config(attention_res="15")
+
+
+def test_the_gradient_ratio_equals_a_direct_computation(tmp_path):
+    # AdamW's first moment after one step is 0.1 x the gradient, so two concepts learned in the
+    # same pass at weights 0 and 1 give the denoising gradient G0 and G1 = G0 + mask gradient
+    # directly; the ratio reported for weight 0.3 must be 0.3 |G1 - G0| / |G0|.
+    image, mask = chair_like()
+    weights = [0.0, 1.0, 0.3]
+    configs = [small_config(mask_weight=w, steps=1, balance_every=1, checkpoint_every=1) for w in weights]
+    runs = [RunFolder(tmp_path / str(w)) for w in weights]
+    for run, config in zip(runs, configs):
+        run.start(image, mask, config)
+    reports = []
+    measured = invert_many(tiny_model(), image, mask, configs, runs, on_step=reports.append)
+    g0, g1 = (run.load_checkpoint()[1]["exp_avg"] / 0.1 for run in runs[:2])
+    terms = reports[0].terms[2]
+    assert terms.diffusion_grad == pytest.approx(float(g0.norm()), rel=1e-3)
+    assert terms.mask_grad == pytest.approx(float((g1 - g0).norm()), rel=1e-3)
+    assert terms.grad_ratio == pytest.approx(0.3 * float((g1 - g0).norm() / g0.norm()), rel=1e-3)
+    assert reports[0].terms[0].grad_ratio == 0.0
+    assert runs[2].read_log()[0]["grad_ratio"] == terms.grad_ratio
+    # Measuring is a second backward pass only: what is learned stays bit for bit the same.
+    unmeasured = invert_many(tiny_model(), image, mask, [small_config(mask_weight=w, steps=1, balance_every=0)
+                                                         for w in weights])
+    for a, b in zip(measured, unmeasured):
+        assert torch.equal(a.vectors, b.vectors)
+
+
+def test_the_masked_denoising_loss_and_the_outside_penalty_equal_direct_computations():
+    generator = torch.Generator().manual_seed(0)
+    pred, target = torch.randn(3, 4, 8, 8, generator=generator), torch.randn(3, 4, 8, 8, generator=generator)
+    binary = (torch.rand(1, 1, 8, 8, generator=generator) > 0.5).float()
+    # Break-A-Scene: model_pred * mask and target * mask, then the plain MSE over all elements.
+    break_a_scene = ((pred * binary - target * binary) ** 2).mean(dim=(1, 2, 3))
+    torch.testing.assert_close(weighted_denoising_loss(pred, target, binary), break_a_scene)
+    weights = binary + 0.25 * (1 - binary)
+    direct = torch.stack([(weights * (p - t) ** 2).sum() / p.numel() for p, t in zip(pred, target)])
+    torch.testing.assert_close(weighted_denoising_loss(pred, target, weights), direct)
+    torch.testing.assert_close(weighted_denoising_loss(pred, target), ((pred - target) ** 2).mean(dim=(1, 2, 3)))
+
+    maps, grid = torch.rand(2, 3, 16, 16, generator=generator), torch.rand(16, 16, generator=generator)
+    outside = torch.stack([sum(((m * (1 - grid)) ** 2).sum() for m in concept) / (3 * 256) for concept in maps])
+    torch.testing.assert_close(attention_mask_loss(maps, grid, "outside"), outside)
+    torch.testing.assert_close(attention_mask_loss(maps, grid, "mse"), ((maps - grid) ** 2).mean(dim=(1, 2, 3)))
+    inside_only = grid.expand(1, 1, 16, 16) * (grid > 0.5)
+    assert float(attention_mask_loss(inside_only, (grid > 0.5).float(), "outside")) == 0.0
+
+    image, mask = chair_like()
+    assert denoising_weights(image, mask, small_config(), 8) is None, "the research's form: the whole image"
+    _, latent_mask = prepare_inputs(image, mask, 64, 8)
+    torch.testing.assert_close(denoising_weights(image, mask, small_config(background_weight=0.0), 8)[0, 0],
+                               latent_mask)
+    reports = []
+    config = small_config(background_weight=0.2, mask_form="outside", mask_weight=0.5, steps=2)
+    invert(tiny_model(), image, mask, config, on_step=reports.append)
+    for terms in (r.terms[0] for r in reports):
+        assert terms.loss == pytest.approx(terms.diffusion_loss + 0.5 * terms.mask_loss, rel=1e-5)
+
+
+@pytest.fixture(scope="module")
+def model_and_concept():
+    model = tiny_model()
+    image, mask = chair_like()
+    return model, invert(model, image, mask, small_config(steps=2, learning_rate=0.5))
+
+
+def _pixels(result) -> np.ndarray:
+    return np.asarray(result.image, dtype=np.int16)
+
+
+def test_shape_steps_0_is_the_prompt_without_the_word_and_1_the_normal_generation(model_and_concept):
+    model, concept = model_and_concept
+    prompt = "a red chair in the shape of *s"
+    settings = {"steps": 4, "seed": 3, "num_images": 2}
+    normal = generate(model, concept, [prompt], GenerationConfig(**settings))
+    assert [_pixels(r).tolist() for r in generate(model, concept, [prompt], GenerationConfig(shape_steps=1.0,
+            **settings))] == [_pixels(r).tolist() for r in normal]
+    never = generate(model, concept, [prompt], GenerationConfig(shape_steps=0.0, **settings))
+    plain = model.pipe(["a red chair"] * 2, num_inference_steps=4, guidance_scale=7.5, height=64, width=64,
+                       generator=[torch.Generator().manual_seed(seed) for seed in (3, 4)]).images
+    for ours, theirs in zip(never, plain):
+        assert np.array_equal(_pixels(ours), np.asarray(theirs, dtype=np.int16))
+    assert np.abs(_pixels(never[0]) - _pixels(normal[0])).mean() > 0.5, "the word changes the picture"
+
+    half = generate(model, concept, [prompt], GenerationConfig(shape_steps=0.5, batch_size=2, **settings))
+    one_by_one = generate(model, concept, [prompt], GenerationConfig(shape_steps=0.5, batch_size=1, **settings))
+    for a, b in zip(half, one_by_one):
+        assert np.abs(_pixels(a) - _pixels(b)).max() <= 2, "batching does not change the schedule"
+    for other in (normal[0], never[0]):
+        assert not np.array_equal(_pixels(half[0]), _pixels(other))
+    last = generate(model, concept, [prompt], GenerationConfig(shape_steps=0.5, shape_order="last", **settings))
+    assert not np.array_equal(_pixels(last[0]), _pixels(half[0])), "the other way round is another schedule"
+    with pytest.raises(InputError, match="shape_steps"):
+        GenerationConfig(shape_steps=1.5).validate()
