@@ -153,3 +153,105 @@ def test_shape_steps_0_is_the_prompt_without_the_word_and_1_the_normal_generatio
     assert not np.array_equal(_pixels(last[0]), _pixels(half[0])), "the other way round is another schedule"
     with pytest.raises(InputError, match="shape_steps"):
         GenerationConfig(shape_steps=1.5).validate()
+
+
+# --- LoRA phase and the files other tools load -------------------------------------------------------
+
+def _lora_config(**changes):
+    return small_config(steps=2, tune="lora", lora_steps=4, lora_lr=0.05, checkpoint_every=2, name="oak-chair",
+                        **changes)
+
+
+@pytest.fixture(scope="module")
+def lora_run(tmp_path_factory):
+    """A run learned with the LoRA phase: (model, run folder, concept, vectors after phase 1, states before)."""
+    from shapeinv_core.workflow import learn
+
+    model = tiny_model()
+    before = {name: {k: v.clone() for k, v in getattr(model.pipe, name).state_dict().items()}
+              for name in ("unet", "vae", "text_encoder")}
+    image, mask = chair_like()
+    folder = tmp_path_factory.mktemp("lora-run")
+    phase1 = invert(tiny_model(), image, mask, small_config(steps=2, checkpoint_every=2))
+    return model, folder, learn(model, image, mask, _lora_config(), folder), phase1, before
+
+
+def test_lora_changes_only_the_lora_weights_and_the_word(lora_run):
+    model, folder, concept, phase1, before = lora_run
+    for name, state in before.items():
+        after = getattr(model.pipe, name).state_dict()
+        assert after.keys() == state.keys(), f"{name} still has adapter layers"
+        assert all(torch.equal(after[key], state[key]) for key in state), f"{name} changed"
+    assert concept.lora and all(".attn2.to_k.lora_" in key or ".attn2.to_v.lora_" in key for key in concept.lora)
+    assert any(float(value.abs().max()) > 0 for key, value in concept.lora.items() if "lora_B" in key), \
+        "B starts at zero; training moved it"
+    assert not torch.allclose(concept.vectors, phase1.vectors), "*s keeps learning beside the LoRA"
+    steps = [record["step"] for record in RunFolder(folder).read_log()]
+    assert steps == [1, 2, 3, 4, 5, 6]
+
+
+def _images(pipe, prompt: str, seeds=(0, 1)) -> list[np.ndarray]:
+    output = pipe([prompt] * len(seeds), num_inference_steps=3, guidance_scale=7.5, height=64, width=64,
+                  generator=[torch.Generator().manual_seed(seed) for seed in seeds])
+    return [np.asarray(image, dtype=np.int16) for image in output.images]
+
+
+def test_the_lora_run_loads_in_plain_diffusers_and_draws_what_this_project_draws(lora_run):
+    from diffusers import DPMSolverMultistepScheduler, StableDiffusionPipeline
+
+    from helpers import tiny_folder
+    from shapeinv_core.concept import Concept
+
+    model, folder, concept, _, _ = lora_run
+    prompt = "a red chair in the shape of *s"
+    ours = [_pixels(r) for r in generate(model, Concept.load(folder), [prompt],
+                                         GenerationConfig(steps=3, num_images=2))]
+    without_lora = [_pixels(r) for r in generate(model, type(concept)(token="*s", vectors=concept.vectors,
+                                                                      settings=concept.settings),
+                                                 [prompt], GenerationConfig(steps=3, num_images=2))]
+    assert np.abs(ours[0] - without_lora[0]).mean() > 0.5, "the LoRA changes the picture"
+
+    def plain_pipeline():
+        pipe = StableDiffusionPipeline.from_pretrained(str(tiny_folder()), safety_checker=None)
+        pipe.scheduler = DPMSolverMultistepScheduler.from_config(pipe.scheduler.config, algorithm_type="dpmsolver++")
+        return pipe
+
+    pipe = plain_pipeline()
+    pipe.load_textual_inversion(str(folder / "learned_embeds.safetensors"), token="*s")
+    pipe.load_lora_weights(str(folder))  # finds pytorch_lora_weights.safetensors
+    for a, b in zip(ours, _images(pipe, prompt)):
+        assert np.abs(a - b).max() <= 2
+
+    # The named files: NAME.safetensors holds one key, the word is the file name (AUTOMATIC1111/ComfyUI);
+    # NAME-lora.safetensors has kohya's keys, which diffusers converts on loading.
+    from safetensors.torch import load_file
+
+    named = load_file(str(folder / "oak-chair.safetensors"))
+    assert list(named) == ["emb_params"] and torch.equal(named["emb_params"], concept.vectors)
+    assert Concept.load(folder / "oak-chair.safetensors").token == "oak-chair"
+    kohya = load_file(str(folder / "oak-chair-lora.safetensors"))
+    assert all(key.startswith("lora_unet_") for key in kohya) and any(key.endswith(".alpha") for key in kohya)
+    pipe = plain_pipeline()
+    pipe.load_textual_inversion(str(folder / "oak-chair.safetensors"), token="oak-chair")
+    pipe.load_lora_weights(str(folder / "oak-chair-lora.safetensors"))
+    for a, b in zip(ours, _images(pipe, "a red chair in the shape of oak-chair")):
+        assert np.abs(a - b).max() <= 2
+
+
+def test_a_stopped_lora_phase_resumes_where_it_stopped(lora_run, tmp_path):
+    from shapeinv_core.inversion import Cancelled
+    from shapeinv_core.workflow import learn
+
+    _, _, uninterrupted, _, _ = lora_run
+    image, mask = chair_like()
+    calls = iter(range(100))
+    with pytest.raises(Cancelled, match="LoRA phase"):  # phase 1 asks twice, then the LoRA phase thrice
+        learn(tiny_model(), image, mask, _lora_config(), tmp_path, should_stop=lambda: next(calls) >= 5)
+    assert (tmp_path / "checkpoints" / "lora_step_000002.safetensors").is_file()
+    reports = []
+    resumed = learn(tiny_model(), image, mask, _lora_config(), tmp_path, on_step=reports.append)
+    assert [report.step for report in reports] == [6], "only the step after the checkpoint (step 3 of 4) is run"
+    torch.testing.assert_close(resumed.vectors, uninterrupted.vectors, atol=1e-6, rtol=1e-5)
+    for key, value in uninterrupted.lora.items():
+        torch.testing.assert_close(resumed.lora[key], value, atol=1e-6, rtol=1e-5)
+    assert [record["step"] for record in RunFolder(tmp_path).read_log()] == [1, 2, 3, 4, 5, 6]
