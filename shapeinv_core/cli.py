@@ -129,6 +129,23 @@ def _add_inversion_options(parser: argparse.ArgumentParser) -> None:
         help="cross-attention layers whose maps are used (default: %(default)s)")
     add("--map-norm", default=defaults.map_norm, choices=["none", "max"],
         help="'none' (research form) or 'max' (divide the map by its max, as Break-A-Scene) (default: %(default)s)")
+    add("--attention-res", default=defaults.attention_res, metavar="all|16|16,32",
+        help="only layers with these grid sides at the training resolution feed the map, e.g. 16 as "
+             "Break-A-Scene (default: %(default)s)")
+    add("--mask-form", default=defaults.mask_form, choices=["mse", "outside"],
+        help="'mse': map toward the mask (research form); 'outside': penalise only attention outside the mask, "
+             "as MagiCapture (default: %(default)s)")
+    add("--background-weight", type=float, default=defaults.background_weight,
+        help="weight of background pixels in the denoising loss: 1 whole image (research form), 0 object only "
+             "(Break-A-Scene) (default: %(default)s)")
+    add("--balance-every", type=int, default=defaults.balance_every,
+        help="steps between measurements of the mask/denoising gradient ratio, 0 never (default: %(default)s)")
+    add("--tune", default=defaults.tune, choices=["none", "lora"],
+        help="'lora': after the *s steps, also train low-rank cross-attention key/value updates (default: %(default)s)")
+    add("--lora-rank", type=int, default=defaults.lora_rank, help="LoRA rank (default: %(default)s)")
+    add("--lora-steps", type=int, default=defaults.lora_steps, help="steps of the LoRA phase (default: %(default)s)")
+    add("--lora-lr", type=float, default=defaults.lora_lr, help="LoRA learning rate (default: %(default)s)")
+    add("--name", help="file name of the concept for other tools, NAME.safetensors (default: from the photo's name)")
     add("--init-reg", type=float, default=defaults.init_reg,
         help="L2 pull toward the initializer embedding (default: %(default)s)")
     add("--checkpoint-every", type=int, default=defaults.checkpoint_every,
@@ -166,15 +183,25 @@ def _add_generation_options(parser: argparse.ArgumentParser) -> None:
     add("--height", type=int, help="image height (default: the training resolution)")
     add("--width", type=int, help="image width (default: the training resolution)")
     add("--batch", type=int, default=defaults.batch_size, help="images per UNet batch (default: %(default)s)")
+    add("--shape-steps", type=float, default=defaults.shape_steps, metavar="F",
+        help="fraction of the sampling steps the prompt with *s conditions; the rest use the prompt without its "
+             "*s phrase (default: %(default)s: all)")
+    add("--shape-order", default=defaults.shape_order, choices=["first", "last"],
+        help="whether the *s prompt takes the first steps (shape early) or the last (default: %(default)s)")
 
 
 def inversion_config(args: argparse.Namespace) -> InversionConfig:
+    from .exports import name_from_photo
+
     return InversionConfig(
         placeholder=args.placeholder, initializer=args.initializer, class_word=args.class_word,
         template=args.template, num_vectors=args.num_vectors, mask_weight=args.mask_weight,
         map_resolution=args.map_resolution, attention_layers=args.attention_layers, map_norm=args.map_norm,
         init_reg=args.init_reg, learning_rate=args.lr, steps=args.steps, batch_size=args.batch, seed=args.seed,
         resolution=args.resolution, checkpoint_every=args.checkpoint_every,
+        attention_res=args.attention_res, mask_form=args.mask_form, background_weight=args.background_weight,
+        balance_every=args.balance_every, tune=args.tune, lora_rank=args.lora_rank, lora_steps=args.lora_steps,
+        lora_lr=args.lora_lr, name=args.name if args.name is not None else name_from_photo(args.image),
     ).validate()
 
 
@@ -223,6 +250,7 @@ def image_and_mask(args: argparse.Namespace, run_dir: Path):
 def run_invert(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from .exports import named_files
     from .inversion import Cancelled
     from .models import load_model, quiet_library_logs
     from .workflow import learn
@@ -233,14 +261,18 @@ def run_invert(args: argparse.Namespace) -> int:
     print(f"loading {args.model} ...")
     model = load_model(args.model, device=args.device, dtype=args.dtype, single_file_config=args.model_config)
     interrupted = _stop_on_ctrl_c()
-    bar = tqdm(total=config.steps, unit="step", dynamic_ncols=True)
+    bar = tqdm(total=config.steps + (config.lora_steps if config.tune == "lora" else 0), unit="step",
+               dynamic_ncols=True)
+    balance = {}
 
     def on_step(report) -> None:
         if bar.n == 0 and report.step > 1:
             bar.update(report.step - 1)  # resumed: count the steps done before
         bar.update(1)
+        if report.terms[0].grad_ratio is not None:
+            balance["ratio"] = f"{report.terms[0].grad_ratio:.3g}"  # |grad mask term| / |grad denoising|
         bar.set_postfix(loss=f"{report.loss:.4f}", diffusion=f"{report.diffusion_loss:.4f}",
-                        mask=f"{report.mask_loss:.4f}")
+                        mask=f"{report.mask_loss:.4f}", **balance)
 
     try:
         concept = learn(model, image, mask, config, args.output, on_step=on_step, should_stop=lambda: interrupted[0])
@@ -251,6 +283,8 @@ def run_invert(args: argparse.Namespace) -> int:
     bar.close()
     losses = ", ".join(f"{key} {value:.4f}" for key, value in concept.final_losses.items())
     print(f"learned {concept.token} -> {args.output} ({losses})")
+    named = named_files(args.output, concept)
+    print(f"for AUTOMATIC1111/ComfyUI: {', '.join(map(str, named))} (the file name is the word; see README)")
     print(f'next: shapeinv generate {args.output} "a red {config.class_word} in the shape of {config.placeholder}" '
           f"-o {args.output / 'images'}")
     return 0
@@ -285,6 +319,7 @@ def run_generate(args: argparse.Namespace) -> int:
     config = GenerationConfig(
         negative_prompt=args.negative, num_images=args.num_images, seed=args.seed, steps=args.steps,
         guidance=args.guidance, height=args.height, width=args.width, batch_size=args.batch,
+        shape_steps=args.shape_steps, shape_order=args.shape_order,
     ).validate()
     model_name = args.model or concept.model or DEFAULT_MODEL
     quiet_library_logs()

@@ -255,3 +255,36 @@ def test_a_stopped_lora_phase_resumes_where_it_stopped(lora_run, tmp_path):
     for key, value in uninterrupted.lora.items():
         torch.testing.assert_close(resumed.lora[key], value, atol=1e-6, rtol=1e-5)
     assert [record["step"] for record in RunFolder(tmp_path).read_log()] == [1, 2, 3, 4, 5, 6]
+
+
+def test_the_cli_takes_every_knob_and_names_the_files_after_the_photo(tmp_path, capsys):
+    import json
+
+    from helpers import tiny_folder
+    from shapeinv_core.cli import main
+
+    image, mask = chair_like((80, 64))
+    image.save(tmp_path / "Oak Chair.png")
+    mask.save(tmp_path / "mask.png")
+    run_dir = tmp_path / "run"
+    code = main(["invert", str(tmp_path / "Oak Chair.png"), "--mask", str(tmp_path / "mask.png"), "-o", str(run_dir),
+                 "--model", str(tiny_folder()), "--device", "cpu", "--resolution", "64", "--steps", "2", "--batch",
+                 "1", "--attention-res", "8", "--mask-form", "outside", "--background-weight", "0.5",
+                 "--balance-every", "1", "--tune", "lora", "--lora-steps", "2", "--lora-rank", "2"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    settings = json.loads((run_dir / "config.json").read_text())
+    assert {key: settings[key] for key in ("attention_res", "mask_form", "background_weight", "tune", "lora_rank",
+                                           "name")} == {"attention_res": "8", "mask_form": "outside",
+                                                        "background_weight": 0.5, "tune": "lora", "lora_rank": 2,
+                                                        "name": "oak-chair"}
+    assert (run_dir / "oak-chair.safetensors").is_file() and (run_dir / "oak-chair-lora.safetensors").is_file()
+    assert "oak-chair.safetensors" in out
+    log = RunFolder(run_dir).read_log()
+    assert [r["step"] for r in log] == [1, 2, 3, 4] and all("grad_ratio" in r for r in log)
+
+    code = main(["generate", str(run_dir), "a red chair in the shape of *s", "-o", str(tmp_path / "images"),
+                 "--device", "cpu", "--steps", "2", "--shape-steps", "0.5", "--shape-order", "last"])
+    assert code == 0 and (tmp_path / "images" / "grid.png").is_file()
+    assert main(["generate", str(run_dir), "a *s", "-o", str(tmp_path / "x"), "--shape-steps", "2"]) == 2
+    assert "shape_steps must be between 0" in capsys.readouterr().err
