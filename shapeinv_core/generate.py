@@ -17,7 +17,7 @@ from PIL import Image
 from .concept import Concept, install_tokens
 from .config import GenerationConfig
 from .errors import InputError
-from .lora import apply_lora
+from .lora import lora_for_generation
 from .metrics import strip_placeholder
 from .models import LoadedModel
 
@@ -63,8 +63,7 @@ def generate(model: LoadedModel, concept: Concept, prompts: list[str], config: G
     work = [(prompt, config.seed + index) for prompt in prompts for index in range(config.num_images)]
     switch_at, shape_first = shape_schedule(config)
     results: list[GeneratedImage] = []
-    apply_lora(pipe, concept.lora)
-    try:
+    with lora_for_generation(pipe, concept.lora):
         for start in range(0, len(work), config.batch_size):
             batch = work[start:start + config.batch_size]
             with_token = [prompt for prompt, _ in batch]
@@ -90,8 +89,6 @@ def generate(model: LoadedModel, concept: Concept, prompts: list[str], config: G
             results += [GeneratedImage(prompt, seed, image) for (prompt, seed), image in zip(batch, output.images)]
             if on_image is not None:
                 on_image(len(results), len(work))
-    finally:
-        apply_lora(pipe, None)  # the pipeline is shared with training: leave its UNet as it was
     return results
 
 

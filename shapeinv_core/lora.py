@@ -10,12 +10,15 @@ peft's state dict (`...attn2.to_k.lora_A.weight`, `lora_B`); on disk it is diffu
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file
 
-ADAPTER = "shapeinv"
+ADAPTER = "shapeinv"  # the LoRA being trained
+EDIT_ADAPTER = "shapeinv-edit"  # a concept's LoRA loaded for generation
 TARGET_MODULES = r".*attn2\.(to_k|to_v)"
 LORA_FILE = "pytorch_lora_weights.safetensors"  # diffusers' name: load_lora_weights(folder) finds it
 
@@ -87,9 +90,35 @@ def kohya_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {key: value.float().contiguous() for key, value in converted.items()}  # alpha too, as kohya writes it
 
 
-def apply_lora(pipe, state: dict[str, torch.Tensor] | None) -> None:
-    """Load `state` into the pipeline with diffusers' own loader (replacing any earlier one); None removes it."""
-    if getattr(pipe.unet, "peft_config", None):
-        pipe.unload_lora_weights()
-    if state:
-        pipe.load_lora_weights({f"unet.{key}": value for key, value in state.items()}, adapter_name=ADAPTER)
+@contextmanager
+def lora_for_generation(pipe, state: dict[str, torch.Tensor] | None) -> Iterator[None]:
+    """While generating: the concept's LoRA (or none) active, any LoRA being trained set aside.
+
+    The app's worker draws edits between the steps of a running job, so a LoRA phase may be
+    under way on the same UNet: its adapter is switched off (or the edit's adapter is the only
+    active one) for the edit and switched back on afterwards, trainable as before. Without a
+    LoRA phase, the UNet is left without adapter layers, as it came.
+    """
+    unet = pipe.unet
+    training = ADAPTER in (getattr(unet, "peft_config", None) or {})
+    if not state and not training:
+        yield
+        return
+    try:
+        if state:  # diffusers' own loader, as a user of the saved file would load it
+            pipe.load_lora_weights({f"unet.{key}": value for key, value in state.items()}, adapter_name=EDIT_ADAPTER)
+            unet.set_adapters([EDIT_ADAPTER])
+        else:
+            unet.disable_adapters()
+        yield
+    finally:
+        if training:
+            if state:
+                unet.delete_adapters(EDIT_ADAPTER)
+            unet.enable_adapters()
+            unet.set_adapter(ADAPTER)
+            for name, param in unet.named_parameters():
+                if f".{ADAPTER}." in name:
+                    param.requires_grad_(True)
+        else:
+            pipe.unload_lora_weights()

@@ -288,3 +288,36 @@ def test_the_cli_takes_every_knob_and_names_the_files_after_the_photo(tmp_path, 
     assert code == 0 and (tmp_path / "images" / "grid.png").is_file()
     assert main(["generate", str(run_dir), "a *s", "-o", str(tmp_path / "x"), "--shape-steps", "2"]) == 2
     assert "shape_steps must be between 0" in capsys.readouterr().err
+
+
+def test_an_edit_during_a_lora_phase_draws_with_its_own_lora_and_leaves_the_trained_one_as_it_was(lora_run):
+    # The app's worker draws edits between the steps of a running job; here the job is a LoRA phase.
+    from shapeinv_core.concept import Concept
+    from shapeinv_core.lora import ADAPTER, add_lora, remove_lora
+
+    model, folder, _, _, _ = lora_run
+    unet = model.pipe.unet
+    with_lora = Concept.load(folder)
+    without_lora = Concept(token="*s", vectors=with_lora.vectors, settings=with_lora.settings)
+    prompt, settings = ["a red chair in the shape of *s"], GenerationConfig(steps=3)
+    expected = [_pixels(generate(model, c, prompt, settings)[0]) for c in (with_lora, without_lora)]
+
+    params = add_lora(unet, 2, seed=1)
+    try:
+        with torch.no_grad():
+            for param in params:
+                param.add_(0.5)  # a LoRA in training, far from zero
+        before = [param.detach().clone() for param in params]
+        during = [_pixels(generate(model, c, prompt, settings)[0]) for c in (with_lora, without_lora)]
+        assert all(np.array_equal(a, b) for a, b in zip(during, expected))
+        assert unet.active_adapters() == [ADAPTER] and list(unet.peft_config) == [ADAPTER]
+        assert all(p.requires_grad and torch.equal(p, b) for p, b in zip(params, before))
+        sample, hidden = torch.randn(1, 4, 8, 8), torch.randn(1, 77, 32)
+        with torch.no_grad():
+            active = unet(sample, 10, encoder_hidden_states=hidden).sample
+            unet.disable_adapters()
+            off = unet(sample, 10, encoder_hidden_states=hidden).sample
+            unet.enable_adapters()
+        assert not torch.allclose(active, off), "the trained LoRA is back in force"
+    finally:
+        remove_lora(unet)
