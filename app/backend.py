@@ -20,8 +20,9 @@ from PIL import Image
 
 from shapeinv_core import masks
 from shapeinv_core.concept import Concept
-from shapeinv_core.config import DEFAULT_PLACEHOLDER, GenerationConfig, InversionConfig
+from shapeinv_core.config import DEFAULT_PLACEHOLDER, GenerationConfig, InversionConfig, load_json
 from shapeinv_core.errors import InputError
+from shapeinv_core.exports import DEFAULT_NAME, named_files
 from shapeinv_core.generate import check_prompts, slug
 from shapeinv_core.images import fit_within, open_image
 from shapeinv_core.inversion import pad_to_square
@@ -209,12 +210,14 @@ class Backend:
     def inversion_config(self, **settings) -> InversionConfig:
         """Settings from the form; `steps` is held to the server's limit."""
         steps = int(settings.get("steps", InversionConfig.steps))
+        if settings.get("tune", "none") == "lora":
+            steps += int(settings.get("lora_steps", InversionConfig.lora_steps))
         if steps > self.limits.max_steps:
-            raise InputError(f"{steps} steps is more than this server allows ({self.limits.max_steps}). "
-                             "Ask for fewer steps, or run the CLI on your own GPU.")
+            raise InputError(f"{steps} steps (LoRA phase included) is more than this server allows "
+                             f"({self.limits.max_steps}). Ask for fewer steps, or run the CLI on your own GPU.")
         config = InversionConfig(**settings)
         for name in ("num_vectors", "map_resolution", "batch_size", "seed", "resolution", "checkpoint_every",
-                     "steps"):
+                     "steps", "balance_every", "lora_rank", "lora_steps"):
             setattr(config, name, int(getattr(config, name)))
         return config.validate()
 
@@ -256,6 +259,7 @@ class Backend:
             "kind": job.kind,
             "phase": job.phase,  # a sweep after its steps: which weight it is drawing
             "terms": job.term_list(),  # a sweep: the latest loss terms of each weight's *s
+            "grad_ratio": self._latest_balance(run),  # |grad(weight x mask term)| / |grad(denoising)|
             "note": job.note,
         }
 
@@ -281,6 +285,14 @@ class Backend:
             return f"Job {status['id']}: failed. {status['error']}"
         return f"Job {status['id']}: cancelled. {status['error'] or ''}".strip()
 
+    @staticmethod
+    def _latest_balance(run) -> float | None:
+        """The newest gradient ratio in a run's log (measured every `balance_every` steps), or None."""
+        for record in reversed(run.read_log()):
+            if record.get("grad_ratio") is not None:
+                return record["grad_ratio"]
+        return None
+
     def log(self, job_id: str) -> list[dict]:
         return self.store.run(job_id).read_log()
 
@@ -293,15 +305,17 @@ class Backend:
                 final if final.is_file() else attention if attention.is_file() else None)
 
     def downloads(self, job_id: str) -> list[Path]:
-        """`learned_embeds.safetensors` and the whole run as a zip, once the job is done."""
+        """NAME.safetensors (NAME-lora.safetensors) for other tools and the whole run as NAME-JOB.zip, once done."""
         run = self.store.run(job_id)
         if not run.has_concept():
             return []
-        return [run.path / "learned_embeds.safetensors", self.export_zip(job_id)]
+        name = load_json(InversionConfig, run.config_path).name or DEFAULT_NAME
+        return [path for path in named_files(run.path, name, with_lora=True) if path.is_file()] + \
+            [self.export_zip(job_id, name)]
 
-    def export_zip(self, job_id: str) -> Path:
+    def export_zip(self, job_id: str, name: str = DEFAULT_NAME) -> Path:
         folder = self.store.job_dir(job_id)
-        target = self.data_dir / "exports" / f"shapeinv-{folder.name}.zip"
+        target = self.data_dir / "exports" / f"{name}-{folder.name}.zip"
         if target.is_file() and target.stat().st_mtime >= (folder / "learned_embeds.safetensors").stat().st_mtime:
             return target
         target.parent.mkdir(parents=True, exist_ok=True)

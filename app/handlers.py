@@ -14,6 +14,7 @@ from PIL import Image
 
 from shapeinv_core.config import GenerationConfig
 from shapeinv_core.errors import ShapeInvError
+from shapeinv_core.exports import name_from_photo
 from shapeinv_core.jobs import FINISHED, RUNNING, SWEEP, validate_job_id
 from shapeinv_core.report import METRICS_COLUMNS
 
@@ -174,23 +175,32 @@ class Handlers:
     def start_inversion(self, image: str | None, mask: str | None, mask_weight: float, steps: int,
                         class_word: str, initializer: str, num_vectors: int, learning_rate: float,
                         batch_size: int, resolution: int, seed: int, map_resolution: int, attention_layers: str,
-                        map_norm: str, init_reg: float, checkpoint_every: int):
-        """Queue an inversion; the mask is extracted automatically when none is given."""
+                        map_norm: str, init_reg: float, checkpoint_every: int, attention_res: str = "all",
+                        mask_form: str = "mse", background_weight: float = 1.0, tune: str = "none",
+                        lora_rank: int = 4, lora_steps: int = 100, lora_lr: float = 1e-4, name: str = ""):
+        """Queue an inversion; the mask is extracted automatically when none is given.
+
+        The concept's file name (NAME.safetensors) is `name`, or else made from the photo's file name.
+        """
         picture = self.backend.read_image(image)
         object_mask = self.backend.read_mask(mask, picture)
         config = self._config(mask_weight, steps, class_word, initializer, num_vectors, learning_rate, batch_size,
-                              resolution, seed, map_resolution, attention_layers, map_norm, init_reg, checkpoint_every)
+                              resolution, seed, map_resolution, attention_layers, map_norm, init_reg, checkpoint_every,
+                              attention_res=str(attention_res).strip(), mask_form=mask_form,
+                              background_weight=float(background_weight), tune=tune, lora_rank=lora_rank,
+                              lora_steps=lora_steps, lora_lr=float(lora_lr),
+                              name=(name or "").strip() or name_from_photo(image))
         job = self.backend.submit(picture, object_mask, config)
         return job.id, self.backend.status(job.id), gr.Timer(active=True)
 
     def _config(self, mask_weight, steps, class_word, initializer, num_vectors, learning_rate, batch_size,
-                resolution, seed, map_resolution, attention_layers, map_norm, init_reg, checkpoint_every):
+                resolution, seed, map_resolution, attention_layers, map_norm, init_reg, checkpoint_every, **more):
         return self.backend.inversion_config(
             mask_weight=float(mask_weight), steps=steps, class_word=class_word.strip(),
             initializer=initializer.strip(), num_vectors=num_vectors, learning_rate=float(learning_rate),
             batch_size=batch_size, resolution=resolution, seed=seed, map_resolution=map_resolution,
             attention_layers=attention_layers, map_norm=map_norm, init_reg=float(init_reg),
-            checkpoint_every=checkpoint_every,
+            checkpoint_every=checkpoint_every, **more,
         )
 
     @user_errors
@@ -244,8 +254,12 @@ class Handlers:
     def _losses(status: dict) -> str:
         if status["loss"] is None:
             return ""
-        return (f"loss **{status['loss']:.4f}** = denoising {status['diffusion_loss']:.4f} "
+        text = (f"loss **{status['loss']:.4f}** = denoising {status['diffusion_loss']:.4f} "
                 f"+ weight x mask {status['mask_loss']:.4f}")
+        if status.get("grad_ratio") is not None:
+            text += (f"  \ngradient ratio mask / denoising **{status['grad_ratio']:.3g}**: how hard the mask "
+                     "term pulls on *s next to the denoising term (near 0: the weight hardly bites)")
+        return text
 
     # --- sweeps -------------------------------------------------------------------------------
     @user_errors
@@ -253,7 +267,8 @@ class Handlers:
                     num_images: int, sample_steps: int, guidance: float, class_word: str, initializer: str,
                     num_vectors: int, learning_rate: float, batch_size: int, resolution: int, seed: int,
                     map_resolution: int, attention_layers: str, map_norm: str, init_reg: float,
-                    checkpoint_every: int):
+                    checkpoint_every: int, attention_res: str = "all", mask_form: str = "mse",
+                    background_weight: float = 1.0):
         """Queue one job that learns a `*s` per mask weight together, then draws and measures every prompt.
 
         -> (sweep id, status, timer). The other settings are the single run's (its Advanced section).
@@ -262,7 +277,9 @@ class Handlers:
         object_mask = self.backend.read_mask(mask, picture)
         values = self.backend.parse_weights(weights)
         config = self._config(values[0], steps, class_word, initializer, num_vectors, learning_rate, batch_size,
-                              resolution, seed, map_resolution, attention_layers, map_norm, init_reg, checkpoint_every)
+                              resolution, seed, map_resolution, attention_layers, map_norm, init_reg, checkpoint_every,
+                              attention_res=str(attention_res).strip(), mask_form=mask_form,
+                              background_weight=float(background_weight), name=name_from_photo(image))
         generation = GenerationConfig(num_images=int(num_images), steps=int(sample_steps), guidance=float(guidance),
                                       seed=int(seed))
         job = self.backend.submit(picture, object_mask, self.backend.sweep_spec(values, prompts, config, generation))
@@ -329,14 +346,16 @@ class Handlers:
     # --- edits --------------------------------------------------------------------------------
     @user_errors
     def generate(self, job_id: str, concept_file: str | None, prompts: str, num_images: int, seed: int,
-                 steps: int, guidance: float):
+                 steps: int, guidance: float, shape_steps: float = 1.0, shape_order: str = "first"):
         """Images for one prompt per line -> (gallery of (image, caption), note on where they were saved).
 
         `job_id` is a job's id or a sweep's `SWEEP_ID/weight_0.1`. The images are kept for
-        `edit_metrics` (per session), which the page calls next.
+        `edit_metrics` (per session), which the page calls next. `shape_steps`: the fraction of the
+        sampling steps the prompt with *s conditions (the rest: the prompt without its *s phrase).
         """
         config = GenerationConfig(num_images=int(num_images), seed=int(seed), steps=int(steps),
-                                  guidance=float(guidance)).validate()
+                                  guidance=float(guidance), shape_steps=float(shape_steps),
+                                  shape_order=shape_order).validate()
         saved = self.backend.generate(job_id, concept_file, prompts, config)
         gallery = [(str(edit.path), f"{edit.prompt} (seed {edit.seed})") for edit in saved]
         folder = saved[0].path.parent.relative_to(self.backend.data_dir) if saved else ""

@@ -6,7 +6,15 @@ from pathlib import Path
 
 import gradio as gr
 
-from shapeinv_core.config import ATTENTION_LAYER_CHOICES, MAP_NORMS, InversionConfig
+from shapeinv_core.config import (
+    ATTENTION_LAYER_CHOICES,
+    MAP_NORMS,
+    MASK_FORMS,
+    SHAPE_ORDERS,
+    TUNE_CHOICES,
+    GenerationConfig,
+    InversionConfig,
+)
 from shapeinv_core.report import METRICS_COLUMNS
 from shapeinv_core.sweep import DEFAULT_PROMPTS, DEFAULT_WEIGHTS
 
@@ -105,6 +113,28 @@ def build_demo(backend: Backend, defaults: InversionConfig | None = None) -> gr.
                                                        label="Attention layers")
                         map_norm = gr.Dropdown(list(MAP_NORMS), value=d.map_norm, label="Map normalisation")
                         init_reg = gr.Number(d.init_reg, label="Pull toward the initializer", minimum=0)
+                    with gr.Row():
+                        attention_res = gr.Dropdown(["all", "16", "16,32", "8", "32", "64"], value=d.attention_res,
+                                                    allow_custom_value=True, label="Map layers by grid side",
+                                                    info="16: Break-A-Scene's 16x16 layers (at 512 px)",
+                                                    elem_id="attention-res")
+                        mask_form = gr.Radio(list(MASK_FORMS), value=d.mask_form, label="Mask term",
+                                             info="mse: map toward the mask; outside: only attention outside it",
+                                             elem_id="mask-form")
+                        background_weight = gr.Slider(0, 1, value=d.background_weight, step=0.05,
+                                                      label="Background weight in the denoising loss",
+                                                      info="1: whole image (research); 0: object only",
+                                                      elem_id="background-weight")
+                    with gr.Row():
+                        tune = gr.Radio(list(TUNE_CHOICES), value=d.tune, label="Weight offsets",
+                                        info="lora: after *s, also train low-rank cross-attention key/value updates",
+                                        elem_id="tune")
+                        lora_rank = gr.Number(d.lora_rank, label="LoRA rank", precision=0, minimum=1, maximum=128)
+                        lora_steps = gr.Number(d.lora_steps, label="LoRA steps", precision=0, minimum=1,
+                                               elem_id="lora-steps")
+                        lora_lr = gr.Number(d.lora_lr, label="LoRA learning rate", minimum=0)
+                        name = gr.Textbox("", label="File name (NAME.safetensors)",
+                                          info="empty: from the photo's file name", elem_id="concept-name")
                 start = gr.Button("Start learning", variant="primary", elem_id="start")
 
                 gr.Markdown("## 3. Progress")
@@ -170,7 +200,14 @@ def build_demo(backend: Backend, defaults: InversionConfig | None = None) -> gr.
             gen_steps = gr.Slider(1, 100, value=25, step=1, label="Sampling steps", elem_id="gen-steps")
             guidance = gr.Slider(0, 20, value=7.5, step=0.5, label="Guidance", elem_id="guidance")
         with gr.Row():
-            concept_file = gr.File(label="Or edit with a concept you have (learned_embeds.safetensors)",
+            shape_steps = gr.Slider(0, 1, value=GenerationConfig.shape_steps, step=0.05,
+                                    label="Shape steps: share of sampling steps the *s prompt conditions",
+                                    info="the rest use the prompt without its *s phrase: shape early, look from the "
+                                         "edit", elem_id="shape-steps")
+            shape_order = gr.Radio(list(SHAPE_ORDERS), value=GenerationConfig.shape_order,
+                                   label="*s prompt takes the steps", elem_id="shape-order")
+        with gr.Row():
+            concept_file = gr.File(label="Or edit with a concept you have (learned_embeds or NAME.safetensors)",
                                    file_types=[".safetensors"], type="filepath", elem_id="concept-file")
             downloads = gr.File(label="Downloads: the concept and the whole run", file_count="multiple",
                                 interactive=False, elem_id="downloads")
@@ -205,7 +242,8 @@ def build_demo(backend: Backend, defaults: InversionConfig | None = None) -> gr.
         start.click(
             h.start_inversion,
             [image, mask, mask_weight, steps, class_word, initializer, num_vectors, learning_rate, batch_size,
-             resolution, seed, map_resolution, attention_layers, map_norm, init_reg, checkpoint_every],
+             resolution, seed, map_resolution, attention_layers, map_norm, init_reg, checkpoint_every,
+             attention_res, mask_form, background_weight, tune, lora_rank, lora_steps, lora_lr, name],
             [job_id, status_json, timer], api_name="start_inversion",
         ).success(None, [job_id], None, js=Handlers.job_link_js())
         job_id.submit(h.job_status, [job_id], status_outputs, api_name="job_status", concurrency_limit=None)
@@ -215,7 +253,8 @@ def build_demo(backend: Backend, defaults: InversionConfig | None = None) -> gr.
         cancel.click(h.cancel_job, [job_id], [status_json, job_headline], api_name="cancel_job")
         job_id.change(None, [job_id], [edit_concept], js="(id) => id", api_name="follow_job",
                       api_visibility="private")
-        generate.click(h.generate, [edit_concept, concept_file, prompts, num_images, gen_seed, gen_steps, guidance],
+        generate.click(h.generate, [edit_concept, concept_file, prompts, num_images, gen_seed, gen_steps, guidance,
+                                    shape_steps, shape_order],
                        [gallery, edit_note, edits], api_name="generate",
                        ).success(h.edit_metrics, [edits], [edit_metrics, metrics_note], api_name="edit_metrics")
 
@@ -225,7 +264,7 @@ def build_demo(backend: Backend, defaults: InversionConfig | None = None) -> gr.
             h.start_sweep,
             [image, mask, sweep_weights, sweep_prompts, sweep_steps, sweep_images, sweep_sample_steps, sweep_guidance,
              class_word, initializer, num_vectors, learning_rate, batch_size, resolution, seed, map_resolution,
-             attention_layers, map_norm, init_reg, checkpoint_every],
+             attention_layers, map_norm, init_reg, checkpoint_every, attention_res, mask_form, background_weight],
             [sweep_id, sweep_json, sweep_timer], api_name="start_sweep",
         ).success(None, [sweep_id], None, js=Handlers.job_link_js())
         sweep_id.submit(h.sweep_results, [sweep_id], sweep_outputs, api_name="sweep_results", concurrency_limit=None)

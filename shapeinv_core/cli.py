@@ -250,7 +250,7 @@ def image_and_mask(args: argparse.Namespace, run_dir: Path):
 def run_invert(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from .exports import named_files
+    from .exports import concept_name, named_files
     from .inversion import Cancelled
     from .models import load_model, quiet_library_logs
     from .workflow import learn
@@ -283,7 +283,7 @@ def run_invert(args: argparse.Namespace) -> int:
     bar.close()
     losses = ", ".join(f"{key} {value:.4f}" for key, value in concept.final_losses.items())
     print(f"learned {concept.token} -> {args.output} ({losses})")
-    named = named_files(args.output, concept)
+    named = named_files(args.output, concept_name(concept), bool(concept.lora))
     print(f"for AUTOMATIC1111/ComfyUI: {', '.join(map(str, named))} (the file name is the word; see README)")
     print(f'next: shapeinv generate {args.output} "a red {config.class_word} in the shape of {config.placeholder}" '
           f"-o {args.output / 'images'}")

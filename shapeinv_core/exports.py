@@ -32,18 +32,17 @@ def concept_name(concept: Concept) -> str:
     return concept.settings.name or DEFAULT_NAME
 
 
-def named_files(folder: Path, concept: Concept) -> list[Path]:
-    """The tool files a run folder holds (or will hold) for `concept`: NAME.safetensors [, NAME-lora.safetensors]."""
-    name = concept_name(concept)
+def named_files(folder: Path, name: str, with_lora: bool) -> list[Path]:
+    """The tool files for concept NAME in `folder`: NAME.safetensors [, NAME-lora.safetensors]."""
     files = [folder / f"{name}.safetensors"]
-    if concept.lora:
+    if with_lora:
         files.append(folder / f"{name}-lora.safetensors")
     return files
 
 
 def write_named_files(folder: Path, concept: Concept) -> list[Path]:
-    """Write `named_files` into `folder`; returns their paths."""
-    files = named_files(folder, concept)
+    """Write `named_files` of `concept` into `folder`; returns their paths."""
+    files = named_files(folder, concept_name(concept), bool(concept.lora))
     save_file({"emb_params": concept.vectors.detach().float().cpu().contiguous()}, str(files[0]))
     if concept.lora:
         save_file(kohya_state(concept.lora), str(files[1]))

@@ -42,7 +42,7 @@ def test_upload_mask_start_poll_generate(app_server, client, tmp_path):
     headline, loss_plot, attention, downloads = outputs[1], outputs[4], outputs[6], outputs[7]
     assert "done" in headline and Image.open(loss_plot).size == (520, 300) and Image.open(attention).width > 256
     names = sorted(Path(path).name for path in downloads)
-    assert names == ["learned_embeds.safetensors", f"shapeinv-{job_id}.zip"]
+    assert names == sorted(["chair_01.safetensors", f"chair_01-{job_id}.zip"])  # named after the photo
     zipped = zipfile.ZipFile(next(p for p in downloads if p.endswith(".zip"))).namelist()
     assert f"{job_id}/learned_embeds.safetensors" in zipped and f"{job_id}/config.json" in zipped
 
@@ -159,3 +159,29 @@ def test_edit_request_during_a_running_inversion_finishes_first(client, finished
     edit_while_running(client, running, finished_job, num_images=2, steps=3)
     client.predict(job_id=running, api_name="/cancel_job")
     assert wait_for_status(client, running)["status"] == "cancelled"
+
+
+def test_the_new_knobs_lora_under_advanced_the_gradient_ratio_and_the_shape_schedule(client, app_server, tmp_path):
+    image = example_image(tmp_path)
+    job_id = start_job(client, image, steps=2, tune="lora", lora_steps=2, lora_rank=2, attention_res="8",
+                       mask_form="outside", background_weight=0.5, name="oak-chair")
+    status = wait_for_status(client, job_id)
+    assert status["status"] == "done" and status["step"] == status["total_steps"] == 4, status
+    assert status["grad_ratio"] is not None and status["grad_ratio"] > 0
+    outputs = client.predict(job_id=job_id, api_name="/job_status")
+    losses, downloads = outputs[3], outputs[7]
+    assert "gradient ratio" in losses
+    assert sorted(Path(path).name for path in downloads) == sorted(
+        ["oak-chair-lora.safetensors", "oak-chair.safetensors", f"oak-chair-{job_id}.zip"])
+    settings = Concept.load(app_server.data / "jobs" / job_id).settings
+    assert (settings.tune, settings.attention_res, settings.mask_form, settings.background_weight) == \
+        ("lora", "8", "outside", 0.5)
+
+    def edit(**schedule):
+        gallery, _ = client.predict(job_id=job_id, concept_file=None, prompts="a red chair in the shape of *s",
+                                    num_images=1, seed=0, steps=4, guidance=7.5, api_name="/generate", **schedule)
+        return np.asarray(Image.open(gallery[0]["image"]), dtype=np.int16)
+
+    normal, half, never = edit(), edit(shape_steps=0.5), edit(shape_steps=0.0)
+    assert np.array_equal(normal, edit(shape_steps=1.0))
+    assert not np.array_equal(normal, half) and not np.array_equal(half, never)
