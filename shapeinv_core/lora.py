@@ -105,8 +105,9 @@ def lora_for_generation(pipe, state: dict[str, torch.Tensor] | None) -> Iterator
         yield
         return
     try:
-        if state:  # diffusers' own loader, as a user of the saved file would load it
-            pipe.load_lora_weights({f"unet.{key}": value for key, value in state.items()}, adapter_name=EDIT_ADAPTER)
+        if state:  # diffusers' own loader (the UNet's part of load_lora_weights: this LoRA has no text encoder)
+            unet.load_lora_adapter({f"unet.{key}": value for key, value in state.items()}, prefix="unet",
+                                   adapter_name=EDIT_ADAPTER)
             unet.set_adapters([EDIT_ADAPTER])
         else:
             unet.disable_adapters()
@@ -121,4 +122,4 @@ def lora_for_generation(pipe, state: dict[str, torch.Tensor] | None) -> Iterator
                 if f".{ADAPTER}." in name:
                     param.requires_grad_(True)
         else:
-            pipe.unload_lora_weights()
+            unet.unload_lora()
