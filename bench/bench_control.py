@@ -39,7 +39,7 @@ from shapeinv_core.config import GenerationConfig, InversionConfig  # noqa: E402
 from shapeinv_core.generate import generate  # noqa: E402
 from shapeinv_core.images import open_image  # noqa: E402
 from shapeinv_core.inversion import pad_to_square  # noqa: E402
-from shapeinv_core.masking import extract_mask, load_mask  # noqa: E402
+from shapeinv_core.masks import extract_mask, load_mask  # noqa: E402
 from shapeinv_core.metrics import mask_iou  # noqa: E402
 from shapeinv_core.models import load_model, quiet_library_logs  # noqa: E402
 from shapeinv_core.runs import RunFolder  # noqa: E402
