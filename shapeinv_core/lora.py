@@ -10,6 +10,7 @@ peft's state dict (`...attn2.to_k.lora_A.weight`, `lora_B`); on disk it is diffu
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -106,8 +107,9 @@ def lora_for_generation(pipe, state: dict[str, torch.Tensor] | None) -> Iterator
         return
     try:
         if state:  # diffusers' own loader (the UNet's part of load_lora_weights: this LoRA has no text encoder)
-            unet.load_lora_adapter({f"unet.{key}": value for key, value in state.items()}, prefix="unet",
-                                   adapter_name=EDIT_ADAPTER)
+            with _second_adapter_expected():
+                unet.load_lora_adapter({f"unet.{key}": value for key, value in state.items()}, prefix="unet",
+                                       adapter_name=EDIT_ADAPTER)
             unet.set_adapters([EDIT_ADAPTER])
         else:
             unet.disable_adapters()
@@ -115,7 +117,8 @@ def lora_for_generation(pipe, state: dict[str, torch.Tensor] | None) -> Iterator
     finally:
         if training:
             if state:
-                unet.delete_adapters(EDIT_ADAPTER)
+                with _second_adapter_expected():
+                    unet.delete_adapters(EDIT_ADAPTER)
             unet.enable_adapters()
             unet.set_adapter(ADAPTER)
             for name, param in unet.named_parameters():
@@ -123,3 +126,11 @@ def lora_for_generation(pipe, state: dict[str, torch.Tensor] | None) -> Iterator
                     param.requires_grad_(True)
         else:
             unet.unload_lora()
+
+
+@contextmanager
+def _second_adapter_expected() -> Iterator[None]:
+    """peft warns when a second adapter joins (or the active one leaves); here that is the plan."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*(peft_config|was active which is now deleted).*")
+        yield
