@@ -16,7 +16,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 from shapeinv_core.config import DEFAULT_MODEL, InversionConfig  # noqa: E402
 from shapeinv_core.metrics import DEFAULT_CLIP_MODEL  # noqa: E402
-from shapeinv_core.models import TINY  # noqa: E402
+from shapeinv_core.models import TINY, TOY, native_resolution_of  # noqa: E402
 
 from .backend import Backend, Limits  # noqa: E402
 
@@ -31,7 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--port", type=int, default=int(env("SHAPEINV_PORT", env("GRADIO_SERVER_PORT", "7860"))),
                         help="port (env SHAPEINV_PORT; default 7860)")
     parser.add_argument("--model", default=env("SHAPEINV_MODEL", DEFAULT_MODEL),
-                        help="hub id, local diffusers folder, .safetensors file, or 'tiny' (env SHAPEINV_MODEL)")
+                        help="hub id, local diffusers folder, .safetensors file, or 'tiny' / 'toy' "
+                             "(offline test models; env SHAPEINV_MODEL)")
     parser.add_argument("--data", type=Path, default=Path(env("SHAPEINV_DATA", "data")),
                         help="folder for the job database and run folders (env SHAPEINV_DATA; default ./data)")
     parser.add_argument("--device", default=env("SHAPEINV_DEVICE", "auto"),
@@ -45,10 +46,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def form_defaults(model: str) -> InversionConfig:
-    """The research defaults; for the tiny test model, settings a CPU finishes in seconds."""
+    """The research defaults at the model's native size; for the offline test models, settings a CPU can finish."""
     if model == TINY:
         return InversionConfig(resolution=64, steps=10, batch_size=1, checkpoint_every=5)
-    return InversionConfig()
+    native = native_resolution_of(model)  # None for a hub id (not loaded yet): the research default, 512
+    if model == TOY:
+        return InversionConfig(resolution=native or 64, steps=150, batch_size=2, checkpoint_every=25)
+    return InversionConfig(resolution=native) if native else InversionConfig()
 
 
 def create(data: Path, model: str, device: str = "auto", dtype: str = "auto", limits: Limits | None = None,

@@ -102,7 +102,8 @@ def _weight_list(text: str) -> list[float]:
 
 def _add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=DEFAULT_MODEL,
-                        help=f"hub id, local diffusers folder, .safetensors file, or 'tiny' (default: {DEFAULT_MODEL})")
+                        help="hub id, local diffusers folder, .safetensors file, or 'tiny' / 'toy' (offline test "
+                        f"models) (default: {DEFAULT_MODEL})")
     parser.add_argument("--model-config", help="for a single .safetensors checkpoint: the base model's diffusers "
                         "folder or hub id holding its component configs (default: inferred, from the hub cache)")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
@@ -118,7 +119,8 @@ def _add_inversion_options(parser: argparse.ArgumentParser) -> None:
     add("--lr", type=float, default=defaults.learning_rate, help="learning rate (default: %(default)s)")
     add("--batch", type=int, default=defaults.batch_size, help="timesteps per step (default: %(default)s)")
     add("--seed", type=int, default=defaults.seed, help="seed (default: %(default)s)")
-    add("--resolution", type=int, default=defaults.resolution, help="training resolution (default: %(default)s)")
+    add("--resolution", type=int, default=None,
+        help="training resolution (default: the model's native size, e.g. 512 for SD 1.5, 64 for toy)")
     add("--placeholder", default=defaults.placeholder, help="the learned word (default: %(default)s)")
     add("--initializer", default=defaults.initializer, help="word the vectors start from (default: %(default)s)")
     add("--class-word", default=defaults.class_word, help="class word in the template (default: %(default)s)")
@@ -198,11 +200,22 @@ def inversion_config(args: argparse.Namespace) -> InversionConfig:
         template=args.template, num_vectors=args.num_vectors, mask_weight=args.mask_weight,
         map_resolution=args.map_resolution, attention_layers=args.attention_layers, map_norm=args.map_norm,
         init_reg=args.init_reg, learning_rate=args.lr, steps=args.steps, batch_size=args.batch, seed=args.seed,
-        resolution=args.resolution, checkpoint_every=args.checkpoint_every,
+        resolution=args.resolution or InversionConfig.resolution, checkpoint_every=args.checkpoint_every,
         attention_res=args.attention_res, mask_form=args.mask_form, background_weight=args.background_weight,
         balance_every=args.balance_every, tune=args.tune, lora_rank=args.lora_rank, lora_steps=args.lora_steps,
         lora_lr=args.lora_lr, name=args.name if args.name is not None else name_from_photo(args.image),
     ).validate()
+
+
+def at_native_resolution(config: InversionConfig, args: argparse.Namespace, model) -> InversionConfig:
+    """Without --resolution, learn at the loaded model's native image size (read from its UNet and VAE)."""
+    from dataclasses import replace
+
+    from .models import native_resolution
+
+    if args.resolution is not None:
+        return config
+    return replace(config, resolution=native_resolution(model.pipe)).validate()
 
 
 # --- mask ---------------------------------------------------------------------------------
@@ -260,6 +273,7 @@ def run_invert(args: argparse.Namespace) -> int:
     quiet_library_logs()
     print(f"loading {args.model} ...")
     model = load_model(args.model, device=args.device, dtype=args.dtype, single_file_config=args.model_config)
+    config = at_native_resolution(config, args, model)
     interrupted = _stop_on_ctrl_c()
     bar = tqdm(total=config.steps + (config.lora_steps if config.tune == "lora" else 0), unit="step",
                dynamic_ncols=True)
@@ -356,6 +370,7 @@ def run_sweep(args: argparse.Namespace) -> int:
     quiet_library_logs()
     print(f"loading {args.model} ...")
     model = load_model(args.model, device=args.device, dtype=args.dtype, single_file_config=args.model_config)
+    config = at_native_resolution(config, args, model)
     generation = GenerationConfig(num_images=args.num_images, steps=args.sample_steps, guidance=args.guidance)
     bar = tqdm(total=config.steps, unit="step", dynamic_ncols=True)
 

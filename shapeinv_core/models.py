@@ -1,7 +1,8 @@
-"""Loading a Stable Diffusion 1.x/2.x pipeline: hub id, local folder, single checkpoint, or `tiny`.
+"""Loading a Stable Diffusion 1.x/2.x pipeline: hub id, local folder, single checkpoint, `tiny` or `toy`.
 
 `tiny` (see `tiny.py`) is written to a cache folder and loaded back through the same
-local-folder path a real model uses, so the loading code under test is the real one.
+local-folder path a real model uses, so the loading code under test is the real one. `toy` is the
+small trained model whose weights ship with the package (`shapeinv_core/toy/model/`), loaded the same way.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from .config import DEFAULT_MODEL
 from .errors import ModelLoadError, first_line
 
 TINY = "tiny"
+TOY = "toy"
 log = logging.getLogger(__name__)
 
 
@@ -72,6 +74,10 @@ def load_model(model: str = DEFAULT_MODEL, device: str = "auto", dtype: str = "a
         folder = build_tiny_pipeline()
         pipe = _from_folder(folder, torch_dtype)
         source_revision = _folder_fingerprint(folder)
+    elif source == TOY:
+        folder = toy_model_folder()
+        pipe = _from_folder(folder, torch_dtype)
+        source_revision = _folder_fingerprint(folder)
     elif Path(source).is_dir():
         pipe = _from_folder(Path(source), torch_dtype)
         source_revision = _folder_fingerprint(Path(source))
@@ -80,13 +86,52 @@ def load_model(model: str = DEFAULT_MODEL, device: str = "auto", dtype: str = "a
         source_revision = None
     elif _looks_like_a_path(source):
         raise ModelLoadError(f"Model folder not found: {source}. Check the path, or pass a hub id such as "
-                             f"{DEFAULT_MODEL}, or --model tiny for an offline test model.")
+                             f"{DEFAULT_MODEL}, or --model tiny / --model toy for an offline test model.")
     else:
         pipe, source_revision = _from_hub(source, torch_dtype, revision)
     _check_is_stable_diffusion(pipe, source)
     pipe.set_progress_bar_config(disable=True)
     pipe.to(torch_device)
     return LoadedModel(pipe, source, source_revision, torch_device, torch_dtype)
+
+
+def toy_model_folder() -> Path:
+    """The toy world's committed pipeline folder; a clear error when the package was installed without it."""
+    from .toy import MODEL_DIR
+
+    if not (MODEL_DIR / "model_index.json").is_file():
+        raise ModelLoadError(f"The toy model's weights are missing from {MODEL_DIR.name}/ in the shapeinv package. "
+                             "Reinstall from a full clone (the weights are committed), or train one with "
+                             "`python -m shapeinv_core.toy train -o DIR` and pass --model DIR/pipeline.")
+    return MODEL_DIR
+
+
+def native_resolution(pipe) -> int:
+    """The image side a pipeline was trained at: UNet sample size x the VAE's downsampling (512 for SD 1.5)."""
+    vae_scale = 2 ** (len(pipe.vae.config.block_out_channels) - 1)
+    return int(pipe.unet.config.sample_size) * vae_scale
+
+
+def native_resolution_of(model: str) -> int | None:
+    """`native_resolution` read from a local model's config files without loading weights; None if unknown."""
+    import json
+
+    if model == TOY:
+        from .toy import MODEL_DIR as folder
+    elif model == TINY:
+        from .tiny import build_tiny_pipeline
+
+        folder = build_tiny_pipeline()
+    elif Path(model).is_dir():
+        folder = Path(model)
+    else:
+        return None
+    try:
+        unet = json.loads((folder / "unet" / "config.json").read_text())
+        vae = json.loads((folder / "vae" / "config.json").read_text())
+        return int(unet["sample_size"]) * 2 ** (len(vae["block_out_channels"]) - 1)
+    except (OSError, KeyError, ValueError, TypeError):
+        return None
 
 
 def _looks_like_a_path(source: str) -> bool:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -68,13 +69,13 @@ def build_tiny_pipeline(folder: Path | None = None, prediction_type: str = "epsi
     return _publish(partial, folder, "model_index.json")
 
 
-def write_tiny_clip_vocab(folder: Path) -> tuple[Path, Path]:
-    """Write a small byte-level BPE vocabulary in CLIP's format: every byte, plus whole common words."""
+def write_tiny_clip_vocab(folder: Path, words: Sequence[str] = TINY_WORDS) -> tuple[Path, Path]:
+    """Write a small byte-level BPE vocabulary in CLIP's format: every byte, plus `words` whole."""
     folder.mkdir(parents=True, exist_ok=True)
     byte_chars = _bytes_to_unicode()
     tokens = list(byte_chars) + [c + "</w>" for c in byte_chars]
     merges: list[str] = []
-    for word in TINY_WORDS:
+    for word in words:
         pieces = list(word[:-1]) + [word[-1] + "</w>"]
         current = pieces[0]
         for piece in pieces[1:]:

@@ -1,0 +1,156 @@
+"""Does an image show what its prompt asked for? The toy world's exact substitutes for CLIP-T.
+
+- `dominant_colour`: the named colour most of the object's pixels have (HSV rules, no learning).
+- `PatternClassifier`: a small CNN trained on the renderer's own images (object only, background
+  greyed out), tested on rendered chairs of held-out families before it is trusted.
+- `one_object`: whether the project's mask extractor finds one object (a chair, not noise).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from ..errors import InputError
+from ..masking import extract_mask
+from .render import COLOURS, HELD_OUT_FAMILIES, PATTERNS, TRAIN_FAMILIES, render_toy_chair
+
+OTHER = "other"  # grey, or a hue between the named ones
+
+
+def colour_names(pixels: np.ndarray) -> np.ndarray:
+    """Name each RGB pixel (uint8 [..., 3]): one of COLOURS, or OTHER (mid grey)."""
+    rgb = pixels.astype(np.float32) / 255
+    value = rgb.max(axis=-1)
+    spread = value - rgb.min(axis=-1)
+    saturation = np.where(value > 0, spread / np.maximum(value, 1e-6), 0)
+    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+    safe = np.maximum(spread, 1e-6)
+    hue = np.where(value == r, (g - b) / safe % 6, np.where(value == g, (b - r) / safe + 2, (r - g) / safe + 4)) * 60
+    names = np.full(value.shape, OTHER, dtype=object)
+    chromatic = (saturation >= 0.3) & (value >= 0.22)
+    bins = ((15, "red"), (40, "orange"), (70, "yellow"), (170, "green"), (255, "blue"), (330, "purple"), (361, "red"))
+    lower = 0.0
+    for upper, name in bins:
+        names[chromatic & (hue >= lower) & (hue < upper)] = name
+        lower = upper
+    names[value < 0.22] = "black"
+    names[~chromatic & (value >= 0.55) & (saturation < 0.3)] = "white"
+    return names
+
+
+def dominant_colour(image: Image.Image, mask: Image.Image | np.ndarray) -> str:
+    """The most frequent colour name among the object's pixels (OTHER when grey wins or the mask is empty)."""
+    pixels = np.asarray(image.convert("RGB"))
+    inside = np.asarray(mask) > 127
+    if inside.shape != pixels.shape[:2]:
+        raise InputError(f"The mask is {inside.shape[::-1]} but the image is {pixels.shape[1::-1]}; resize it first.")
+    if not inside.any():
+        return OTHER
+    names, counts = np.unique(colour_names(pixels[inside]), return_counts=True)
+    return str(names[counts.argmax()])
+
+
+@dataclass
+class ObjectCheck:
+    mask: Image.Image | None  # what the extractor found (None when it found nothing usable)
+    one_object: bool
+    why: str
+
+
+def one_object(image: Image.Image, min_share: float = 0.9) -> ObjectCheck:
+    """Run the project's mask extractor; one object = its largest connected part holds >= `min_share` of the mask."""
+    from scipy import ndimage
+
+    try:
+        mask = extract_mask(image).mask
+    except InputError as error:
+        return ObjectCheck(None, False, str(error))
+    binary = np.asarray(mask) > 127
+    labels, count = ndimage.label(binary)
+    if count == 0:
+        return ObjectCheck(mask, False, "empty mask")
+    sizes = np.bincount(labels.ravel())[1:]
+    share = sizes.max() / sizes.sum()
+    return ObjectCheck(mask, bool(share >= min_share), f"{count} parts, largest {share:.0%}")
+
+
+class _PatternNet(torch.nn.Module):
+    def __init__(self, classes: int):
+        super().__init__()
+        self.convs = torch.nn.ModuleList([
+            torch.nn.Conv2d(3, 16, 3, padding=1), torch.nn.Conv2d(16, 32, 3, stride=2, padding=1),
+            torch.nn.Conv2d(32, 32, 3, stride=2, padding=1), torch.nn.Conv2d(32, 64, 3, stride=2, padding=1),
+        ])
+        self.head = torch.nn.Linear(64, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for conv in self.convs:
+            x = F.relu(conv(x))
+        return self.head(x.mean(dim=(2, 3)))
+
+
+class PatternClassifier:
+    """Which of PATTERNS the object wears: a small CNN trained on rendered chairs (exact masks)."""
+
+    def __init__(self, net: _PatternNet):
+        self.net = net.eval()
+
+    @staticmethod
+    def inputs(images: list[Image.Image], masks: list) -> torch.Tensor:
+        """The object on flat grey: pattern, not background, decides."""
+        batch = []
+        for image, mask in zip(images, masks):
+            pixels = np.asarray(image.convert("RGB").resize((64, 64)), dtype=np.float32) / 127.5 - 1
+            inside = np.asarray(Image.fromarray(np.asarray(mask)).convert("L").resize((64, 64))) > 127
+            batch.append(pixels * inside[..., None])
+        return torch.from_numpy(np.stack(batch)).permute(0, 3, 1, 2)
+
+    @classmethod
+    def train(cls, count: int = 1500, epochs: int = 6, seed: int = 0, batch: int = 32) -> PatternClassifier:
+        """Train on `count` rendered chairs of the training families (seeded, so it is reproducible)."""
+        torch.manual_seed(seed)
+        rng = np.random.default_rng(seed)
+        chairs = [render_toy_chair(10_000_000 + seed * 100_000 + i, pattern=PATTERNS[i % len(PATTERNS)],
+                                   family=TRAIN_FAMILIES[int(rng.integers(len(TRAIN_FAMILIES)))]) for i in range(count)]
+        x = cls.inputs([c.image for c in chairs], [c.mask for c in chairs])
+        y = torch.tensor([PATTERNS.index(c.pattern) for c in chairs])
+        net = _PatternNet(len(PATTERNS))
+        optimizer = torch.optim.Adam(net.parameters(), lr=3e-3)
+        for _ in range(epochs):
+            order = torch.randperm(count)
+            for start in range(0, count, batch):
+                pick = order[start:start + batch]
+                loss = F.cross_entropy(net(x[pick]), y[pick])
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+        return cls(net)
+
+    @torch.no_grad()
+    def predict(self, images: list[Image.Image], masks: list) -> list[str]:
+        logits = self.net(self.inputs(images, masks))
+        return [PATTERNS[i] for i in logits.argmax(dim=1).tolist()]
+
+
+def held_out_test_set(count: int, seed: int = 1) -> list:
+    """Rendered chairs of the held-out families, every colour and pattern: what a check is tested on."""
+    rng = np.random.default_rng(seed)
+    colours = list(COLOURS)
+    return [render_toy_chair(20_000_000 + seed * 100_000 + i, family=HELD_OUT_FAMILIES[i % len(HELD_OUT_FAMILIES)],
+                             colour=colours[int(rng.integers(len(colours)))], pattern=PATTERNS[i % len(PATTERNS)])
+            for i in range(count)]
+
+
+def confusion_table(truth: list[str], predicted: list[str], labels: list[str]) -> str:
+    """A markdown confusion table: rows = asked for, columns = found."""
+    found = labels + sorted(set(predicted) - set(labels))
+    lines = ["| asked \\ found | " + " | ".join(found) + " |", "|---" * (len(found) + 1) + "|"]
+    for label in labels:
+        row = [sum(1 for t, p in zip(truth, predicted) if t == label and p == f) for f in found]
+        lines.append(f"| {label} | " + " | ".join(str(v) for v in row) + " |")
+    return "\n".join(lines)

@@ -1,0 +1,332 @@
+"""Training the toy world's model: render chairs, train the VAE, then the UNet and text encoder together.
+
+The model is made of Stable Diffusion's own classes (AutoencoderKL, UNet2DConditionModel with
+cross-attention at several resolutions, CLIPTextModel with a real CLIP BPE tokenizer), so every
+code path of the project runs on it unchanged. It is trained from scratch on a CPU within a
+wall-clock budget, and saved as an ordinary diffusers pipeline folder (safetensors) along the way,
+so stopping early still leaves a usable model.
+
+The loop is deliberately plain (nanoGPT-style): sample a batch, compute the loss, step, log.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import platform
+import shutil
+import subprocess
+import time
+from dataclasses import asdict, dataclass, field
+from multiprocessing import Pool
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..tiny import write_tiny_clip_vocab
+from .render import COLOURS, FAMILY_PHRASES, IMAGE_SIZE, PATTERN_WORDS, caption, render_toy_chair
+
+# Every word a caption or the project's prompts use, so each is one token (others still work, as bytes).
+WORDS = tuple(dict.fromkeys(
+    "a an photo of chair in the shape slatted armchair stool bar plain striped checkered leopard print wooden "
+    "sofa table".split() + list(COLOURS) + [w for phrase in FAMILY_PHRASES.values() for w in phrase.split()]
+    + [w for phrase in PATTERN_WORDS.values() for w in phrase.split("-")]
+))
+
+
+@dataclass
+class TrainConfig:
+    """What a toy model is trained from. The defaults are the committed model's settings."""
+
+    seed: int = 0
+    images: int = 5000  # rendered training chairs (each also used mirrored)
+    minutes: float = 50.0  # wall-clock budget for everything (render, VAE, UNet)
+    vae_minutes: float = 6.0
+    max_vae_steps: int = 100_000
+    max_unet_steps: int = 1_000_000
+    vae_channels: tuple[int, ...] = (16, 32, 64)  # 3 levels: 64x64 image -> 16x16x4 latent
+    vae_batch: int = 16
+    vae_crop: int = 32  # the VAE trains on random crops: it is convolutional, and crops are 4x cheaper
+    vae_lr: float = 2e-3
+    vae_kl: float = 1e-6
+    unet_channels: tuple[int, ...] = (32, 64, 128)  # cross-attention at 16x16, 8x8 and the 4x4 middle
+    unet_heads: int = 4
+    text_width: int = 64
+    text_layers: int = 2
+    batch: int = 32
+    lr: float = 6e-4
+    warmup: int = 100
+    ema: float = 0.998
+    empty_caption: float = 0.1  # caption dropout, so classifier-free guidance works
+    save_every_minutes: float = 5.0
+    workers: int = 2  # processes rendering the dataset
+    threads: int = 1  # torch threads: on a shared 2-core machine one thread is ~7x faster than two
+    image_size: int = IMAGE_SIZE
+    notes: dict = field(default_factory=dict)
+
+
+def train(out: str | Path, config: TrainConfig, progress: bool = True) -> Path:
+    """Train a toy model into `out` (pipeline/, loss logs, train_config.json); return the pipeline folder."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.monotonic()
+    deadline = start + config.minutes * 60
+    torch.manual_seed(config.seed)
+    torch.set_num_threads(config.threads)
+    _write_provenance(out, config)
+
+    images, chairs = render_dataset(config.images, config.seed, config.image_size, config.workers)
+    tokenizer = build_tokenizer(out / "tokenizer-src")
+    vae, unet, text_encoder = build_components(config, tokenizer)
+    vae_end = min(deadline, time.monotonic() + config.vae_minutes * 60)
+    train_vae(vae, images, config, vae_end, out / "vae_loss.csv", progress)
+    latents = encode_dataset(vae, images)
+    vae.register_to_config(scaling_factor=float(1.0 / latents.std()))
+    latents = latents * vae.config.scaling_factor
+    return train_unet(unet, text_encoder, tokenizer, vae, latents, chairs, config, deadline, out, progress)
+
+
+def render_dataset(count: int, seed: int, size: int, workers: int) -> tuple[np.ndarray, list[dict]]:
+    """`count` training chairs (training families only) as uint8 [n, size, size, 3] plus their attributes."""
+    seeds = [seed * 1_000_003 + index for index in range(count)]
+    jobs = [(s, size) for s in seeds]
+    if workers > 1:
+        with Pool(workers) as pool:
+            rendered = pool.map(_render_one, jobs, chunksize=64)
+    else:
+        rendered = [_render_one(job) for job in jobs]
+    images = np.stack([r[0] for r in rendered])
+    return images, [r[1] for r in rendered]
+
+
+def _render_one(job: tuple[int, int]) -> tuple[np.ndarray, dict]:
+    seed, size = job
+    chair = render_toy_chair(seed, size=size)
+    return np.asarray(chair.image), {"family": chair.family, "colour": chair.colour, "pattern": chair.pattern}
+
+
+def build_tokenizer(folder: Path):
+    """A real CLIP BPE tokenizer over this world's words (every other word is spelt in bytes)."""
+    from transformers import CLIPTokenizer
+
+    vocab_file, merges_file = write_tiny_clip_vocab(folder, WORDS)
+    return CLIPTokenizer(vocab=str(vocab_file), merges=str(merges_file), model_max_length=77)
+
+
+def build_components(config: TrainConfig, tokenizer):
+    """Fresh AutoencoderKL, UNet2DConditionModel and CLIPTextModel of the configured sizes."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    levels = len(config.vae_channels)
+    vae = AutoencoderKL(
+        in_channels=3, out_channels=3, latent_channels=4, block_out_channels=config.vae_channels,
+        down_block_types=("DownEncoderBlock2D",) * levels, up_block_types=("UpDecoderBlock2D",) * levels,
+        layers_per_block=1, norm_num_groups=math.gcd(16, *config.vae_channels), sample_size=config.image_size,
+    )
+    text_encoder = CLIPTextModel(CLIPTextConfig(
+        vocab_size=len(tokenizer), hidden_size=config.text_width, intermediate_size=config.text_width * 4,
+        num_attention_heads=4, num_hidden_layers=config.text_layers, max_position_embeddings=77,
+        projection_dim=config.text_width, bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+    ))
+    levels = len(config.unet_channels)
+    unet = UNet2DConditionModel(
+        sample_size=config.image_size // 2 ** (len(config.vae_channels) - 1), in_channels=4, out_channels=4,
+        layers_per_block=1, block_out_channels=config.unet_channels,
+        norm_num_groups=math.gcd(16, *config.unet_channels),
+        cross_attention_dim=config.text_width, attention_head_dim=config.unet_heads,
+        down_block_types=("CrossAttnDownBlock2D",) * 2 + ("DownBlock2D",) * (levels - 2),
+        up_block_types=("UpBlock2D",) * (levels - 2) + ("CrossAttnUpBlock2D",) * 2,
+    )
+    return vae, unet, text_encoder
+
+
+def _to_pixels(images: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+
+
+def train_vae(vae, images: np.ndarray, config: TrainConfig, deadline: float, log_path: Path,
+              progress: bool) -> None:
+    """Reconstruction (L1 + MSE) plus a tiny KL term, on random crops, until the deadline."""
+    rng = np.random.default_rng(config.seed + 1)
+    optimizer = torch.optim.AdamW(vae.parameters(), lr=config.vae_lr, weight_decay=0.0)
+    crop = min(config.vae_crop, config.image_size)
+    vae.train()
+    with open(log_path, "w", newline="") as handle, _bar(progress, deadline, "VAE") as bar:
+        log = csv.writer(handle)
+        log.writerow(["step", "seconds", "loss"])
+        step = 0
+        while time.monotonic() < deadline and step < config.max_vae_steps:
+            pick = rng.integers(0, len(images), config.vae_batch)
+            y, x = rng.integers(0, config.image_size - crop + 1, 2)
+            pixels = _to_pixels(images[pick, y:y + crop, x:x + crop])
+            posterior = vae.encode(pixels).latent_dist
+            recon = vae.decode(posterior.sample()).sample
+            loss = F.l1_loss(recon, pixels) + F.mse_loss(recon, pixels) + config.vae_kl * posterior.kl().mean()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            step += 1
+            log.writerow([step, round(time.monotonic() - bar.start, 1), round(loss.item(), 5)])
+            bar.update(step, loss.item())
+    vae.eval()
+
+
+@torch.no_grad()
+def encode_dataset(vae, images: np.ndarray, batch: int = 256) -> torch.Tensor:
+    """Latent means of every image and of its mirror image: [2n, 4, h, w] (unscaled)."""
+    out = []
+    for start in range(0, len(images), batch):
+        pixels = _to_pixels(images[start:start + batch])
+        out.append(vae.encode(pixels).latent_dist.mean)
+        out.append(vae.encode(pixels.flip(-1)).latent_dist.mean)
+    return torch.cat(out)
+
+
+def train_unet(unet, text_encoder, tokenizer, vae, latents: torch.Tensor, chairs: list[dict], config: TrainConfig,
+               deadline: float, out: Path, progress: bool) -> Path:
+    """Denoising (epsilon) MSE with SD's noise schedule; UNet and text encoder learn together; EMA is saved."""
+    from diffusers import DDPMScheduler
+
+    scheduler = make_scheduler()
+    assert isinstance(scheduler, DDPMScheduler)
+    rng = np.random.default_rng(config.seed + 2)
+    params = list(unet.parameters()) + list(text_encoder.parameters())
+    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=1e-2)
+    ema = [p.detach().clone() for p in params]
+    unet.train()
+    text_encoder.train()
+    next_save = time.monotonic() + config.save_every_minutes * 60
+    pipeline_dir = out / "pipeline"
+    with open(out / "loss.csv", "w", newline="") as handle, _bar(progress, deadline, "UNet") as bar:
+        log = csv.writer(handle)
+        log.writerow(["step", "seconds", "loss", "lr"])
+        step = 0
+        while time.monotonic() < deadline and step < config.max_unet_steps:
+            pick = rng.integers(0, len(latents), config.batch)
+            captions = [caption_for(chairs[i // 2], rng, config.empty_caption) for i in pick]
+            ids = tokenizer(captions, padding="max_length", max_length=tokenizer.model_max_length,
+                            truncation=True, return_tensors="pt").input_ids
+            clean = latents[pick]
+            noise = torch.randn_like(clean)
+            timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (config.batch,))
+            noisy = scheduler.add_noise(clean, noise, timesteps)
+            prediction = unet(noisy, timesteps, text_encoder(ids)[0]).sample
+            loss = F.mse_loss(prediction, noise)
+
+            lr = config.lr * min(1.0, (step + 1) / config.warmup)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            optimizer.step()
+            decay = min(config.ema, (1 + step) / (10 + step))
+            with torch.no_grad():
+                torch._foreach_lerp_(ema, [p.detach() for p in params], 1.0 - decay)
+            step += 1
+            log.writerow([step, round(time.monotonic() - bar.start, 1), round(loss.item(), 5), f"{lr:.2e}"])
+            bar.update(step, loss.item())
+            if time.monotonic() >= next_save:
+                handle.flush()
+                save_pipeline(pipeline_dir, vae, unet, text_encoder, tokenizer, ema, params, step)
+                next_save = time.monotonic() + config.save_every_minutes * 60
+    save_pipeline(pipeline_dir, vae, unet, text_encoder, tokenizer, ema, params, step)
+    return pipeline_dir
+
+
+def caption_for(chair: dict, rng: np.random.Generator, empty: float) -> str:
+    """A fresh caption each time a chair is drawn (words left out at random); `empty` of them are ''."""
+    if rng.random() < empty:
+        return ""
+    return caption(chair["family"], chair["colour"], chair["pattern"], rng)
+
+
+def make_scheduler():
+    """Stable Diffusion's training noise schedule (what the inversion code expects of a model)."""
+    from diffusers import DDPMScheduler
+
+    return DDPMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                         num_train_timesteps=1000, prediction_type="epsilon", clip_sample=False, steps_offset=1)
+
+
+def save_pipeline(folder: Path, vae, unet, text_encoder, tokenizer, ema: list[torch.Tensor],
+                  params: list[torch.nn.Parameter], step: int) -> None:
+    """Save the EMA weights as a diffusers pipeline folder, replacing the previous save atomically."""
+    from diffusers import StableDiffusionPipeline
+
+    live = [p.detach().clone() for p in params]
+    with torch.no_grad():
+        for p, e in zip(params, ema):
+            p.copy_(e)
+    pipe = StableDiffusionPipeline(
+        vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=make_scheduler(),
+        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+    )
+    partial = folder.with_name(folder.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    pipe.save_pretrained(partial, safe_serialization=True)
+    (partial / "README.md").write_text(
+        "Toy Stable-Diffusion-shaped model trained by shapeinv on its own rendered 64x64 chairs "
+        f"(`python -m shapeinv_core.toy train`), {step} UNet steps. A demo/test world, not a real model.\n")
+    with torch.no_grad():
+        for p, value in zip(params, live):
+            p.copy_(value)
+    old = folder.with_name(folder.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if folder.exists():
+        os.replace(folder, old)
+    os.replace(partial, folder)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _write_provenance(out: Path, config: TrainConfig) -> None:
+    import diffusers
+    import transformers
+
+    record = {"config": asdict(config), "git": _git_describe(), "torch": torch.__version__,
+              "diffusers": diffusers.__version__, "transformers": transformers.__version__,
+              "python": platform.python_version(), "machine": platform.machine(),
+              "threads": torch.get_num_threads(), "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    (out / "train_config.json").write_text(json.dumps(record, indent=2) + "\n")
+
+
+def _git_describe() -> str | None:
+    try:
+        root = Path(__file__).resolve().parents[2]
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True)
+        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=root, capture_output=True, text=True)
+        return commit.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+class _bar:
+    """A tqdm bar over wall-clock seconds until `deadline`, showing the step and loss."""
+
+    def __init__(self, enabled: bool, deadline: float, name: str):
+        self.enabled, self.deadline, self.name = enabled, deadline, name
+        self.start = time.monotonic()
+        self.bar = None
+
+    def __enter__(self):
+        if self.enabled:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=round(max(self.deadline - self.start, 0)), desc=self.name, unit="s")
+        return self
+
+    def update(self, step: int, loss: float) -> None:
+        if self.bar is not None and (step % 10 == 0 or step == 1):
+            self.bar.n = round(min(time.monotonic(), self.deadline) - self.start)
+            self.bar.set_postfix(step=step, loss=f"{loss:.4f}", refresh=False)
+            self.bar.refresh()
+
+    def __exit__(self, *exc):
+        if self.bar is not None:
+            self.bar.close()

@@ -1,0 +1,114 @@
+"""The toy world: its renderer, its checks, training end to end, and the committed `--model toy`."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from app.__main__ import form_defaults
+from shapeinv_core.cli import main as cli_main
+from shapeinv_core.generate import _sampling_scheduler
+from shapeinv_core.models import TINY, TOY, load_model, native_resolution, native_resolution_of
+from shapeinv_core.toy import MODEL_DIR
+from shapeinv_core.toy.__main__ import TINY_CONFIG
+from shapeinv_core.toy.checks import OTHER, dominant_colour, held_out_test_set, one_object
+from shapeinv_core.toy.render import COLOURS, HELD_OUT_FAMILIES, PATTERNS, TRAIN_FAMILIES, caption, render_toy_chair
+from shapeinv_core.toy.train import WORDS, TrainConfig, build_tokenizer, train
+
+
+def test_renderer_draws_the_asked_attributes_with_an_exact_mask():
+    chair = render_toy_chair(3, family="armchair", colour="red", pattern="striped")
+    assert (chair.family, chair.colour, chair.pattern) == ("armchair", "red", "striped")
+    mask = np.asarray(chair.mask)
+    assert chair.image.size == chair.mask.size == (64, 64)
+    assert set(np.unique(mask)) == {0, 255}
+    assert 0.05 < (mask > 0).mean() < 0.6
+    again = render_toy_chair(3, family="armchair", colour="red", pattern="striped")
+    assert np.array_equal(np.asarray(again.image), np.asarray(chair.image))
+
+
+def test_training_draws_never_show_a_held_out_family():
+    families = {render_toy_chair(seed).family for seed in range(60)}
+    assert families <= set(TRAIN_FAMILIES)
+    assert not families & set(HELD_OUT_FAMILIES)
+
+
+def test_captions_say_the_attributes_in_words_the_tokenizer_knows(tmp_path):
+    rng = np.random.default_rng(0)
+    captions = [caption("slatted", "blue", "leopard", rng) for _ in range(200)]
+    assert any("blue" in c and "leopard-print" in c and "slatted" in c for c in captions)
+    assert all("red" not in c for c in captions)
+    tokenizer = build_tokenizer(tmp_path / "tok")
+    assert set(WORDS) >= set(COLOURS)
+    for word in ("red", "chair", "shape"):
+        assert len(tokenizer(word, add_special_tokens=False).input_ids) == 1, word
+    for word in WORDS:  # a real BPE: every word round-trips, some as several pieces
+        assert tokenizer.decode(tokenizer(word, add_special_tokens=False).input_ids) == word
+
+
+def test_the_colour_check_names_rendered_chairs_correctly():
+    chairs = held_out_test_set(40)
+    right = sum(dominant_colour(c.image, c.mask) == c.colour for c in chairs)
+    assert right >= 36, f"{right}/40"
+    assert dominant_colour(chairs[0].image, np.zeros((64, 64), np.uint8)) == OTHER
+
+
+def test_training_runs_end_to_end_and_writes_a_loadable_pipeline(tmp_path):
+    config = TrainConfig(**{**TINY_CONFIG, "minutes": 10.0})
+    folder = train(tmp_path / "run", config, progress=False)
+    record = json.loads((tmp_path / "run" / "train_config.json").read_text())
+    assert record["config"]["seed"] == 0 and "git" in record
+    log = (tmp_path / "run" / "loss.csv").read_text().splitlines()
+    assert log[0] == "step,seconds,loss,lr" and len(log) == 1 + TINY_CONFIG["max_unet_steps"]
+    model = load_model(str(folder), device="cpu")
+    assert native_resolution(model.pipe) == 64
+    assert model.pipe.vae.config.scaling_factor != 0.18215  # measured on the encoded training images
+    image = model.pipe("a red chair", num_inference_steps=2, output_type="np").images[0]
+    assert image.shape == (64, 64, 3) and np.isfinite(image).all()
+
+
+def _generated(model_name: str, prompt: str, seeds: list[int]):
+    model = load_model(model_name, device="cpu")
+    pipe = model.pipe
+    pipe.scheduler = _sampling_scheduler(pipe)
+    return pipe([prompt] * len(seeds), num_inference_steps=10, guidance_scale=7.5,
+                generator=[torch.Generator().manual_seed(s) for s in seeds]).images
+
+
+def _dominant(images) -> list[str]:
+    found = []
+    for image in images:
+        check = one_object(image)
+        found.append(dominant_colour(image, check.mask) if check.mask is not None else OTHER)
+    return found
+
+
+@pytest.mark.parametrize("colour", ["red", "blue"])
+def test_toy_model_loads_offline_and_draws_the_asked_colour(colour):
+    assert (MODEL_DIR / "model_index.json").is_file()
+    found = _dominant(_generated(TOY, f"a photo of a {colour} chair", seeds=[0, 1, 2, 3]))
+    assert found.count(colour) >= 3, found
+
+
+def test_the_colour_test_fails_on_the_random_tiny_model():
+    """The check above discriminates: random weights do not draw a red object."""
+    found = _dominant(_generated(TINY, "a photo of a red chair", seeds=[0, 1, 2, 3]))
+    assert found.count("red") < 3, found
+
+
+def test_toy_is_used_at_its_native_size_everywhere(tmp_path, capsys):
+    assert native_resolution_of(TOY) == 64
+    assert form_defaults(TOY).resolution == 64
+    chair = render_toy_chair(5, family="round", pattern="plain")
+    chair.image.save(tmp_path / "chair.png")
+    chair.mask.save(tmp_path / "mask.png")
+    code = cli_main(["invert", str(tmp_path / "chair.png"), "--mask", str(tmp_path / "mask.png"), "-o",
+                     str(tmp_path / "run"), "--model", TOY, "--device", "cpu", "--steps", "2", "--batch", "1"])
+    assert code == 0, capsys.readouterr()
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["resolution"] == 64
+
+
+def test_patterns_and_colours_cover_the_issue():
+    assert len(COLOURS) >= 6
+    assert {"plain", "striped", "checkered", "leopard", "wooden"} <= set(PATTERNS)
