@@ -67,7 +67,10 @@ def main() -> None:
     parser.add_argument("--chairs", type=int, default=8)
     parser.add_argument("--seeds", type=int, default=4)
     parser.add_argument("--norms", default="none,max")
-    parser.add_argument("--weights", default=",".join(f"{w:g}" for w in DEFAULT_WEIGHTS))
+    parser.add_argument("--weights", default=",".join(f"{w:g}" for w in DEFAULT_WEIGHTS),
+                        help="mask weights for map_norm none (default: the research's list)")
+    parser.add_argument("--max-weights", default=None, help="mask weights for map_norm max (default: --weights)")
+    parser.add_argument("--prompts", default=None, help="indices into PROMPTS to run, e.g. 0,1,2 (default: all)")
     parser.add_argument("--steps", type=int, default=60, help="inversion steps")
     parser.add_argument("--batch", type=int, default=2, help="timesteps per step")
     parser.add_argument("--lr", type=float, default=InversionConfig.learning_rate)
@@ -79,30 +82,33 @@ def main() -> None:
     torch.set_num_threads(1)
     cv2.setNumThreads(1)
     quiet_library_logs()
-    weights = [float(w) for w in args.weights.split(",")]
     norms = args.norms.split(",")
+    weights_for = {norm: [float(w) for w in (args.weights if norm == "none" or not args.max_weights
+                                              else args.max_weights).split(",")] for norm in norms}
+    chosen = PROMPTS if args.prompts is None else [PROMPTS[int(i)] for i in args.prompts.split(",")]
     args.out.mkdir(parents=True, exist_ok=True)
     args.pictures.mkdir(parents=True, exist_ok=True)
 
-    classifier = PatternClassifier.train()
+    classifier = PatternClassifier.cached()
     model = load_model(args.model, device="cpu")
     base = InversionConfig(resolution=native_resolution(model.pipe), steps=args.steps, batch_size=args.batch,
                            learning_rate=args.lr, checkpoint_every=max(args.steps, 1))
     generation = GenerationConfig(num_images=args.seeds, steps=args.sample_steps, guidance=args.guidance,
                                   batch_size=16)
-    prompts = [p for p, _, _ in PROMPTS]
+    prompts = [p for p, _, _ in chosen]
     rows, losses = [], []
     began = time.perf_counter()
     for chair_index, chair in enumerate(held_out_chairs(args.chairs)):
         for norm in norms:
             folder = args.out / f"chair{chair_index}" / norm
-            configs = [replace(base, mask_weight=w, map_norm=norm).validate() for w in weights]
-            runs = [RunFolder(folder / run_folder_name(w)) for w in weights]
+            norm_weights = weights_for[norm]
+            configs = [replace(base, mask_weight=w, map_norm=norm).validate() for w in norm_weights]
+            runs = [RunFolder(folder / run_folder_name(w)) for w in norm_weights]
             for run, config in zip(runs, configs):
                 run.start(chair.image, chair.mask, config)
             concepts = invert_many(model, chair.image, chair.mask, configs, runs)
             grid = []
-            for weight, run, concept in zip(weights, runs, concepts):
+            for weight, run, concept in zip(norm_weights, runs, concepts):
                 finish(run, concept, chair.image, chair.mask)
                 losses.append({"chair": chair_index, "norm": norm, "weight": weight, **_loss_ends(run.path)})
                 images = generate(model, concept, prompts, generation)
@@ -112,7 +118,7 @@ def main() -> None:
                                            [m for m in masks if m is not None])
                 found_iter = iter(found)
                 for result, check in zip(images, checks):
-                    _, colour, pattern = PROMPTS[prompts.index(result.prompt)]
+                    _, colour, pattern = chosen[prompts.index(result.prompt)]
                     has_mask = check.mask is not None
                     rows.append({
                         "chair": chair_index, "family": chair.family, "norm": norm, "weight": weight,
@@ -124,19 +130,19 @@ def main() -> None:
                     })
                 grid.append([next(r.image for r in images if r.prompt == p) for p in prompts])
             if chair_index < 2:
-                image_grid([[chair.image] * 1 + row for row in grid], [f"w {w:g}" for w in weights],
+                image_grid([[chair.image] + row for row in grid], [f"w {w:g}" for w in norm_weights],
                            ["input"] + prompts, cell=96).save(args.pictures / f"grid_chair{chair_index}_{norm}.png",
                                                                optimize=True)
             print(f"chair {chair_index} ({chair.family}) norm {norm}: {time.perf_counter() - began:.0f} s", flush=True)
-
-    _write_csv(args.out / "rows.csv", rows)
-    (args.out / "losses.json").write_text(json.dumps(losses, indent=1))
-    summary = summarise(rows, losses, weights, norms, prompts)
-    (args.out / "summary.md").write_text(summary)
+        # after every chair, so stopping early still leaves a summary of the chairs done
+        _write_csv(args.out / "rows.csv", rows)
+        (args.out / "losses.json").write_text(json.dumps(losses, indent=1))
+        summary = summarise(rows, losses, weights_for, norms, prompts)
+        (args.out / "summary.md").write_text(summary)
     print(summary)
     for norm in norms:
         points = []
-        for w in weights:
+        for w in weights_for[norm]:
             edits = [r for r in rows if r["norm"] == norm and r["weight"] == w
                      and (r["colour_asked"] or r["pattern_asked"])]
             followed = statistics.mean(_followed(r) for r in edits) if edits else None
@@ -170,7 +176,8 @@ def _mean_sd(values: list[float]) -> str:
     return f"{statistics.mean(values):.3f} ± {sd:.3f}"
 
 
-def summarise(rows: list[dict], losses: list[dict], weights: list[float], norms: list[str], prompts: list[str]) -> str:
+def summarise(rows: list[dict], losses: list[dict], weights_for: dict[str, list[float]], norms: list[str],
+              prompts: list[str]) -> str:
     """Markdown: Mask-IoU (mean ± sd over chairs x seeds) and edit-followed rates per norm, weight, prompt."""
     chairs = len({r["chair"] for r in rows})
     seeds = len({r["seed"] for r in rows})
@@ -178,16 +185,17 @@ def summarise(rows: list[dict], losses: list[dict], weights: list[float], norms:
            "'followed' = share of images where every asked colour/pattern is found.\n"]
     for norm in norms:
         out.append(f"\n### map_norm {norm}\n")
-        header = "| weight | " + " | ".join(f"IoU: {p}" for p in prompts) + " | red followed | leopard followed | "
-        header += "blue striped followed | mask loss first -> last | diffusion loss last |"
-        out += [header, "|---" * (len(prompts) + 6) + "|"]
-        for w in weights:
+        edits = [p for p, colour, pattern in PROMPTS if (colour or pattern) and p in prompts]
+        header = "| weight | " + " | ".join(f"IoU: {p}" for p in prompts) + " | "
+        header += " | ".join(f"followed: {p}" for p in edits) + " | mask loss first -> last | diffusion loss last |"
+        out += [header, "|---" * (len(prompts) + len(edits) + 3) + "|"]
+        for w in weights_for[norm]:
             cell = [r for r in rows if r["norm"] == norm and r["weight"] == w]
             ious = [_mean_sd([r["mask_iou"] for r in cell if r["prompt"] == p]) for p in prompts]
             followed = []
-            for p in prompts[1:4]:
-                edits = [r for r in cell if r["prompt"] == p]
-                followed.append(f"{statistics.mean(_followed(r) for r in edits):.0%}" if edits else "-")
+            for p in edits:
+                cells = [r for r in cell if r["prompt"] == p]
+                followed.append(f"{statistics.mean(_followed(r) for r in cells):.0%}" if cells else "-")
             ls = [x for x in losses if x["norm"] == norm and x["weight"] == w]
             mask_first = statistics.mean(x["mask_first"] for x in ls) if ls else float("nan")
             mask_last = statistics.mean(x["mask_last"] for x in ls) if ls else float("nan")

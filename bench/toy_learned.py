@@ -49,7 +49,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20, help="DPM-Solver++ steps")
     parser.add_argument("--guidance", type=float, default=7.5)
     parser.add_argument("--out", type=Path, default=Path("bench/toy"))
-    parser.add_argument("--classifier-images", type=int, default=1500)
+    parser.add_argument("--classifier-images", type=int, default=1000)
     args = parser.parse_args()
     torch.set_num_threads(1)
     cv2.setNumThreads(1)
@@ -57,7 +57,7 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
 
     began = time.perf_counter()
-    classifier = PatternClassifier.train(count=args.classifier_images)
+    classifier = PatternClassifier.cached(count=args.classifier_images)
     rendered = held_out_test_set(250)
     predicted = classifier.predict([c.image for c in rendered], [c.mask for c in rendered])
     truth = [c.pattern for c in rendered]

@@ -111,7 +111,7 @@ class PatternClassifier:
         return torch.from_numpy(np.stack(batch)).permute(0, 3, 1, 2)
 
     @classmethod
-    def train(cls, count: int = 1500, epochs: int = 6, seed: int = 0, batch: int = 32) -> PatternClassifier:
+    def train(cls, count: int = 1000, epochs: int = 6, seed: int = 0, batch: int = 32) -> PatternClassifier:
         """Train on `count` rendered chairs of the training families (seeded, so it is reproducible)."""
         torch.manual_seed(seed)
         rng = np.random.default_rng(seed)
@@ -131,8 +131,27 @@ class PatternClassifier:
                 optimizer.step()
         return cls(net)
 
+    @classmethod
+    def cached(cls, count: int = 1000, epochs: int = 6, seed: int = 0) -> PatternClassifier:
+        """`train`, once per settings: later calls load its weights from the cache folder (safetensors)."""
+        from safetensors.torch import load_file, save_file
+
+        from ..models import cache_dir
+
+        path = cache_dir() / f"toy-pattern-classifier-{count}-{epochs}-{seed}.safetensors"
+        if path.is_file():
+            net = _PatternNet(len(PATTERNS))
+            net.load_state_dict(load_file(path))
+            return cls(net)
+        classifier = cls.train(count, epochs, seed)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_file(classifier.net.state_dict(), path)
+        return classifier
+
     @torch.no_grad()
     def predict(self, images: list[Image.Image], masks: list) -> list[str]:
+        if not images:
+            return []
         logits = self.net(self.inputs(images, masks))
         return [PATTERNS[i] for i in logits.argmax(dim=1).tolist()]
 

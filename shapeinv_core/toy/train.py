@@ -63,6 +63,8 @@ class TrainConfig:
     ema: float = 0.998
     empty_caption: float = 0.1  # caption dropout, so classifier-free guidance works
     save_every_minutes: float = 5.0
+    resume: str | None = None  # a pipeline folder to continue from (its VAE is kept; UNet/text encoder train on)
+    dataset: str | None = None  # a rendered dataset (.npz from `render_to_file`) to use instead of rendering
     workers: int = 2  # processes rendering the dataset
     threads: int = 1  # torch threads: on a shared 2-core machine one thread is ~7x faster than two
     image_size: int = IMAGE_SIZE
@@ -79,13 +81,20 @@ def train(out: str | Path, config: TrainConfig, progress: bool = True) -> Path:
     torch.set_num_threads(config.threads)
     _write_provenance(out, config)
 
-    images, chairs = render_dataset(config.images, config.seed, config.image_size, config.workers)
-    tokenizer = build_tokenizer(out / "tokenizer-src")
-    vae, unet, text_encoder = build_components(config, tokenizer)
-    vae_end = min(deadline, time.monotonic() + config.vae_minutes * 60)
-    train_vae(vae, images, config, vae_end, out / "vae_loss.csv", progress)
-    latents = encode_dataset(vae, images)
-    vae.register_to_config(scaling_factor=float(1.0 / latents.std()))
+    if config.dataset:
+        images, chairs = load_dataset(Path(config.dataset))
+    else:
+        images, chairs = render_dataset(config.images, config.seed, config.image_size, config.workers)
+    if config.resume:
+        vae, unet, text_encoder, tokenizer = load_components(Path(config.resume))
+        latents = encode_dataset(vae, images)
+    else:
+        tokenizer = build_tokenizer(out / "tokenizer-src")
+        vae, unet, text_encoder = build_components(config, tokenizer)
+        vae_end = min(deadline, time.monotonic() + config.vae_minutes * 60)
+        train_vae(vae, images, config, vae_end, out / "vae_loss.csv", progress)
+        latents = encode_dataset(vae, images)
+        vae.register_to_config(scaling_factor=float(1.0 / latents.std()))
     latents = latents * vae.config.scaling_factor
     return train_unet(unet, text_encoder, tokenizer, vae, latents, chairs, config, deadline, out, progress)
 
@@ -101,6 +110,29 @@ def render_dataset(count: int, seed: int, size: int, workers: int) -> tuple[np.n
         rendered = [_render_one(job) for job in jobs]
     images = np.stack([r[0] for r in rendered])
     return images, [r[1] for r in rendered]
+
+
+def render_to_file(path: Path, count: int, seed: int, size: int = IMAGE_SIZE, workers: int = 2) -> None:
+    """Render a training set once into an .npz (uint8 images + attribute columns), for `TrainConfig.dataset`."""
+    images, chairs = render_dataset(count, seed, size, workers)
+    np.savez_compressed(path, images=images, **{key: np.array([c[key] for c in chairs]) for key in chairs[0]})
+
+
+def load_dataset(path: Path) -> tuple[np.ndarray, list[dict]]:
+    with np.load(path) as data:
+        keys = ("family", "colour", "pattern")
+        return data["images"], [dict(zip(keys, values)) for values in zip(*(data[k].tolist() for k in keys))]
+
+
+def load_components(folder: Path):
+    """VAE, UNet, text encoder and tokenizer of a saved toy pipeline, to continue training it."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    vae = AutoencoderKL.from_pretrained(folder / "vae", use_safetensors=True).eval()
+    unet = UNet2DConditionModel.from_pretrained(folder / "unet", use_safetensors=True)
+    text_encoder = CLIPTextModel.from_pretrained(folder / "text_encoder", use_safetensors=True)
+    return vae, unet, text_encoder, CLIPTokenizer.from_pretrained(folder / "tokenizer")
 
 
 def _render_one(job: tuple[int, int]) -> tuple[np.ndarray, dict]:
@@ -174,6 +206,42 @@ def train_vae(vae, images: np.ndarray, config: TrainConfig, deadline: float, log
             step += 1
             log.writerow([step, round(time.monotonic() - bar.start, 1), round(loss.item(), 5)])
             bar.update(step, loss.item())
+    vae.eval()
+
+
+def finetune_decoder(vae, images: np.ndarray, deadline: float, log_path: Path, seed: int = 0, batch: int = 16,
+                     lr: float = 1e-3, progress: bool = True, max_steps: int = 1_000_000) -> None:
+    """Train only the decoder on the (frozen) encoder's latent means, as SD's ft-MSE VAE was made.
+
+    The latents the UNet learned to produce do not change, so this can run after (or beside) the
+    UNet's training and sharpens colours and patterns the short first VAE phase left muddy.
+    """
+    rng = np.random.default_rng(seed + 3)
+    params = list(vae.decoder.parameters()) + list(vae.post_quant_conv.parameters())
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    vae.requires_grad_(False)
+    for p in params:
+        p.requires_grad_(True)
+    with open(log_path, "w", newline="") as handle, _bar(progress, deadline, "decoder") as bar:
+        log = csv.writer(handle)
+        log.writerow(["step", "seconds", "loss"])
+        step = 0
+        while time.monotonic() < deadline and step < max_steps:
+            pick = rng.integers(0, len(images), batch)
+            pixels = _to_pixels(images[pick])
+            flip = rng.random() < 0.5
+            pixels = pixels.flip(-1) if flip else pixels
+            with torch.no_grad():
+                latents = vae.encode(pixels).latent_dist.mean
+            recon = vae.decode(latents).sample
+            loss = F.l1_loss(recon, pixels) + F.mse_loss(recon, pixels)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            step += 1
+            log.writerow([step, round(time.monotonic() - bar.start, 1), round(loss.item(), 5)])
+            bar.update(step, loss.item())
+    vae.requires_grad_(False)
     vae.eval()
 
 
