@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import fields
 
-from .train import TrainConfig, finetune_decoder, render_dataset, render_to_file, train
+from .train import TrainConfig, finetune_decoder, load_dataset, render_dataset, render_to_file, train
 
 # A handful of steps on a tiny model: the end-to-end check the tests run.
 TINY_CONFIG = dict(images=16, vae_channels=(8, 8, 8), vae_batch=4, unet_channels=(16, 16), text_width=16,
@@ -40,6 +40,7 @@ def main(argv: list[str] | None = None) -> None:
     dec.add_argument("--minutes", type=float, default=15.0, help="wall-clock budget (default: %(default)s)")
     dec.add_argument("--images", type=int, default=1500, help="rendered chairs (default: %(default)s)")
     dec.add_argument("--seed", type=int, default=1, help="(default: %(default)s)")
+    dec.add_argument("--dataset", help="a rendered set written by `render` (default: render one now)")
     args = parser.parse_args(argv)
     if args.command == "decoder":
         finetune_saved_decoder(args)
@@ -72,7 +73,10 @@ def finetune_saved_decoder(args: argparse.Namespace) -> None:
     out.mkdir(parents=True, exist_ok=True)
     deadline = time.monotonic() + args.minutes * 60
     vae = AutoencoderKL.from_pretrained(Path(args.model) / "vae", use_safetensors=True)
-    images, _ = render_dataset(args.images, args.seed, 64, workers=2)
+    if args.dataset:
+        images, _ = load_dataset(Path(args.dataset))
+    else:
+        images, _ = render_dataset(args.images, args.seed, 64, workers=2)
     finetune_decoder(vae, images, deadline, out / "decoder_loss.csv", seed=args.seed)
     vae.save_pretrained(out / "vae", safe_serialization=True)
     print(f"decoder written to {out / 'vae'}")
