@@ -5,7 +5,7 @@
 
 Measures, on generated images:
   - colour followed: the asked colour is the dominant colour inside the object (mask from the
-    project's extractor, `masking.extract_mask`);
+    project's extractor, `masks.extract_mask`);
   - pattern followed: `checks.PatternClassifier` (trained here on rendered chairs, first tested on
     rendered chairs of held-out families: that accuracy is printed too) finds the asked pattern;
   - one object: the extractor's mask is one object (largest part >= 90 % of it).
