@@ -28,6 +28,8 @@ def main(argv: list[str] | None = None) -> None:
     cmd.add_argument("--resume", help="continue training this pipeline folder (its VAE is kept)")
     cmd.add_argument("--dataset", help="a rendered set written by `render` (default: render one now)")
     cmd.add_argument("--lr", type=float, default=defaults.lr, help="UNet/text encoder peak lr (default: %(default)s)")
+    cmd.add_argument("--threads", type=int, default=defaults.threads,
+                     help="torch threads; 1 on a shared machine, the core count on an idle one (default: %(default)s)")
     cmd.add_argument("--tiny", action="store_true", help="a tiny model for a few steps (a smoke test)")
     cmd.add_argument("--quiet", action="store_true", help="no progress bar")
     ren = commands.add_parser("render", help="render a training set once into an .npz (for train --dataset)")
@@ -52,7 +54,7 @@ def main(argv: list[str] | None = None) -> None:
 
     overrides = {"seed": args.seed, "minutes": args.minutes, "vae_minutes": args.vae_minutes,
                  "images": args.images, "batch": args.batch, "resume": args.resume, "dataset": args.dataset,
-                 "lr": args.lr}
+                 "lr": args.lr, "threads": args.threads}
     if args.tiny:
         overrides = {**overrides, **TINY_CONFIG}
     config = TrainConfig(**{f.name: overrides[f.name] for f in fields(TrainConfig) if f.name in overrides})

@@ -200,13 +200,19 @@ def train_vae(vae, images: np.ndarray, config: TrainConfig, deadline: float, log
             posterior = vae.encode(pixels).latent_dist
             recon = vae.decode(posterior.sample()).sample
             loss = F.l1_loss(recon, pixels) + F.mse_loss(recon, pixels) + config.vae_kl * posterior.kl().mean()
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            step += 1
-            log.writerow([step, round(time.monotonic() - bar.start, 1), round(loss.item(), 5)])
-            bar.update(step, loss.item())
+            step = _step_and_log(optimizer, loss, step, log, bar)
     vae.eval()
+
+
+def _step_and_log(optimizer, loss: torch.Tensor, step: int, log, bar: _bar) -> int:
+    """One optimiser step on `loss`, one log row and a progress update; returns the new step count."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    step += 1
+    log.writerow([step, round(time.monotonic() - bar.start, 1), round(loss.item(), 5)])
+    bar.update(step, loss.item())
+    return step
 
 
 def finetune_decoder(vae, images: np.ndarray, deadline: float, log_path: Path, seed: int = 0, batch: int = 16,
@@ -238,12 +244,7 @@ def finetune_decoder(vae, images: np.ndarray, deadline: float, log_path: Path, s
             recon = vae.decode(latents).sample
             loss = F.l1_loss(recon, pixels) + F.mse_loss(recon, pixels)
             loss = loss + colour_weight * F.mse_loss(F.avg_pool2d(recon, 4), F.avg_pool2d(pixels, 4))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            step += 1
-            log.writerow([step, round(time.monotonic() - bar.start, 1), round(loss.item(), 5)])
-            bar.update(step, loss.item())
+            step = _step_and_log(optimizer, loss, step, log, bar)
     vae.requires_grad_(False)
     vae.eval()
 
