@@ -6,6 +6,7 @@ Writes into SWEEP_DIR one run folder per weight (the normal layout, plus its ima
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -39,7 +40,24 @@ class SweepResult:
 
 
 def run_folder_name(weight: float) -> str:
-    return f"weight_{weight:.3f}".rstrip("0").rstrip(".")
+    """`weight_0.1`: the shortest text that reads back as exactly `weight`, so no two weights share a folder.
+
+    (0.1 and 0.1001, or 0 and 1e-300, once both wrote `weight_0.1` / `weight_0`.) A whole number
+    drops its '.0': `weight_0`, `weight_1`. `weight_of_folder` reverses it.
+    """
+    text = repr(float(weight))
+    return f"weight_{text[:-2] if text.endswith('.0') else text}"
+
+
+def weight_of_folder(name: str) -> float | None:
+    """The weight whose run folder is called `name`, or None when `run_folder_name` never writes that name."""
+    if not name.startswith("weight_"):
+        return None
+    try:
+        weight = float(name.removeprefix("weight_"))
+    except ValueError:
+        return None
+    return weight if math.isfinite(weight) and run_folder_name(weight) == name else None
 
 
 def sweep(model: LoadedModel, image: Image.Image, mask: Image.Image, base: InversionConfig,

@@ -69,3 +69,15 @@ def test_without_clip_the_sweep_completes_and_says_why(tmp_path, capsys):
     assert len(rows) == 2 and all(r["clip_t"] is None and r["clip_i"] is None for r in rows)
     assert all(r["mask_iou"] is not None for r in rows)
     assert (tmp_path / "out" / "tradeoff.png").is_file()
+
+
+@pytest.mark.parametrize("weights", [(0.1, 0.1001), (0.0, 1e-300), (0.3, 0.30000000000000004), (1.0, 0.9999999)])
+def test_every_weight_gets_its_own_folder_whose_name_gives_the_weight_back(weights):
+    from shapeinv_core.sweep import run_folder_name, weight_of_folder
+
+    names = [run_folder_name(weight) for weight in weights]
+    assert len(set(names)) == len(weights), names
+    assert [weight_of_folder(name) for name in names] == list(weights), "exact and reversible"
+    assert run_folder_name(0.0) == "weight_0" and run_folder_name(0.1) == "weight_0.1", "the usual names stay short"
+    for foreign in ("weight_0.10", "weight_nan", "weight_../x", "weight_", "other_0.1"):
+        assert weight_of_folder(foreign) is None, foreign
