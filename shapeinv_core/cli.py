@@ -1,19 +1,22 @@
 """The `shapeinv` command: mask, invert, generate, sweep, serve (the web app).
 
-Errors a user can fix are printed as one line (`error: ...`) with exit code 2; anything else
-is a bug and keeps its traceback.
+Errors a user can fix are printed as one line (`error: ...`) with exit code 2: bad settings and
+files (`ShapeInvError`) and the file system refusing (a missing or unwritable path, a full disk).
+Every setting and output folder is checked before a model is loaded. Anything else is a bug and
+keeps its traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import signal
 import sys
 from pathlib import Path
 
 from .config import DEFAULT_MODEL, GenerationConfig, InversionConfig
-from .errors import ShapeInvError
+from .errors import InputError, ShapeInvError
 
 EXIT_USAGE = 2
 
@@ -33,6 +36,42 @@ def main(argv: list[str] | None = None) -> int:
     except ShapeInvError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE
+    except OSError as error:
+        print(f"error: {os_error_message(error)}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+def os_error_message(error: OSError) -> str:
+    """One line for a file-system refusal: what, where, and what to do."""
+    where = f" ({error.filename})" if error.filename else ""
+    if error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return (f"The disk is full{where}. Free some space and run the same command again: "
+                "a run folder resumes from its last checkpoint.")
+    return f"{error.strerror or error}{where}. Check the path and that you may write there."
+
+
+def output_folder(path: Path, flag: str = "-o") -> Path:
+    """`path` as a folder to write into, created now, so a bad one fails before any work is done."""
+    if path.exists() and not path.is_dir():
+        raise InputError(f"{flag} {path} is a file; give a folder (it is created if missing).")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise InputError(f"Cannot create the folder {path} ({error.strerror}). Choose a folder you can write to "
+                         f"with {flag}.") from error
+    if not os.access(path, os.W_OK):
+        raise InputError(f"The folder {path} is not writable. Choose another one with {flag}.")
+    return path
+
+
+def output_image(path: Path, flag: str = "-o") -> Path:
+    """`path` as a PNG/JPEG/WebP file to write, its folder created now."""
+    if path.suffix.lower() not in (".png", ".jpg", ".jpeg", ".webp"):
+        raise InputError(f"{flag} {path} must end in .png (or .jpg, .webp): it names the image file to write.")
+    if path.is_dir():
+        raise InputError(f"{flag} {path} is a folder; give a file name such as {path / 'mask.png'}.")
+    output_folder(path.parent, flag)
+    return path
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -95,9 +134,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _weight_list(text: str) -> list[float]:
     try:
-        return [float(part) for part in text.split(",") if part.strip()]
+        weights = [float(part) for part in text.split(",") if part.strip()]
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of numbers, e.g. 0,0.1,0.5") from None
+    if not weights:
+        raise argparse.ArgumentTypeError("no weights given; use e.g. 0,0.1,0.5")
+    return weights
 
 
 def _add_model_options(parser: argparse.ArgumentParser) -> None:
@@ -224,11 +266,14 @@ def run_mask(args: argparse.Namespace) -> int:
     from .images import open_image
     from .masks import extract_mask, overlay
 
+    output_image(args.output)
+    if args.overlay:
+        output_image(args.overlay, "--overlay")
     image = open_image(args.image)
     result = extract_mask(image, method=args.mask_method, rembg_model=args.rembg_model, prompts=mask_prompts(args))
-    _write_png(result.mask, args.output)
+    result.mask.save(args.output)
     if args.overlay:
-        _write_png(overlay(image, result.mask), args.overlay)
+        overlay(image, result.mask).save(args.overlay)
     print(f"mask ({result.method}) -> {args.output}")
     if result.note:
         print(f"note: {result.note}")
@@ -269,6 +314,7 @@ def run_invert(args: argparse.Namespace) -> int:
     from .workflow import learn
 
     config = inversion_config(args)
+    output_folder(args.output)
     image, mask = image_and_mask(args, args.output)
     quiet_library_logs()
     print(f"loading {args.model} ...")
@@ -335,6 +381,7 @@ def run_generate(args: argparse.Namespace) -> int:
         guidance=args.guidance, height=args.height, width=args.width, batch_size=args.batch,
         shape_steps=args.shape_steps, shape_order=args.shape_order,
     ).validate()
+    output_folder(args.output)
     model_name = args.model or concept.model or DEFAULT_MODEL
     quiet_library_logs()
     print(f"loading {model_name} ...")
@@ -343,7 +390,6 @@ def run_generate(args: argparse.Namespace) -> int:
     results = generate(model, concept, prompts, config, on_image=lambda done, total: bar.update(done - bar.n))
     bar.close()
 
-    args.output.mkdir(parents=True, exist_ok=True)
     rows = []
     for prompt_index, prompt in enumerate(prompts):
         row = [result for result in results if result.prompt == prompt]
@@ -362,16 +408,20 @@ def run_generate(args: argparse.Namespace) -> int:
 def run_sweep(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from .generate import check_prompts
     from .models import load_model, quiet_library_logs
     from .sweep import DEFAULT_PROMPTS, sweep
 
     config = inversion_config(args)
+    generation = GenerationConfig(num_images=args.num_images, steps=args.sample_steps, guidance=args.guidance)
+    check_sweep_settings(config, args.weights, args.seeds, generation, args.rows_per_pass)
+    prompts = check_prompts(args.prompts or list(DEFAULT_PROMPTS), config.placeholder)
+    output_folder(args.output)
     image, mask = image_and_mask(args, args.output / "_")
     quiet_library_logs()
     print(f"loading {args.model} ...")
     model = load_model(args.model, device=args.device, dtype=args.dtype, single_file_config=args.model_config)
     config = at_native_resolution(config, args, model)
-    generation = GenerationConfig(num_images=args.num_images, steps=args.sample_steps, guidance=args.guidance)
     bar = tqdm(total=config.steps, unit="step", dynamic_ncols=True)
 
     def on_step(report) -> None:
@@ -379,7 +429,7 @@ def run_sweep(args: argparse.Namespace) -> int:
         bar.set_postfix({f"w{w:g}": f"{t.mask_loss:.3f}" for w, t in zip(args.weights, report.terms)})
 
     clip_model = None if args.clip_model == "none" else args.clip_model
-    result = sweep(model, image, mask, config, args.weights, args.prompts or list(DEFAULT_PROMPTS), args.output,
+    result = sweep(model, image, mask, config, args.weights, prompts, args.output,
                    generation=generation, seeds=args.seeds, clip_model=clip_model, mask_method=args.mask_method,
                    on_step=on_step, on_phase=lambda text: bar.write(text), rows_per_pass=args.rows_per_pass)
     bar.close()
@@ -389,9 +439,19 @@ def run_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
-def _write_png(image, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    image.save(path)
+def check_sweep_settings(config: InversionConfig, weights: list[float], seeds: list[int],
+                         generation: GenerationConfig, rows_per_pass: int | None) -> None:
+    """Everything a sweep is told, checked before the (long) learning starts."""
+    from dataclasses import replace
+
+    if len(set(weights)) != len(weights):
+        raise InputError("The mask weights repeat; give distinct ones, e.g. --weights 0,0.1,0.5.")
+    for weight in weights:
+        replace(config, mask_weight=weight).validate()
+    for seed in seeds:
+        replace(generation, seed=seed).validate()
+    if rows_per_pass is not None and rows_per_pass < 1:
+        raise InputError("--rows-per-pass must be 1 or more (rows of the UNet batch per pass).")
 
 
 if __name__ == "__main__":

@@ -20,13 +20,14 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from . import __version__
-from .config import InversionConfig, from_dict, to_dict
+from .config import MAX_VECTORS, InversionConfig, from_dict, to_dict
 from .errors import InputError
 from .lora import LORA_FILE, load_lora, save_lora
 
 EMBEDS_FILE = "learned_embeds.safetensors"
 CONCEPT_FILE = "concept.json"
 A1111_KEYS = ("emb_params",)  # AUTOMATIC1111/ComfyUI: the word is the file's name, not the key
+MAX_CONCEPT_BYTES = 1_000_000  # 16 vectors of 4096 floats and a header fit; a concept file is ~4 KB
 
 
 @dataclass
@@ -71,7 +72,11 @@ class Concept:
 
     @classmethod
     def load(cls, source: str | Path) -> Concept:
-        """Load a concept folder (or a bare `learned_embeds.safetensors` made elsewhere)."""
+        """Load a concept folder (or a bare `learned_embeds.safetensors` made elsewhere).
+
+        Everything is checked before use: the file's size, one tensor, 1 to 16 finite vectors.
+        Messages name the file, not its folder (an upload's folder is the server's business).
+        """
         source = Path(source)
         embeds = source / EMBEDS_FILE if source.is_dir() else source
         if not embeds.is_file():
@@ -79,33 +84,65 @@ class Concept:
                 f"No learned concept in {source}: {EMBEDS_FILE} is missing. Run `shapeinv invert IMAGE -o "
                 f"{source}` first, or point at a folder (or .safetensors file) that holds a learned *s."
             )
+        name = embeds.name
+        size = embeds.stat().st_size
+        if size > MAX_CONCEPT_BYTES:
+            raise InputError(f"{name} is {size / 1e6:.1f} MB; a learned concept is a few kB (at most "
+                             f"{MAX_VECTORS} vectors). Use the learned_embeds.safetensors of a textual inversion.")
         try:
             tensors = load_file(str(embeds))
-        except (SafetensorError, OSError) as error:
-            raise InputError(f"{embeds} is not a readable safetensors file ({error}). Re-run the inversion.") from error
+        except (SafetensorError, OSError, ValueError) as error:
+            raise InputError(f"{name} is not a readable safetensors file. Use the learned_embeds.safetensors "
+                             "that an inversion wrote (re-run it if the file is damaged).") from error
         if len(tensors) != 1:
-            raise InputError(f"{embeds} holds {len(tensors)} tensors; a textual-inversion file holds exactly one.")
+            raise InputError(f"{name} holds {len(tensors)} tensors; a textual-inversion file holds exactly one "
+                             "(the learned word's vectors).")
         token, vectors = next(iter(tensors.items()))
         if token in A1111_KEYS:
             token = embeds.stem
-        vectors = vectors.float()
-        if vectors.ndim == 1:
-            vectors = vectors[None]
+        vectors = _checked_vectors(name, token, vectors)
         concept_json = embeds.parent / CONCEPT_FILE
         if not concept_json.is_file() or embeds.name != EMBEDS_FILE:
             return cls(token=token, vectors=vectors, settings=InversionConfig(placeholder=token))
-        info: dict[str, Any] = json.loads(concept_json.read_text())
+        try:
+            info: dict[str, Any] = json.loads(concept_json.read_text())
+            settings = from_dict(InversionConfig, info.get("settings", {}))
+            steps_done = int(info.get("steps_done", 0))
+        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError, TypeError, ValueError) as error:
+            raise InputError(f"{CONCEPT_FILE} beside {name} is damaged ({type(error).__name__}). Delete it to use "
+                             "the vectors alone, or re-run the inversion.") from error
         return cls(
             token=token,
             vectors=vectors,
-            settings=from_dict(InversionConfig, info.get("settings", {})),
+            settings=settings,
             model=info.get("model"),
             model_revision=info.get("model_revision"),
-            steps_done=int(info.get("steps_done", 0)),
+            steps_done=steps_done,
             final_losses=info.get("final_losses", {}),
             version=info.get("shapeinv_version", __version__),
             lora=load_lora(embeds.parent),
         )
+
+
+def _checked_vectors(name: str, token: str, vectors: torch.Tensor) -> torch.Tensor:
+    """[num_vectors, dim] float32, or `InputError` saying what is wrong with the file's tensor."""
+    if not token.strip() or len(token) > 100:
+        raise InputError(f"{name} names its word {token[:40]!r}; a learned word is 1-100 characters, e.g. '*s'.")
+    if not vectors.is_floating_point():
+        raise InputError(f"{name} holds {vectors.dtype} numbers; a learned concept holds floating-point vectors.")
+    if vectors.ndim == 1:
+        vectors = vectors[None]
+    if vectors.ndim != 2 or vectors.shape[0] == 0 or vectors.shape[1] == 0:
+        raise InputError(f"{name} holds a tensor of shape {list(vectors.shape)}; a learned concept is "
+                         "[vectors, dim] (e.g. [1, 768]) or [dim].")
+    if vectors.shape[0] > MAX_VECTORS:
+        raise InputError(f"{name} holds {vectors.shape[0]} vectors; a learned word has 1 to {MAX_VECTORS}. "
+                         "Use the learned_embeds.safetensors of a textual inversion.")
+    vectors = vectors.float()
+    if not torch.isfinite(vectors).all():
+        raise InputError(f"{name} holds NaN or infinite numbers (a run that diverged?). Use an earlier checkpoint, "
+                         "or learn it again with a lower learning rate.")
+    return vectors
 
 
 def _atomic(path: Path, write) -> None:

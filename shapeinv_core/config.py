@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,10 @@ SHAPE_ORDERS = ("first", "last")
 ATTENTION_RESOLUTIONS = (4, 8, 16, 32, 64, 128)
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 RESERVED_NAMES = ("learned_embeds", "pytorch_lora_weights", "concept", "config")  # files a run folder has
+MAX_SEED = 2**32 - 1  # what every random generator involved (torch, numpy) accepts
+MAX_VECTORS = 16
+MAX_WORD_CHARS = 100  # class word, initializer, placeholder
+MAX_TEMPLATE_CHARS = 300
 
 
 @dataclass
@@ -60,13 +65,20 @@ class InversionConfig:
 
     def validate(self) -> InversionConfig:
         """Raise `InputError` naming the first bad setting and its allowed range."""
+        _check_types(self)
         _check(self.placeholder.strip() == self.placeholder and self.placeholder != "",
                "placeholder must be a non-empty string without surrounding spaces, e.g. '*s'")
         _check(" " not in self.placeholder, "placeholder must be one word, e.g. '*s'")
         _check(self.initializer.strip() != "", "initializer must be a word such as 'chair'")
-        _check("{token}" in self.template,
-               f"template must contain '{{token}}' (and usually '{{cls}}'), e.g. '{DEFAULT_TEMPLATE}'")
-        _check(1 <= self.num_vectors <= 16, "num_vectors must be between 1 and 16")
+        for name in ("placeholder", "initializer", "class_word"):
+            _check(len(getattr(self, name)) <= MAX_WORD_CHARS, f"{name} must be at most {MAX_WORD_CHARS} characters")
+        _check(len(self.template) <= MAX_TEMPLATE_CHARS, f"template must be at most {MAX_TEMPLATE_CHARS} characters")
+        _check("{token}" in self.template and _formats(self.template),
+               f"template must contain '{{token}}' (and usually '{{cls}}') and no other {{...}} field, "
+               f"e.g. '{DEFAULT_TEMPLATE}'")
+        _check(1 <= self.num_vectors <= MAX_VECTORS, f"num_vectors must be between 1 and {MAX_VECTORS}")
+        for name in ("mask_weight", "init_reg", "learning_rate"):
+            _check(math.isfinite(getattr(self, name)), f"{name} must be a finite number")
         _check(0.0 <= self.mask_weight <= 1.0,
                "mask_weight must be between 0 (plain textual inversion) and 1; 0.1 is the default")
         _check(self.map_resolution in (8, 16, 32, 64), "map_resolution must be 8, 16, 32 or 64")
@@ -87,11 +99,11 @@ class InversionConfig:
         _check(self.name == "" or bool(NAME_PATTERN.match(self.name)),
                "name must be lower-case letters, digits, '-' or '_' (up to 64), e.g. 'oak-chair'")
         _check(self.name not in RESERVED_NAMES, f"name must not be one of {', '.join(RESERVED_NAMES)}")
-        _check(self.init_reg >= 0.0, "init_reg must be >= 0 (0 turns the pull toward the initializer off)")
+        _check(0.0 <= self.init_reg <= 100.0, "init_reg must be between 0 (no pull toward the initializer) and 100")
         _check(0.0 < self.learning_rate <= 1.0, "learning_rate must be in (0, 1]; 5e-3 is the default")
         _check(1 <= self.steps <= 100_000, "steps must be between 1 and 100000")
         _check(1 <= self.batch_size <= 64, "batch_size (timesteps per step) must be between 1 and 64")
-        _check(self.seed >= 0, "seed must be >= 0")
+        _check(0 <= self.seed <= MAX_SEED, f"seed must be between 0 and {MAX_SEED}")
         _check(self.resolution % 64 == 0 and 64 <= self.resolution <= 1024,
                "resolution must be a multiple of 64 between 64 and 1024 (512 for SD 1.x, 768 for SD 2.x)")
         _check(self.checkpoint_every >= 1, "checkpoint_every must be >= 1")
@@ -128,8 +140,11 @@ class GenerationConfig:
     shape_order: str = "first"  # "first": *s sets the shape early; "last": the *s prompt takes the last steps
 
     def validate(self) -> GenerationConfig:
+        _check_types(self)
         _check(1 <= self.num_images <= 64, "num_images must be between 1 and 64")
-        _check(self.seed >= 0, "seed must be >= 0")
+        _check(0 <= self.seed and self.seed + self.num_images - 1 <= MAX_SEED,
+               f"seed must be between 0 and {MAX_SEED} (each image of a prompt adds 1 to it)")
+        _check(len(self.negative_prompt) <= 1000, "negative_prompt must be at most 1000 characters")
         _check(1 <= self.steps <= 200, "steps must be between 1 and 200; 25 is the default")
         _check(0.0 <= self.guidance <= 30.0, "guidance must be between 0 and 30; 7.5 is the default")
         for name in ("height", "width"):
@@ -143,6 +158,30 @@ class GenerationConfig:
         return self
 
 
+_KINDS = {"int": ((int,), "a whole number"), "float": ((int, float), "a number"), "str": ((str,), "text"),
+          "int | None": ((int, type(None)), "a whole number or empty")}
+
+
+def _check_types(config: Any) -> None:
+    """Every setting of the declared kind (a JSON file or an API call may bring anything)."""
+    for item in dataclasses.fields(config):
+        if item.type not in _KINDS:  # a kind this check does not know yet: its own rule in validate() holds
+            continue
+        kinds, words = _KINDS[item.type]
+        value = getattr(config, item.name)
+        _check(isinstance(value, kinds) and not isinstance(value, bool),
+               f"{item.name} must be {words}, not {value!r:.40}")
+
+
+def _formats(template: str) -> bool:
+    """Whether `template` fills in with only {cls} and {token} (no stray braces or other fields)."""
+    try:
+        template.format(cls="chair", token="*s")
+    except (KeyError, IndexError, ValueError, AttributeError):
+        return False
+    return True
+
+
 def _check(ok: bool, message: str) -> None:
     if not ok:
         raise InputError(f"Invalid setting: {message}.")
@@ -154,6 +193,8 @@ def to_dict(config: Any) -> dict[str, Any]:
 
 def from_dict(cls: type, data: dict[str, Any]):
     """Build `cls` from a dict, refusing unknown keys so a typo is not silently ignored."""
+    if not isinstance(data, dict):
+        raise InputError(f"Settings must be a JSON object of name: value pairs, not {type(data).__name__}.")
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - known)
     if unknown:

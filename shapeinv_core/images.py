@@ -82,7 +82,7 @@ def _open(source: ImageSource, max_pixels: int) -> Image.Image:
         path = Path(source)
         if not path.is_file():
             raise InputError(f"Image not found: {path}. Check the path.")
-        name, stream = str(path), path
+        name, stream = path.name, path  # the name only: a server's upload folder is nobody's business
     try:
         with warnings.catch_warnings():
             # Pillow only warns between MAX_IMAGE_PIXELS and twice that; refuse both the same way.
@@ -90,6 +90,8 @@ def _open(source: ImageSource, max_pixels: int) -> Image.Image:
             image = Image.open(stream)
             _check_pixels(image.size, max_pixels, name)  # before decoding a single pixel
             image.load()
+    except InputError:
+        raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
         raise InputError(f"{name} is too large to open safely ({error}). Resize it below 100 megapixels.") from error
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
