@@ -22,3 +22,7 @@ def first_line(error: BaseException) -> str:
     """The first line of a library's error message, to quote inside one of ours."""
     text = str(error).strip().splitlines()
     return text[0] if text else type(error).__name__
+
+
+class DiskFullError(ShapeInvError):
+    """The disk (or the data folder's budget) is full; the work that hit it can resume once there is room."""

@@ -3,7 +3,7 @@
     RUN_DIR/
       input.png  mask.png  config.json           what was asked
       log.jsonl                                   one JSON object per optimisation step
-      checkpoints/step_000050.safetensors ...     vectors + optimiser state (resume)
+      checkpoints/step_000050.safetensors ...     vectors + optimiser state (resume); the newest few are kept
       learned_embeds.safetensors  concept.json    the result (diffusers' format + provenance)
       attention.png                               final attention map beside the mask
 """
@@ -30,6 +30,7 @@ STATE_KEYS = ("vectors", "exp_avg", "exp_avg_sq")
 # Settings a resumed run may change: how long, how often to save or measure, the file name, and
 # whether a LoRA phase follows (it starts from the finished *s).
 RESUMABLE_CHANGES = ("steps", "checkpoint_every", "balance_every", "name", "tune", "lora_steps")
+DEFAULT_KEEP_CHECKPOINTS = 2  # the newest (the final state, once finished) and one before it, in case it is torn
 
 
 def write_inputs(folder: Path, image: Image.Image, mask: Image.Image) -> None:
@@ -48,8 +49,11 @@ def read_inputs(folder: Path, settings_file: str, kind: str) -> tuple[Image.Imag
 
 
 class RunFolder:
-    def __init__(self, path: str | Path):
+    """`keep_checkpoints`: how many of the newest checkpoints stay on disk (older ones are deleted)."""
+
+    def __init__(self, path: str | Path, keep_checkpoints: int = DEFAULT_KEEP_CHECKPOINTS):
         self.path = Path(path)
+        self.keep_checkpoints = max(1, keep_checkpoints)
 
     # --- inputs ---------------------------------------------------------------------------
     @property
@@ -89,9 +93,16 @@ class RunFolder:
             handle.write(json.dumps(record) + "\n")
 
     def read_log(self) -> list[dict]:
+        """The logged steps; a line torn by a crash or a full disk is skipped (its step is redone on resume)."""
         if not self.log_path.is_file():
             return []
-        return [json.loads(line) for line in self.log_path.read_text().splitlines() if line.strip()]
+        records = []
+        for line in self.log_path.read_text(errors="replace").splitlines():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+        return [record for record in records if isinstance(record, dict) and "step" in record]
 
     def truncate_log(self, last_step: int) -> None:
         """Drop log lines after `last_step`, so a resumed run's log has each step once."""
@@ -119,8 +130,13 @@ class RunFolder:
         path = self.checkpoint_dir / f"step_{step:06d}.safetensors"
         tmp = path.with_name(path.name + ".tmp")
         tensors = {key: state[key].detach().float().cpu().contiguous() for key in STATE_KEYS}
-        save_file(tensors, str(tmp), metadata={"step": str(step)})
-        os.replace(tmp, path)
+        try:
+            save_file(tensors, str(tmp), metadata={"step": str(step)})
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)  # a partial file from a full disk
+        for _, old in self.checkpoints()[:-self.keep_checkpoints]:
+            old.unlink(missing_ok=True)
         return path
 
     def load_checkpoint(self) -> tuple[int, dict[str, torch.Tensor]] | None:

@@ -15,14 +15,17 @@ from .store import (
     SWEEP,
     Job,
     JobStore,
+    StoreBusy,
     SweepFolder,
     SweepSpec,
+    new_owner_token,
     validate_job_id,
+    validate_owner,
 )
 from .worker import ATTENTION_PREVIEW, PREVIEW_DIR, SAMPLE_PREVIEW, Worker, wait_for
 
 __all__ = [
     "ATTENTION_PREVIEW", "CANCELLED", "DONE", "FAILED", "FINISHED", "INVERT", "PREVIEW_DIR", "QUEUED", "RUNNING",
-    "SAMPLE_PREVIEW", "STATES", "SWEEP", "Job", "JobStore", "SweepFolder", "SweepSpec", "Worker",
-    "validate_job_id", "wait_for",
+    "SAMPLE_PREVIEW", "STATES", "SWEEP", "Job", "JobStore", "StoreBusy", "SweepFolder", "SweepSpec", "Worker",
+    "new_owner_token", "validate_job_id", "validate_owner", "wait_for",
 ]

@@ -21,25 +21,42 @@ images, between one weight and the next (from `on_phase`); a cancel or a shutdow
 
 The CLIP model that scores edits (CLIP-T) is loaded here as well, lazily, the first time it is
 needed, and kept; when it cannot be loaded the reason is kept instead and CLIP-T stays empty.
+
+Nobody can capture the thread, and a flaky machine loses no job:
+- between two steps the worker serves edits for at most `serve_budget` seconds (always at least
+  one), so a burst of requests delays training by seconds, not minutes; an edit that has not
+  finished within `edit_timeout` seconds (waiting included) is dropped with a message;
+- while it holds a job, a heartbeat thread renews the job's lease in the store; if this process
+  dies, another start (or another worker) requeues the job once the lease runs out;
+- a full disk pauses the job (its phase says so) until a test write succeeds again, then the
+  job resumes from its last checkpoint; nothing is marked failed for want of space;
+- if the final state cannot be written, the job is left running without a heartbeat, so the
+  lease hands it back to the queue and the rerun resumes from the final checkpoint.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import errno
 import itertools
 import logging
+import os
 import queue
+import secrets
+import socket
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from contextlib import contextmanager
 from pathlib import Path
 
 from ..attention import MapCaptureProcessor, cross_attention_layers
 from ..concept import Concept, remove_tokens
 from ..config import GenerationConfig
-from ..errors import ModelLoadError, ShapeInvError
+from ..errors import DiskFullError, InputError, ModelLoadError, ShapeInvError
 from ..generate import GeneratedImage, check_prompts, generate
 from ..inversion import Cancelled, StepReport, pad_to_square
 from ..metrics import DEFAULT_CLIP_MODEL, ClipScorer, load_clip_scorer
@@ -47,7 +64,7 @@ from ..models import LoadedModel, load_model, quiet_library_logs
 from ..previews import attention_figure
 from ..sweep import sweep
 from ..workflow import learn
-from .store import CANCELLED, DONE, FAILED, SWEEP, Job, JobStore
+from .store import CANCELLED, DEFAULT_LEASE_SECONDS, DONE, FAILED, SWEEP, Job, JobStore, StoreBusy
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +72,22 @@ LOADING, READY, LOAD_FAILED = "loading", "ready", "failed"
 PREVIEW_DIR = "previews"
 ATTENTION_PREVIEW = "attention.png"
 SAMPLE_PREVIEW = "sample.png"
+PAUSED_DISK_FULL = ("paused: the server's disk is full. The job waits here and resumes from its last checkpoint "
+                    "by itself once there is space again")
+
+
+class _LeaseLost(Exception):
+    """Another worker requeued this job after our heartbeat lapsed: stop without touching its state."""
+
+
+def is_disk_full(error: BaseException) -> bool:
+    """ENOSPC or EDQUOT from Python, SQLite (`DiskFullError`) or a library that only words it (safetensors)."""
+    if isinstance(error, DiskFullError):
+        return True
+    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    text = str(error)
+    return "No space left on device" in text or "Disk quota exceeded" in text
 
 
 class Worker:
@@ -63,12 +96,20 @@ class Worker:
     `preview_every`: steps between attention pictures. `preview_steps`: sampling steps of the
     preview image made at each checkpoint from the checkpoint's vectors (0: no preview image).
     `clip_model`: the CLIP model for CLIP-T of edits and sweeps (a hub id, a folder, `tiny`, or None).
+    `lease`: seconds without a heartbeat after which the store hands this worker's job to another.
+    `serve_budget`: seconds of edits served between two training steps. `edit_timeout`: the most
+    an edit request may take, waiting included. `space_retry`: seconds between tries on a full disk.
     """
 
     def __init__(self, store: JobStore, model: str = "tiny", device: str = "auto", dtype: str = "auto",
                  preview_every: int = 5, preview_steps: int = 20,
-                 loader: Callable[..., LoadedModel] = load_model, clip_model: str | None = DEFAULT_CLIP_MODEL):
+                 loader: Callable[..., LoadedModel] = load_model, clip_model: str | None = DEFAULT_CLIP_MODEL,
+                 lease: float = DEFAULT_LEASE_SECONDS, serve_budget: float = 3.0, edit_timeout: float = 300.0,
+                 space_retry: float = 10.0):
         self.store = store
+        self.name = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+        self.lease, self.serve_budget, self.edit_timeout, self.space_retry = lease, serve_budget, edit_timeout, \
+            space_retry
         self.model_name, self.device, self.dtype = model, device, dtype
         self.clip_model = clip_model
         self._clip: tuple[ClipScorer | None, str | None] | None = None  # (scorer, reason) once tried
@@ -86,6 +127,8 @@ class Worker:
         self._gen_ids = itertools.count(1)
         self._inverting = False
         self._pending_tokens: list[str] = []  # edit tokens to remove once the inversion is over
+        self._lease_lost = threading.Event()
+        self.paused: str | None = None  # why the current job waits (a full disk), also when the database cannot say
 
     # --- life cycle -------------------------------------------------------------------------
     def start(self) -> Worker:
@@ -121,12 +164,20 @@ class Worker:
     # --- requests from other threads --------------------------------------------------------
     def generate(self, concept: Concept, prompts: list[str], config: GenerationConfig,
                  timeout: float | None = None) -> list[GeneratedImage]:
-        """Images for `prompts`, made on the worker thread (between inversion steps if one runs)."""
+        """Images for `prompts`, made on the worker thread (between inversion steps if one runs).
+
+        The request is dropped with an `InputError` once `timeout` (default `edit_timeout`) seconds
+        have passed, whether it is still waiting or stopped between two batches of images.
+        """
         prompts = check_prompts(prompts, concept.token)
         config = config.validate()
         if self.state == LOAD_FAILED:
             raise ModelLoadError(f"No model to generate with: {self.error}")
-        return self.call(lambda: self._generate_now(concept, prompts, config), timeout)
+        limit = self.edit_timeout if timeout is None else timeout
+        deadline = time.monotonic() + limit
+        return self.call(lambda: self._generate_now(concept, prompts, config, deadline), limit,
+                         late=f"Your images were not ready within {limit:.0f} s (the server is busy). "
+                              "Ask for fewer images or sampling steps, or try again later.")
 
     def clip_t(self, images: list, prompts: list[str], timeout: float | None = None) -> tuple[list | None, str | None]:
         """(CLIP-T per image, None), or (None, why not) when no CLIP model can be had; on the worker thread."""
@@ -136,12 +187,23 @@ class Worker:
 
         return self.call(score, timeout)
 
-    def call(self, function: Callable[[], object], timeout: float | None = None):
-        """Run `function` on the worker thread once the model is loaded; return its result."""
+    def call(self, function: Callable[[], object], timeout: float | None = None, late: str | None = None):
+        """Run `function` on the worker thread once the model is loaded; return its result.
+
+        After `timeout` seconds a request that has not started is withdrawn and `InputError(late)`
+        raised (a `TimeoutError` without `late`); one that has started is waited for.
+        """
         future: Future = Future()
         self._requests.put((function, future))
         self._wake.set()
-        return future.result(timeout)
+        try:
+            return future.result(timeout)
+        except FutureTimeout:
+            if not future.cancel():  # already running: it stops at its own deadline
+                return future.result()
+            if late is None:
+                raise
+            raise InputError(late) from None
 
     # --- the thread -------------------------------------------------------------------------
     def _main(self) -> None:
@@ -158,7 +220,7 @@ class Worker:
         while not self._stopping.is_set():
             try:
                 self._serve_requests()
-                job = self.store.claim_next() if self.state == READY else None
+                job = self.store.claim_next(self.name, self.lease) if self.state == READY else None
                 if job is not None:
                     self._run_job(job)
                     continue
@@ -168,8 +230,10 @@ class Worker:
             self._wake.clear()
         self._serve_requests()
 
-    def _serve_requests(self) -> None:
-        while True:
+    def _serve_requests(self, budget: float | None = None) -> None:
+        """Serve waiting requests; with a `budget` (seconds), stop after the first one that ends past it."""
+        deadline = None if budget is None else time.monotonic() + budget
+        while deadline is None or time.monotonic() < deadline:
             try:
                 function, future = self._requests.get_nowait()
             except queue.Empty:
@@ -185,27 +249,109 @@ class Worker:
 
     def _run_job(self, job: Job) -> None:
         self.current_job = job.id
+        self._lease_lost.clear()
+        beating = threading.Event()
+        heart = threading.Thread(target=self._beat, args=(job.id, beating), name="shapeinv-heartbeat", daemon=True)
+        heart.start()
         try:
-            (self._sweep if job.kind == SWEEP else self._invert)(job)
-            self.store.finish(job.id, DONE)
+            self._settle(job)
+        except _LeaseLost:
+            log.warning("job %s: lease lost, another worker took it over", job.id)
+        except Exception:  # the state could not be written: no heartbeat from here on, the lease requeues it
+            log.exception("job %s: could not record its state; it will be requeued when its lease runs out", job.id)
+        finally:
+            beating.set()
+            self.current_job = None
+            self.paused = None
+
+    def _settle(self, job: Job) -> None:
+        """Run the job to its end, then record how it ended (a failed write is left to the lease)."""
+        try:
+            self._run_until_done(job)
+            outcome = (DONE, None)
         except Cancelled as stopped:
-            if self.store.cancel_requested(job.id):
-                self.store.finish(job.id, CANCELLED, str(stopped))
-            else:  # the server is shutting down: run it again, from its checkpoint, at the next start
-                self.store.requeue(job.id)
+            if self._lease_lost.is_set():
+                raise _LeaseLost from stopped
+            # no cancel asked: the server is shutting down; run it again, from its checkpoint, at the next start
+            outcome = (CANCELLED, str(stopped)) if self.store.cancel_requested(job.id) else None
+        except (StoreBusy, DiskFullError, sqlite3.Error):
+            raise  # the job's state cannot be written now: not the job's fault
         except ShapeInvError as error:
-            self.store.finish(job.id, FAILED, str(error))
+            outcome = (FAILED, str(error))
         except Exception as error:
             log.exception("job %s failed", job.id)
-            self.store.finish(job.id, FAILED, f"Internal error ({type(error).__name__}: {error}). "
-                                               "The run folder keeps its checkpoints; report this with the log.")
-        finally:
-            self.current_job = None
+            outcome = (FAILED, f"Internal error ({type(error).__name__}). The run folder keeps its checkpoints; "
+                               "report this with the server's log.")
+        if outcome is None:
+            self.store.requeue(job.id)
+        else:
+            self.store.finish(job.id, *outcome)
+
+    def _run_until_done(self, job: Job) -> None:
+        """Run the job; on a full disk, wait for space and resume it from its last checkpoint."""
+        while True:
+            try:
+                (self._sweep if job.kind == SWEEP else self._invert)(job)
+                return
+            except Exception as error:
+                if not is_disk_full(error):
+                    raise
+                log.warning("job %s paused: disk full (%s)", job.id, error)
+                self._wait_for_space(job)
+
+    def _wait_for_space(self, job: Job) -> None:
+        """Pause on a full disk: say so (if the database can), serve edits, retry a test write every few seconds."""
+        self.paused = PAUSED_DISK_FULL
+        try:
+            self.store.update_phase(job.id, PAUSED_DISK_FULL)
+        except Exception:  # the database may be on the same full disk; the status keeps its last words
+            log.warning("job %s: could not record the pause", job.id)
+        probe = self.store.job_dir(job.id) / ".space-probe"
+        while True:
+            waited = time.monotonic() + self.space_retry
+            while time.monotonic() < waited:
+                if self._should_stop_on_a_full_disk(job):
+                    raise Cancelled("Stopped while paused on a full disk; the job can be resumed.")
+                self._wake.wait(min(0.5, self.space_retry))
+                self._wake.clear()
+            try:
+                probe.write_bytes(b"\0" * 65536)
+                probe.unlink()
+                self.store.update_phase(job.id, None)
+            except Exception as error:
+                probe.unlink(missing_ok=True)
+                if not is_disk_full(error):
+                    raise
+                continue
+            self.paused = None
+            log.info("job %s: disk space is back, resuming", job.id)
+            return
+
+    def _should_stop_on_a_full_disk(self, job: Job) -> bool:
+        """`_should_stop`, but a database that cannot even be read on the full disk means 'carry on waiting'."""
+        try:
+            return self._should_stop(job)
+        except Exception as error:
+            if not is_disk_full(error):
+                raise
+            return self._stopping.is_set()
+
+    def _beat(self, job_id: str, done: threading.Event) -> None:
+        """Renew the job's lease every quarter lease while this worker thread lives and holds it."""
+        while not done.wait(self.lease / 4):
+            if self._thread is not None and not self._thread.is_alive():
+                return
+            try:
+                if not self.store.heartbeat(job_id, self.name):
+                    self._lease_lost.set()
+                    return
+            except Exception:  # busy or full: try again at the next beat; the lease is long
+                log.warning("job %s: heartbeat not recorded", job_id)
 
     def _should_stop(self, job: Job) -> bool:
-        """Called between steps: serve waiting edits, then say whether to stop (cancel or shutdown)."""
-        self._serve_requests()
-        return self._stopping.is_set() or self.store.cancel_requested(job.id)
+        """Called between steps: serve waiting edits (for a few seconds at most), then say whether to stop."""
+        self._serve_requests(self.serve_budget)
+        return self._stopping.is_set() or self._lease_lost.is_set() or self.store.cancel_requested(job.id)
 
     def _invert(self, job: Job) -> None:
         run = self.store.run(job.id)
@@ -273,12 +419,20 @@ class Worker:
         return self._clip
 
     # --- edits ------------------------------------------------------------------------------
-    def _generate_now(self, concept: Concept, prompts: list[str], config: GenerationConfig) -> list[GeneratedImage]:
+    def _generate_now(self, concept: Concept, prompts: list[str], config: GenerationConfig,
+                      deadline: float | None = None) -> list[GeneratedImage]:
         token = f"<shapeinv-gen-{next(self._gen_ids)}>"
         renamed = [prompt.replace(concept.token, token) for prompt in prompts]
+
+        def in_time(done: int, total: int) -> None:
+            if deadline is not None and done < total and time.monotonic() > deadline:
+                raise InputError(f"Stopped after {done} of {total} images: the request ran out of time. Ask for "
+                                 "fewer images or sampling steps.")
+
         try:
             with _plain_cross_attention(self.model.pipe.unet):
-                results = generate(self.model, dataclasses.replace(concept, token=token), renamed, config)
+                results = generate(self.model, dataclasses.replace(concept, token=token), renamed, config,
+                                   on_image=in_time)
         finally:
             if self._inverting:
                 self._pending_tokens.append(token)
