@@ -1,7 +1,8 @@
 """`python -m app [--host H] [--port P] [--model ID|PATH|tiny] [--data DIR]`: serve the web app.
 
 Every flag has an environment variable (SHAPEINV_HOST, SHAPEINV_PORT, SHAPEINV_MODEL, SHAPEINV_DATA,
-SHAPEINV_DEVICE, SHAPEINV_DTYPE, SHAPEINV_CLIP_MODEL), so a container or a Space is configured without a command line.
+SHAPEINV_DEVICE, SHAPEINV_DTYPE, SHAPEINV_CLIP_MODEL, SHAPEINV_AUTH, SHAPEINV_KEEP_DAYS, SHAPEINV_MAX_DISK_GB),
+so a container or a Space is configured without a command line (on a Space, set SHAPEINV_AUTH as a secret).
 The page is up at once; the model loads in the background while masks can already be made.
 """
 
@@ -15,6 +16,7 @@ from pathlib import Path
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 from shapeinv_core.config import DEFAULT_MODEL, InversionConfig  # noqa: E402
+from shapeinv_core.jobs.retention import DEFAULT_KEEP_DAYS  # noqa: E402
 from shapeinv_core.metrics import DEFAULT_CLIP_MODEL  # noqa: E402
 from shapeinv_core.models import TINY, TOY, native_resolution_of  # noqa: E402
 
@@ -42,7 +44,26 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--clip-model", default=env("SHAPEINV_CLIP_MODEL", DEFAULT_CLIP_MODEL),
                         help="CLIP model for CLIP-T of edits and sweeps: hub id, local folder, 'tiny' or 'none'; "
                              "loaded when first needed (env SHAPEINV_CLIP_MODEL)")
+    parser.add_argument("--auth", type=auth_pair, default=env("SHAPEINV_AUTH") or None, metavar="USER:PASS",
+                        help="ask for this login before the page or the API answers (env SHAPEINV_AUTH; "
+                             "on a Hugging Face Space, add SHAPEINV_AUTH as a secret)")
+    parser.add_argument("--keep-days", type=float, default=float(env("SHAPEINV_KEEP_DAYS", DEFAULT_KEEP_DAYS)),
+                        help="delete finished jobs, edits and exports older than this (env SHAPEINV_KEEP_DAYS; "
+                             "default %(default)g)")
+    parser.add_argument("--max-disk-gb", type=float, default=float(env("SHAPEINV_MAX_DISK_GB", "0")) or None,
+                        help="refuse new jobs while the data folder holds this many GB or more "
+                             "(env SHAPEINV_MAX_DISK_GB; default: no budget)")
     return parser
+
+
+def auth_pair(text: str | tuple | None) -> tuple[str, str] | None:
+    """'USER:PASS' -> (user, pass) for Gradio's login; the password may itself contain ':'."""
+    if text is None or isinstance(text, tuple):
+        return text
+    user, colon, password = text.partition(":")
+    if not colon or not user or not password:
+        raise argparse.ArgumentTypeError("give the login as USER:PASS, e.g. --auth alice:a-long-password")
+    return user, password
 
 
 def form_defaults(model: str) -> InversionConfig:
@@ -67,20 +88,28 @@ def create(data: Path, model: str, device: str = "auto", dtype: str = "auto", li
     return backend, build_demo(backend, form_defaults(model))
 
 
-def launch_options(backend: Backend, host: str, port: int) -> dict:
-    """What `demo.launch` needs for this app: upload limit, file access to the data folder, no SSR."""
-    return {"server_name": host, "server_port": port, "max_file_size": backend.limits.max_upload,
-            "allowed_paths": [str(path) for path in backend.served_folders()], "ssr_mode": False, "css": CSS,
-            "show_error": True}
+def launch_options(backend: Backend, host: str, port: int, auth: tuple[str, str] | None = None) -> dict:
+    """What `demo.launch` needs for this app: upload limit, no SSR, the optional login.
+
+    The data folder is not served at all: files reach a page only as a job's owner asks for them
+    (`Backend.outbox`), so no URL of the data folder exists to guess.
+    """
+    options = {"server_name": host, "server_port": port, "max_file_size": backend.limits.max_upload,
+               "ssr_mode": False, "css": CSS, "show_error": True}
+    if auth:
+        options["auth"] = [auth]
+        options["auth_message"] = "This ShapeInversion server is private: log in with the name and password you got."
+    return options
 
 
 def main(argv: list[str] | None = None) -> int:
     """Serve until interrupted; a running job is checkpointed and resumes at the next start."""
     args = build_parser().parse_args(argv)
-    backend, demo = create(args.data, args.model, args.device, args.dtype, clip_model=args.clip_model)
+    limits = Limits(keep_days=args.keep_days, max_disk_gb=args.max_disk_gb)
+    backend, demo = create(args.data, args.model, args.device, args.dtype, limits=limits, clip_model=args.clip_model)
     print(f"data folder: {args.data.resolve()}; model {args.model} loading in the background", flush=True)
     try:
-        demo.queue(default_concurrency_limit=1).launch(**launch_options(backend, args.host, args.port))
+        demo.queue(default_concurrency_limit=1).launch(**launch_options(backend, args.host, args.port, args.auth))
     finally:
         backend.stop()
     return 0

@@ -2,14 +2,23 @@
 
 The UI module only converts between components and these calls, so everything here can be used
 (and tested) from plain Python. Errors a user can fix are `ShapeInvError`s with the fix in the text.
+
+Every call about a job takes the caller's `owner` token and reads the job through
+`JobStore.owned`, so a stranger with a job id learns nothing. Files go to Gradio through
+`outbox()` (a private temporary copy), never straight from the data folder, which the web server
+does not serve at all. A housekeeping thread bounds the data folder (`retention`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import re
 import secrets
+import shutil
 import sys
+import tempfile
+import threading
 import time
 import zipfile
 from dataclasses import dataclass, field
@@ -38,10 +47,15 @@ from shapeinv_core.jobs import (
     JobStore,
     SweepSpec,
     Worker,
+    new_owner_token,
+    validate_owner,
 )
+from shapeinv_core.jobs.retention import DEFAULT_KEEP_DAYS, check_budget, clean_data_folder
 from shapeinv_core.metrics import DEFAULT_CLIP_MODEL, generated_mask_iou, strip_placeholder
 from shapeinv_core.report import read_metrics_csv
 from shapeinv_core.sweep import DEFAULT_WEIGHTS, run_folder_name
+
+log = logging.getLogger(__name__)
 
 EXAMPLE_PROMPTS = (
     "a leopard-print chair in the shape of *s",
@@ -61,15 +75,22 @@ class Limits:
     max_side: int = 1024  # larger photos are shrunk on upload: the model sees 512 px anyway
     max_steps: int = 3000
     max_images: int = 8  # prompts x images per prompt, per request
+    max_prompt_chars: int = 500  # per prompt (the text encoder reads 77 tokens anyway)
     max_queued: int = 20
+    max_queued_per_owner: int = 3
     max_weights: int = 8  # concepts one sweep learns together
     max_sweep_images: int = 48  # weights x prompts x images per prompt
+    edit_timeout: float = 300.0  # seconds an edit request may take, waiting included
+    keep_days: float = DEFAULT_KEEP_DAYS  # finished jobs, edits and exports older than this are deleted
+    max_disk_gb: float | None = None  # the data folder's budget; new jobs are refused beyond it
 
     def describe(self) -> str:
+        budget = f" Data folder budget {self.max_disk_gb:g} GB." if self.max_disk_gb else ""
         return (f"Limits: uploads up to {self.max_upload}, images up to {self.max_pixels / 1e6:.0f} megapixels, "
                 f"{self.max_steps} steps per job, {self.max_images} images per request, "
                 f"{self.max_weights} weights and {self.max_sweep_images} images per sweep, "
-                f"{self.max_queued} jobs waiting.")
+                f"{self.max_queued} jobs waiting ({self.max_queued_per_owner} per person). Finished jobs are "
+                f"deleted after {self.keep_days:g} days.{budget}")
 
 
 @dataclass
@@ -95,30 +116,59 @@ class Backend:
     preview_every: int = 5
     preview_steps: int = 20
     clip_model: str | None = DEFAULT_CLIP_MODEL
+    clean_every: float = 600.0  # seconds between housekeeping passes
+    outbox_max_age: float = 3600.0  # Gradio copies a served file at once; the private copy can go soon
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir)
-        self.store = JobStore(self.data_dir, max_queued=self.limits.max_queued)
+        self.store = JobStore(self.data_dir, max_queued=self.limits.max_queued,
+                              max_queued_per_owner=self.limits.max_queued_per_owner)
         self.worker = Worker(self.store, model=self.model, device=self.device, dtype=self.dtype,
                              preview_every=self.preview_every, preview_steps=self.preview_steps,
-                             clip_model=self.clip_model)
+                             clip_model=self.clip_model, edit_timeout=self.limits.edit_timeout)
+        self.outbox_dir = Path(tempfile.mkdtemp(prefix="shapeinv-outbox-"))
+        self._stop_cleaning = threading.Event()
 
     def start(self) -> Backend:
         self.worker.start()
+        threading.Thread(target=self._housekeeping, name="shapeinv-housekeeping", daemon=True).start()
         return self
 
     def stop(self) -> None:
+        self._stop_cleaning.set()
         self.worker.stop()
+        shutil.rmtree(self.outbox_dir, ignore_errors=True)
 
-    def served_folders(self) -> list[Path]:
-        """What the web server may send: job folders, exports, edits (random names), never the database.
+    def clean(self, now: float | None = None) -> None:
+        """One housekeeping pass: old finished jobs, edits and exports; old private copies of served files."""
+        clean_data_folder(self.store, self.limits.keep_days, (self.data_dir / "edits", self.data_dir / "exports"),
+                          now=now)
+        cutoff = (time.time() if now is None else now) - self.outbox_max_age
+        for folder in list(self.outbox_dir.iterdir()) if self.outbox_dir.is_dir() else []:
+            if folder.stat().st_mtime < cutoff:
+                shutil.rmtree(folder, ignore_errors=True)
 
-        A job's files are reachable by whoever knows its id, as its ?job= link is.
-        """
-        folders = [self.store.jobs_dir, self.data_dir / "exports", self.data_dir / "edits"]
-        for folder in folders:
-            folder.mkdir(parents=True, exist_ok=True)
-        return [folder.resolve() for folder in folders]
+    def _housekeeping(self) -> None:
+        while True:
+            try:
+                self.clean()
+            except Exception:  # a busy database or a vanished file: the next pass tries again
+                log.exception("housekeeping")
+            if self._stop_cleaning.wait(self.clean_every):
+                return
+
+    def outbox(self, path: Path | None) -> str | None:
+        """A private temporary copy of a data-folder file for Gradio to serve (it copies it into its cache)."""
+        if path is None:
+            return None
+        folder = self.outbox_dir / secrets.token_hex(16)
+        folder.mkdir(parents=True)
+        return str(shutil.copy2(path, folder / Path(path).name))
+
+    @staticmethod
+    def owner_token(owner: str | None) -> str:
+        """The caller's owner token, checked; a new one when the caller brings none (it is returned to them)."""
+        return validate_owner(owner) if owner and owner.strip() else new_owner_token()
 
     # --- image and mask -----------------------------------------------------------------------
     def read_image(self, path: str | Path | None) -> Image.Image:
@@ -221,21 +271,28 @@ class Backend:
             setattr(config, name, int(getattr(config, name)))
         return config.validate()
 
-    def submit(self, image: Image.Image, mask: Image.Image, config: InversionConfig | SweepSpec) -> Job:
-        """Queue an inversion (an `InversionConfig`) or a sweep (a `SweepSpec`) and wake the worker."""
+    def check_room(self, owner: str) -> None:
+        """Refuse a new job early (before reading uploads): a failed model, a full queue, the disk budget."""
         if self.worker.state == "failed":
             raise InputError(f"Jobs cannot run: {self.worker.error}")
+        self.store.check_room(owner)
+        check_budget(self.data_dir, self.limits.max_disk_gb)
+
+    def submit(self, image: Image.Image, mask: Image.Image, config: InversionConfig | SweepSpec,
+               owner: str) -> Job:
+        """Queue an inversion (an `InversionConfig`) or a sweep (a `SweepSpec`) for `owner`; wake the worker."""
+        self.check_room(owner)
         create = self.store.create_sweep if isinstance(config, SweepSpec) else self.store.create
-        job = create(image, mask, config)
+        job = create(image, mask, config, owner=owner)
         self.worker.wake()
         return job
 
-    def cancel(self, job_id: str) -> Job:
-        return self.store.cancel(job_id)
+    def cancel(self, job_id: str, owner: str | None) -> Job:
+        return self.store.cancel(self.store.owned(job_id, owner).id)
 
-    def status(self, job_id: str) -> dict:
-        """Everything a status page or a program needs about one job, JSON-ready."""
-        job = self.store.get(job_id)
+    def status(self, job_id: str, owner: str | None) -> dict:
+        """Everything a status page or a program needs about one of `owner`'s jobs, JSON-ready (no paths)."""
+        job = self.store.owned(job_id, owner)
         now = time.time()
         elapsed = None
         if job.started is not None:
@@ -255,9 +312,9 @@ class Backend:
             "error": job.error,
             "resumed": job.resumes,
             "has_concept": run.has_concept(),
-            "folder": str(run.path),
             "kind": job.kind,
-            "phase": job.phase,  # a sweep after its steps: which weight it is drawing
+            # a sweep after its steps: which weight it is drawing; a job paused on a full disk: why
+            "phase": self.worker.paused if self.worker.paused and self.worker.current_job == job.id else job.phase,
             "terms": job.term_list(),  # a sweep: the latest loss terms of each weight's *s
             "grad_ratio": self._latest_balance(run),  # |grad(weight x mask term)| / |grad(denoising)|
             "note": job.note,
@@ -275,6 +332,8 @@ class Backend:
             if status["step"] < status["total_steps"]:
                 return f"Sweep {status['id']}: {phase}, step {status['step']} of {status['total_steps']}."
             return f"Sweep {status['id']}: {phase} ..."
+        if state == RUNNING and status["phase"]:  # e.g. paused on a full disk
+            return f"Job {status['id']}: {status['phase']} (step {status['step']} of {status['total_steps']})."
         if state == RUNNING:
             return f"Job {status['id']}: learning *s, step {status['step']} of {status['total_steps']}."
         if state == DONE and sweep:
@@ -293,19 +352,21 @@ class Backend:
                 return record["grad_ratio"]
         return None
 
-    def log(self, job_id: str) -> list[dict]:
-        return self.store.run(job_id).read_log()
+    def log(self, job_id: str, owner: str | None) -> list[dict]:
+        return self.store.run(self.store.owned(job_id, owner).id).read_log()
 
-    def previews(self, job_id: str) -> tuple[Path | None, Path | None]:
+    def previews(self, job_id: str, owner: str | None) -> tuple[Path | None, Path | None]:
         """The latest sample image and attention picture of a job (None until written)."""
+        job_id = self.store.owned(job_id, owner).id
         folder = self.store.job_dir(job_id) / PREVIEW_DIR
         sample, attention = folder / SAMPLE_PREVIEW, folder / ATTENTION_PREVIEW
         final = self.store.job_dir(job_id) / "attention.png"
         return (sample if sample.is_file() else None,
                 final if final.is_file() else attention if attention.is_file() else None)
 
-    def downloads(self, job_id: str) -> list[Path]:
+    def downloads(self, job_id: str, owner: str | None) -> list[Path]:
         """NAME.safetensors (NAME-lora.safetensors) for other tools and the whole run as NAME-JOB.zip, once done."""
+        job_id = self.store.owned(job_id, owner).id
         run = self.store.run(job_id)
         if not run.has_concept():
             return []
@@ -346,16 +407,16 @@ class Backend:
     def sweep_spec(self, weights: list[float], prompts_text: str, config: InversionConfig,
                    generation: GenerationConfig) -> SweepSpec:
         """The sweep a form asks for, within the limits: prompts one per line, each using the placeholder."""
-        prompts = check_prompts((prompts_text or "").splitlines(), config.placeholder)
+        prompts = self.check_prompts(prompts_text, config.placeholder)
         images = len(weights) * len(prompts) * generation.num_images
         if images > self.limits.max_sweep_images:
             raise InputError(f"{len(weights)} weights x {len(prompts)} prompts x {generation.num_images} images = "
                              f"{images} images; this server draws at most {self.limits.max_sweep_images} per sweep.")
         return SweepSpec(base=config, weights=weights, prompts=prompts, generation=generation.validate()).validate()
 
-    def sweep_results(self, job_id: str) -> dict:
+    def sweep_results(self, job_id: str, owner: str | None) -> dict:
         """A sweep's pictures, table and learned concepts; the pictures and table are None until it is done."""
-        job = self.store.get(job_id)
+        job = self.store.owned(job_id, owner)
         if job.kind != SWEEP:
             raise InputError(f"Job {job.id} is a single run, not a sweep. Show it with job_status.")
         folder = self.store.job_dir(job.id)
@@ -373,7 +434,7 @@ class Backend:
         }
 
     # --- edits --------------------------------------------------------------------------------
-    def concept(self, job_id: str | None, upload: str | Path | None) -> tuple[Concept, Path]:
+    def concept(self, job_id: str | None, upload: str | Path | None, owner: str | None) -> tuple[Concept, Path]:
         """The concept to edit with (an uploaded file wins over the job) and where its images go.
 
         `job_id` is a job's id, or `SWEEP_ID/weight_0.1` for one of a sweep's concepts.
@@ -384,13 +445,13 @@ class Backend:
         if not job_id or not job_id.strip():
             raise InputError("No concept yet. Learn one above (and wait until it is done), or upload a "
                              "learned_embeds.safetensors file.")
-        job, run = self.store.concept_run(job_id)
+        job, run = self.store.concept_run(job_id, owner)
         if not run.has_concept():
             raise InputError(f"Job {job.id} is {job.status}; its concept is not ready yet. Wait until it is done, "
                              "or upload a learned_embeds.safetensors file.")
         return Concept.load(run.path), run.path / "edits"
 
-    def edit_metrics(self, edits: list[Edit]) -> tuple[list[dict], str]:
+    def edit_metrics(self, edits: list[Edit], owner: str | None) -> tuple[list[dict], str]:
         """Mask-IoU (to the run's input mask) and CLIP-T of edited images -> (rows, note on what is missing).
 
         `edits` are `generate`'s records. Mask-IoU is measured on the square the model saw (the photo
@@ -401,7 +462,7 @@ class Backend:
         notes = []
         square_mask = None
         if edits[0].source:
-            image, mask, _ = self.store.concept_run(edits[0].source)[1].inputs()
+            image, mask, _ = self.store.concept_run(edits[0].source, owner)[1].inputs()
             square_mask = pad_to_square(image, mask)[1]
         else:
             notes.append("Mask-IoU needs the input mask; an uploaded concept comes without one.")
@@ -416,17 +477,28 @@ class Backend:
                 for index, (edit, image) in enumerate(zip(edits, images))]
         return rows, " ".join(notes)
 
+    def check_prompts(self, prompts_text: str, placeholder: str) -> list[str]:
+        """Prompts one per line, each using the placeholder and at most `max_prompt_chars` long."""
+        prompts = check_prompts((prompts_text or "").splitlines(), placeholder)
+        for prompt in prompts:
+            if len(prompt) > self.limits.max_prompt_chars:
+                raise InputError(f"A prompt of {len(prompt)} characters is longer than this server takes "
+                                 f"({self.limits.max_prompt_chars}); the model reads about 75 words anyway. "
+                                 "Shorten it.")
+        return prompts
+
     def generate(self, job_id: str | None, upload: str | Path | None, prompts_text: str,
-                 config: GenerationConfig) -> list[Edit]:
+                 config: GenerationConfig, owner: str | None) -> list[Edit]:
         """Images for one prompt per line, saved as PNG files; served between another job's steps.
 
-        `job_id` as in `concept`: a job's id or `SWEEP_ID/weight_0.1`.
+        `job_id` as in `concept`: a job's id or `SWEEP_ID/weight_0.1`. Prompt and image counts are
+        checked before the request is queued; the worker drops it after `limits.edit_timeout` s.
         """
-        concept, out_dir = self.concept(job_id, upload)
+        concept, out_dir = self.concept(job_id, upload, owner)
         if concept.token != DEFAULT_PLACEHOLDER and concept.token not in prompts_text and \
                 DEFAULT_PLACEHOLDER in prompts_text:  # a concept from elsewhere, written as *s like ours
             concept = dataclasses.replace(concept, token=DEFAULT_PLACEHOLDER)
-        prompts = check_prompts((prompts_text or "").splitlines(), concept.token)
+        prompts = self.check_prompts(prompts_text, concept.token)
         total = len(prompts) * config.num_images
         if total > self.limits.max_images:
             raise InputError(f"{len(prompts)} prompts x {config.num_images} images = {total} images; this server "

@@ -2,18 +2,24 @@
 
 Each public method is one named API endpoint (its argument names are the client's parameter
 names). A `ShapeInvError` becomes a `gr.Error` with the same message, so the page and the
-client show the fix instead of a traceback.
+client show the fix instead of a traceback; anything unexpected is logged and answered with a
+plain sentence, never the exception's text. Every endpoint about a job takes the caller's
+`owner` token (the page keeps one per browser; the start endpoints return a new one to clients
+that sent none).
 """
 
 from __future__ import annotations
 
+import errno
 import functools
+import logging
+import math
 
 import gradio as gr
 from PIL import Image
 
 from shapeinv_core.config import GenerationConfig
-from shapeinv_core.errors import ShapeInvError
+from shapeinv_core.errors import InputError, ShapeInvError
 from shapeinv_core.exports import name_from_photo
 from shapeinv_core.jobs import FINISHED, RUNNING, SWEEP, validate_job_id
 from shapeinv_core.report import METRICS_COLUMNS
@@ -22,19 +28,67 @@ from .backend import Backend, Edit
 from .plots import loss_plot
 
 EDIT_METRICS_COLUMNS = ["prompt", "seed", "image", "mask_iou", "clip_t"]
+UNEXPECTED = "Something went wrong on the server; it has been logged. Try again, and report it if it persists."
+DISK_FULL = "The server's disk is full. Try again later; nothing of your jobs is lost."
+
+log = logging.getLogger(__name__)
 
 
 def user_errors(function):
-    """Show `ShapeInvError`s to the user as they are written; anything else stays a server error."""
+    """Show `ShapeInvError`s as they are written; a full disk and anything unexpected as one plain sentence."""
 
     @functools.wraps(function)
     def wrapper(*args, **kwargs):
         try:
             return function(*args, **kwargs)
+        except gr.Error:
+            raise
         except ShapeInvError as error:
             raise gr.Error(str(error), print_exception=False) from error
+        except OSError as error:
+            if error.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise gr.Error(DISK_FULL, print_exception=False) from error
+            log.exception("%s failed", function.__name__)
+            raise gr.Error(UNEXPECTED, print_exception=False) from error
+        except Exception as error:
+            log.exception("%s failed", function.__name__)
+            raise gr.Error(UNEXPECTED, print_exception=False) from error
 
     return wrapper
+
+
+def whole(value, name: str, low: int | None = None, high: int | None = None) -> int:
+    """A form or API value as an int, or `InputError` naming the field and its range."""
+    number = real(value, name)
+    if not number.is_integer():
+        raise InputError(f"{name} must be a whole number, not {value!r:.40}.")
+    number = int(number)
+    if (low is not None and number < low) or (high is not None and number > high):
+        raise InputError(f"{name} must be between {low} and {high}, not {number}.")
+    return number
+
+
+def real(value, name: str) -> float:
+    """A form or API value as a finite float, or `InputError` naming the field."""
+    if value is None or value == "":
+        raise InputError(f"{name} is missing; give a number.")
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise InputError(f"{name} must be a number, not {type(value).__name__}.")
+    try:
+        number = float(value)
+    except (ValueError, OverflowError):
+        raise InputError(f"{name} must be a number, not {str(value)[:40]!r}.") from None
+    if not math.isfinite(number):
+        raise InputError(f"{name} must be a finite number, not {value!r:.40}.")
+    return number
+
+
+def text(value, name: str) -> str:
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise InputError(f"{name} must be text, not {type(value).__name__}.")
+    return value
 
 
 def checked_image(**options) -> gr.Image:
@@ -177,67 +231,80 @@ class Handlers:
                         batch_size: int, resolution: int, seed: int, map_resolution: int, attention_layers: str,
                         map_norm: str, init_reg: float, checkpoint_every: int, attention_res: str = "all",
                         mask_form: str = "mse", background_weight: float = 1.0, tune: str = "none",
-                        lora_rank: int = 4, lora_steps: int = 100, lora_lr: float = 1e-4, name: str = ""):
-        """Queue an inversion; the mask is extracted automatically when none is given.
+                        lora_rank: int = 4, lora_steps: int = 100, lora_lr: float = 1e-4, name: str = "",
+                        owner: str | None = None):
+        """Queue an inversion -> (job id, status, timer, owner token); the mask is extracted when none is given.
 
         The concept's file name (NAME.safetensors) is `name`, or else made from the photo's file name.
+        Every setting and limit is checked before the job is queued. Keep the returned `owner`
+        token: it is needed to see, cancel, edit with or download the job.
         """
-        picture = self.backend.read_image(image)
-        object_mask = self.backend.read_mask(mask, picture)
+        owner = self.backend.owner_token(owner)
         config = self._config(mask_weight, steps, class_word, initializer, num_vectors, learning_rate, batch_size,
                               resolution, seed, map_resolution, attention_layers, map_norm, init_reg, checkpoint_every,
-                              attention_res=str(attention_res).strip(), mask_form=mask_form,
-                              background_weight=float(background_weight), tune=tune, lora_rank=lora_rank,
-                              lora_steps=lora_steps, lora_lr=float(lora_lr),
-                              name=(name or "").strip() or name_from_photo(image))
-        job = self.backend.submit(picture, object_mask, config)
-        return job.id, self.backend.status(job.id), gr.Timer(active=True)
+                              attention_res=text(attention_res, "Attention map sides").strip(),
+                              mask_form=text(mask_form, "Mask term"),
+                              background_weight=real(background_weight, "Background weight"),
+                              tune=text(tune, "Tune"), lora_rank=whole(lora_rank, "LoRA rank"),
+                              lora_steps=whole(lora_steps, "LoRA steps"), lora_lr=real(lora_lr, "LoRA learning rate"),
+                              name=text(name, "Name").strip() or name_from_photo(image))
+        self.backend.check_room(owner)
+        picture = self.backend.read_image(image)
+        object_mask = self.backend.read_mask(mask, picture)
+        job = self.backend.submit(picture, object_mask, config, owner)
+        return job.id, self.backend.status(job.id, owner), gr.Timer(active=True), owner
 
     def _config(self, mask_weight, steps, class_word, initializer, num_vectors, learning_rate, batch_size,
                 resolution, seed, map_resolution, attention_layers, map_norm, init_reg, checkpoint_every, **more):
         return self.backend.inversion_config(
-            mask_weight=float(mask_weight), steps=steps, class_word=class_word.strip(),
-            initializer=initializer.strip(), num_vectors=num_vectors, learning_rate=float(learning_rate),
-            batch_size=batch_size, resolution=resolution, seed=seed, map_resolution=map_resolution,
-            attention_layers=attention_layers, map_norm=map_norm, init_reg=float(init_reg),
-            checkpoint_every=checkpoint_every, **more,
+            mask_weight=real(mask_weight, "Mask weight"), steps=whole(steps, "Steps"),
+            class_word=text(class_word, "Class word").strip(), initializer=text(initializer, "Initializer").strip(),
+            num_vectors=whole(num_vectors, "Vectors per *s"), learning_rate=real(learning_rate, "Learning rate"),
+            batch_size=whole(batch_size, "Timesteps per step"), resolution=whole(resolution, "Resolution"),
+            seed=whole(seed, "Seed"), map_resolution=whole(map_resolution, "Attention map grid"),
+            attention_layers=text(attention_layers, "Attention layers"), map_norm=text(map_norm, "Map normalisation"),
+            init_reg=real(init_reg, "Pull toward the initializer"),
+            checkpoint_every=whole(checkpoint_every, "Checkpoint every"),
+            **more,
         )
 
     @user_errors
-    def job_status(self, job_id: str):
+    def job_status(self, job_id: str, owner: str | None = None):
         """(status dict, headline, progress bar, loss terms, loss plot, preview, attention, downloads, timer)."""
-        return self._status_outputs(job_id)
+        return self._status_outputs(text(job_id, "Job id"), owner)
 
-    def poll_job(self, job_id: str):
+    def poll_job(self, job_id: str, owner: str | None = None):
         """`job_status` for the page's timer: a bad id stops the polling with a note, not an error a second."""
         try:
-            return self._status_outputs(job_id)
-        except ShapeInvError as error:
-            return {}, str(error), "", "", None, None, None, None, gr.Timer(active=False)
+            return self._status_outputs(job_id, owner)
+        except Exception as error:  # noqa: BLE001 - the timer must stop, whatever went wrong
+            note = str(error) if isinstance(error, ShapeInvError) else UNEXPECTED
+            return {}, note, "", "", None, None, None, None, gr.Timer(active=False)
 
-    def _status_outputs(self, job_id: str):
+    def _status_outputs(self, job_id: str, owner: str):
         if not job_id or not job_id.strip():
             return {}, "", "", "", None, None, None, None, gr.Timer(active=False)
-        status = self.backend.status(job_id)
-        sample, attention = self.backend.previews(status["id"])
+        status = self.backend.status(job_id, owner)
+        job_id = status["id"]
+        sample, attention = self.backend.previews(job_id, owner)
         finished = status["status"] in FINISHED
         return (
             status,
             self.backend.describe(status),
             self._progress(status),
             self._losses(status),
-            loss_plot(self.backend.log(status["id"])),
+            loss_plot(self.backend.log(job_id, owner)),
             _at_least(sample, 256),
-            str(attention) if attention else None,
-            [str(path) for path in self.backend.downloads(status["id"])] or None,
+            self.backend.outbox(attention),
+            [self.backend.outbox(path) for path in self.backend.downloads(job_id, owner)] or None,
             gr.Timer(active=not finished),
         )
 
     @user_errors
-    def cancel_job(self, job_id: str):
+    def cancel_job(self, job_id: str, owner: str | None = None):
         """Cancel a queued job now, a running one after its current step (its checkpoint is kept)."""
-        job = self.backend.cancel(validate_job_id(job_id))
-        status = self.backend.status(job.id)
+        job = self.backend.cancel(validate_job_id(text(job_id, "Job id")), owner)
+        status = self.backend.status(job.id, owner)
         note = "Stopping after the current step ..." if job.status == RUNNING else self.backend.describe(status)
         return status, note
 
@@ -268,44 +335,51 @@ class Handlers:
                     num_vectors: int, learning_rate: float, batch_size: int, resolution: int, seed: int,
                     map_resolution: int, attention_layers: str, map_norm: str, init_reg: float,
                     checkpoint_every: int, attention_res: str = "all", mask_form: str = "mse",
-                    background_weight: float = 1.0):
+                    background_weight: float = 1.0, owner: str | None = None):
         """Queue one job that learns a `*s` per mask weight together, then draws and measures every prompt.
 
-        -> (sweep id, status, timer). The other settings are the single run's (its Advanced section).
+        -> (sweep id, status, timer, owner token). The other settings are the single run's (its Advanced section).
         """
-        picture = self.backend.read_image(image)
-        object_mask = self.backend.read_mask(mask, picture)
-        values = self.backend.parse_weights(weights)
+        owner = self.backend.owner_token(owner)
+        values = self.backend.parse_weights(text(weights, "Mask weights"))
         config = self._config(values[0], steps, class_word, initializer, num_vectors, learning_rate, batch_size,
                               resolution, seed, map_resolution, attention_layers, map_norm, init_reg, checkpoint_every,
-                              attention_res=str(attention_res).strip(), mask_form=mask_form,
-                              background_weight=float(background_weight), name=name_from_photo(image))
-        generation = GenerationConfig(num_images=int(num_images), steps=int(sample_steps), guidance=float(guidance),
-                                      seed=int(seed))
-        job = self.backend.submit(picture, object_mask, self.backend.sweep_spec(values, prompts, config, generation))
-        return job.id, self.backend.status(job.id), gr.Timer(active=True)
+                              attention_res=text(attention_res, "Attention map sides").strip(),
+                              mask_form=text(mask_form, "Mask term"),
+                              background_weight=real(background_weight, "Background weight"),
+                              name=name_from_photo(image))
+        generation = GenerationConfig(num_images=whole(num_images, "Images per prompt", 1, 4),
+                                      steps=whole(sample_steps, "Sampling steps", 1, 100),
+                                      guidance=real(guidance, "Guidance"), seed=config.seed).validate()
+        spec = self.backend.sweep_spec(values, text(prompts, "Prompts"), config, generation)
+        self.backend.check_room(owner)
+        picture = self.backend.read_image(image)
+        object_mask = self.backend.read_mask(mask, picture)
+        job = self.backend.submit(picture, object_mask, spec, owner)
+        return job.id, self.backend.status(job.id, owner), gr.Timer(active=True), owner
 
     @user_errors
-    def sweep_results(self, job_id: str):
+    def sweep_results(self, job_id: str, owner: str | None = None):
         """(status, headline, progress, per-weight losses, grid, trade-off plot, table, concepts, timer).
 
         The status dict gains `concepts`: [{weight, concept}], where `concept` is what `generate`
         takes as `job_id` to edit with that weight's `*s`. Pictures and table are None until done.
         """
-        return self._sweep_outputs(job_id)
+        return self._sweep_outputs(text(job_id, "Sweep id"), owner)
 
-    def poll_sweep(self, job_id: str):
+    def poll_sweep(self, job_id: str, owner: str | None = None):
         """`sweep_results` for the page's timer: a bad id stops the polling with a note."""
         try:
-            return self._sweep_outputs(job_id)
-        except ShapeInvError as error:
-            return {}, str(error), "", "", None, None, None, gr.skip(), gr.Timer(active=False)
+            return self._sweep_outputs(job_id, owner)
+        except Exception as error:  # noqa: BLE001 - the timer must stop, whatever went wrong
+            note = str(error) if isinstance(error, ShapeInvError) else UNEXPECTED
+            return {}, note, "", "", None, None, None, gr.skip(), gr.Timer(active=False)
 
-    def _sweep_outputs(self, job_id: str):
+    def _sweep_outputs(self, job_id: str, owner: str):
         if not job_id or not job_id.strip():
             return {}, "", "", "", None, None, None, gr.skip(), gr.Timer(active=False)
-        status = self.backend.status(job_id)
-        results = self.backend.sweep_results(status["id"])
+        status = self.backend.status(job_id, owner)
+        results = self.backend.sweep_results(status["id"], owner)
         status["concepts"] = [{"weight": weight, "concept": ref} for weight, ref in results["concepts"]]
         finished = status["status"] in FINISHED
         choices = [(f"{weight:g}", ref) for weight, ref in results["concepts"]]
@@ -317,8 +391,8 @@ class Handlers:
             headline,
             self._progress(status),
             self._weight_losses(status),
-            str(results["grid"]) if results["grid"] else None,
-            str(results["tradeoff"]) if results["tradeoff"] else None,
+            self.backend.outbox(results["grid"]),
+            self.backend.outbox(results["tradeoff"]),
             _table(results["rows"], METRICS_COLUMNS) if results["rows"] else None,
             gr.Dropdown(choices=choices, value=chosen) if finished else gr.skip(),
             gr.Timer(active=not finished),
@@ -334,11 +408,11 @@ class Handlers:
         return "\n".join(lines)
 
     @user_errors
-    def use_sweep_concept(self, concept: str | None):
+    def use_sweep_concept(self, concept: str | None, owner: str | None = None):
         """A sweep's `*s` (`SWEEP_ID/weight_0.1`) -> the Edit section's concept, checked to be there."""
         if not concept:
             raise gr.Error("Pick a weight first; the list fills in when the sweep is done.", print_exception=False)
-        job, run = self.backend.store.concept_run(concept)
+        job, run = self.backend.store.concept_run(text(concept, "Weight"), owner)
         if not run.has_concept():
             raise gr.Error(f"Sweep {job.id} has no concept {concept} yet.", print_exception=False)
         return concept
@@ -346,31 +420,34 @@ class Handlers:
     # --- edits --------------------------------------------------------------------------------
     @user_errors
     def generate(self, job_id: str, concept_file: str | None, prompts: str, num_images: int, seed: int,
-                 steps: int, guidance: float, shape_steps: float = 1.0, shape_order: str = "first"):
+                 steps: int, guidance: float, shape_steps: float = 1.0, shape_order: str = "first",
+                 owner: str | None = None):
         """Images for one prompt per line -> (gallery of (image, caption), note on where they were saved).
 
         `job_id` is a job's id or a sweep's `SWEEP_ID/weight_0.1`. The images are kept for
         `edit_metrics` (per session), which the page calls next. `shape_steps`: the fraction of the
         sampling steps the prompt with *s conditions (the rest: the prompt without its *s phrase).
         """
-        config = GenerationConfig(num_images=int(num_images), seed=int(seed), steps=int(steps),
-                                  guidance=float(guidance), shape_steps=float(shape_steps),
-                                  shape_order=shape_order).validate()
-        saved = self.backend.generate(job_id, concept_file, prompts, config)
-        gallery = [(str(edit.path), f"{edit.prompt} (seed {edit.seed})") for edit in saved]
+        config = GenerationConfig(num_images=whole(num_images, "Images per prompt", 1, self.backend.limits.max_images),
+                                  seed=whole(seed, "Seed"), steps=whole(steps, "Sampling steps", 1, 100),
+                                  guidance=real(guidance, "Guidance"), shape_steps=real(shape_steps, "Shape steps"),
+                                  shape_order=text(shape_order, "Shape order")).validate()
+        saved = self.backend.generate(text(job_id, "Concept"), concept_file, text(prompts, "Prompts"), config, owner)
+        gallery = [(self.backend.outbox(edit.path), f"{edit.prompt} (seed {edit.seed})") for edit in saved]
         folder = saved[0].path.parent.relative_to(self.backend.data_dir) if saved else ""
         return gallery, f"{len(saved)} images, saved in `{folder}` in the server's data folder.", saved
 
     @user_errors
-    def edit_metrics(self, edits: list[Edit] | None):
+    def edit_metrics(self, edits: list[Edit] | None, owner: str | None = None):
         """(table of Mask-IoU and CLIP-T per image of this session's last `generate`, note on missing scores)."""
-        rows, note = self.backend.edit_metrics(edits or [])
+        rows, note = self.backend.edit_metrics(edits or [], owner)
         return _table(rows, EDIT_METRICS_COLUMNS) if rows else None, note
 
     # --- page load ----------------------------------------------------------------------------
-    def on_load(self, request: gr.Request):
+    def on_load(self, owner: str, request: gr.Request):
         """`?job=ID` shows that job (a sweep in its own tab) and keeps polling it; a bad id gets a message.
 
+        Only this browser's own jobs (its `owner` secret) are shown; another's answers like a missing one.
         -> (job id, its timer, headline, sweep id, its timer, selected tab).
         """
         job_id = (request.query_params.get("job") or "").strip() if request else ""
@@ -378,7 +455,7 @@ class Handlers:
         if not job_id:
             return *nothing, "", *nothing, gr.skip()
         try:
-            job = self.backend.store.get(validate_job_id(job_id))
+            job = self.backend.store.owned(validate_job_id(job_id), owner)
         except ShapeInvError as error:
             return *nothing, str(error), *nothing, gr.skip()
         if job.kind == SWEEP:
@@ -392,6 +469,15 @@ class Handlers:
         if worker.state == "failed":
             line = f"**{line}**"
         return line, gr.Timer(active=worker.state == "loading")
+
+    @staticmethod
+    def owner_js() -> str:
+        """This browser's owner secret: kept in localStorage, made once (192 random bits, URL-safe base64)."""
+        return ("() => { const key = 'shapeinv-owner'; let token = window.localStorage.getItem(key); "
+                "if (!token || !/^[A-Za-z0-9_-]{22,128}$/.test(token)) { "
+                "const bytes = crypto.getRandomValues(new Uint8Array(24)); "
+                "token = btoa(String.fromCharCode(...bytes)).replace(/\\+/g, '-').replace(/\\//g, '_'); "
+                "window.localStorage.setItem(key, token); } return token; }")
 
     @staticmethod
     def job_link_js() -> str:

@@ -19,6 +19,7 @@ from shapeinv_core.report import METRICS_COLUMNS
 from shapeinv_core.sweep import DEFAULT_PROMPTS, DEFAULT_WEIGHTS
 
 from .backend import EXAMPLE_PROMPTS, MASK_WEIGHT_HELP, Backend
+from .guard import guard_inputs
 from .handlers import CLICK_MODES, EDIT_METRICS_COLUMNS, Handlers, checked_image
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
@@ -45,7 +46,8 @@ def build_demo(backend: Backend, defaults: InversionConfig | None = None) -> gr.
     d = defaults or InversionConfig()
     h = Handlers(backend)
     limits = backend.limits
-    with gr.Blocks(title="ShapeInversion") as demo:
+    # Gradio's own cache of served files is emptied of files older than a day, every hour.
+    with gr.Blocks(title="ShapeInversion", delete_cache=(3600, 86400)) as demo:
         gr.Markdown(INTRO)
         model_status = gr.Markdown(backend.worker.status_line(), elem_id="model-status")
         model_timer = gr.Timer(1.0, active=True)
@@ -218,6 +220,8 @@ def build_demo(backend: Backend, defaults: InversionConfig | None = None) -> gr.
                                     elem_id="edit-metrics")
         metrics_note = gr.Markdown(elem_id="metrics-note")
         edits = gr.State([])  # this session's last images, for edit_metrics
+        # This browser's secret (set from localStorage on load): only its holder sees and controls its jobs.
+        owner = gr.Textbox(visible=False, label="Owner token", elem_id="owner")
         gr.Markdown(limits.describe() + " Programs can use the same endpoints: see *Use via API* below.")
 
         # --- events -----------------------------------------------------------------------------
@@ -243,20 +247,20 @@ def build_demo(backend: Backend, defaults: InversionConfig | None = None) -> gr.
             h.start_inversion,
             [image, mask, mask_weight, steps, class_word, initializer, num_vectors, learning_rate, batch_size,
              resolution, seed, map_resolution, attention_layers, map_norm, init_reg, checkpoint_every,
-             attention_res, mask_form, background_weight, tune, lora_rank, lora_steps, lora_lr, name],
-            [job_id, status_json, timer], api_name="start_inversion",
+             attention_res, mask_form, background_weight, tune, lora_rank, lora_steps, lora_lr, name, owner],
+            [job_id, status_json, timer, owner], api_name="start_inversion",
         ).success(None, [job_id], None, js=Handlers.job_link_js())
-        job_id.submit(h.job_status, [job_id], status_outputs, api_name="job_status", concurrency_limit=None)
-        timer.tick(h.poll_job, [job_id], status_outputs, api_name="poll_job", api_visibility="private",
+        job_id.submit(h.job_status, [job_id, owner], status_outputs, api_name="job_status", concurrency_limit=None)
+        timer.tick(h.poll_job, [job_id, owner], status_outputs, api_name="poll_job", api_visibility="private",
                    concurrency_limit=None, show_progress="hidden")
         job_id.submit(None, [job_id], None, js=Handlers.job_link_js())
-        cancel.click(h.cancel_job, [job_id], [status_json, job_headline], api_name="cancel_job")
+        cancel.click(h.cancel_job, [job_id, owner], [status_json, job_headline], api_name="cancel_job")
         job_id.change(None, [job_id], [edit_concept], js="(id) => id", api_name="follow_job",
                       api_visibility="private")
         generate.click(h.generate, [edit_concept, concept_file, prompts, num_images, gen_seed, gen_steps, guidance,
-                                    shape_steps, shape_order],
+                                    shape_steps, shape_order, owner],
                        [gallery, edit_note, edits], api_name="generate",
-                       ).success(h.edit_metrics, [edits], [edit_metrics, metrics_note], api_name="edit_metrics")
+                       ).success(h.edit_metrics, [edits, owner], [edit_metrics, metrics_note], api_name="edit_metrics")
 
         sweep_outputs = [sweep_json, sweep_headline, sweep_progress, sweep_losses, sweep_grid, sweep_tradeoff,
                          sweep_table, sweep_concept, sweep_timer]
@@ -264,18 +268,22 @@ def build_demo(backend: Backend, defaults: InversionConfig | None = None) -> gr.
             h.start_sweep,
             [image, mask, sweep_weights, sweep_prompts, sweep_steps, sweep_images, sweep_sample_steps, sweep_guidance,
              class_word, initializer, num_vectors, learning_rate, batch_size, resolution, seed, map_resolution,
-             attention_layers, map_norm, init_reg, checkpoint_every, attention_res, mask_form, background_weight],
-            [sweep_id, sweep_json, sweep_timer], api_name="start_sweep",
+             attention_layers, map_norm, init_reg, checkpoint_every, attention_res, mask_form, background_weight,
+             owner],
+            [sweep_id, sweep_json, sweep_timer, owner], api_name="start_sweep",
         ).success(None, [sweep_id], None, js=Handlers.job_link_js())
-        sweep_id.submit(h.sweep_results, [sweep_id], sweep_outputs, api_name="sweep_results", concurrency_limit=None)
+        sweep_id.submit(h.sweep_results, [sweep_id, owner], sweep_outputs, api_name="sweep_results",
+                        concurrency_limit=None)
         sweep_id.submit(None, [sweep_id], None, js=Handlers.job_link_js())
-        sweep_timer.tick(h.poll_sweep, [sweep_id], sweep_outputs, api_name="poll_sweep", api_visibility="private",
-                         concurrency_limit=None, show_progress="hidden")
-        cancel_sweep.click(h.cancel_job, [sweep_id], [sweep_json, sweep_headline], api_name="cancel_sweep")
-        use_concept.click(h.use_sweep_concept, [sweep_concept], [edit_concept], api_name="use_sweep_concept",
+        sweep_timer.tick(h.poll_sweep, [sweep_id, owner], sweep_outputs, api_name="poll_sweep",
+                         api_visibility="private", concurrency_limit=None, show_progress="hidden")
+        cancel_sweep.click(h.cancel_job, [sweep_id, owner], [sweep_json, sweep_headline], api_name="cancel_sweep")
+        use_concept.click(h.use_sweep_concept, [sweep_concept, owner], [edit_concept], api_name="use_sweep_concept",
                           ).success(None, None, None, js=SCROLL_TO_EDIT)
         model_timer.tick(h.model_status, None, [model_status, model_timer], api_name="model_status",
                          show_progress="hidden")
-        demo.load(h.on_load, None, [job_id, timer, job_headline, sweep_id, sweep_timer, views], api_name="on_load",
-                  api_visibility="private")
+        demo.load(None, None, [owner], js=Handlers.owner_js(), api_name="owner", api_visibility="private").then(
+            h.on_load, [owner], [job_id, timer, job_headline, sweep_id, sweep_timer, views], api_name="on_load",
+            api_visibility="private")
+    guard_inputs(demo)
     return demo

@@ -7,6 +7,7 @@ The app runs in-process exactly as `python -m app` builds it (`app.__main__.crea
 from __future__ import annotations
 
 import os
+import secrets
 import socket
 import tempfile
 import time
@@ -24,6 +25,9 @@ ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "assets" / "chair_01.png"
 ARTIFACTS = ROOT / "test-artifacts"
 FINISHED = ("done", "failed", "cancelled")
+# The session's owner token: its jobs are visible only with it. Kept in the environment because pytest
+# imports this file twice (as `conftest` and as `tests.conftest`), and both must agree.
+OWNER = os.environ.setdefault("SHAPEINV_TEST_OWNER", secrets.token_urlsafe(24))
 
 # Settings a 2-core CPU finishes in about a second on the tiny model.
 SMALL = {"mask_weight": 0.1, "steps": 6, "class_word": "chair", "initializer": "chair", "num_vectors": 1,
@@ -55,13 +59,14 @@ def app_server(tmp_path_factory):
     from app.backend import Limits
 
     data = tmp_path_factory.mktemp("app-data")
-    limits = Limits(max_upload="500kb", max_pixels=2_000_000, max_steps=400, max_images=4, max_queued=3)
+    limits = Limits(max_upload="500kb", max_pixels=2_000_000, max_steps=400, max_images=4, max_queued=3,
+                    max_queued_per_owner=3)
     backend, demo = create(data, "tiny", device="cpu", limits=limits, preview_steps=2, clip_model="tiny")
     _, url, _ = demo.launch(prevent_thread_lock=True, quiet=True,
                             **launch_options(backend, "127.0.0.1", free_port()))
-    assert backend.worker.wait_ready(120), "the tiny model did not load"
+    assert backend.worker.wait_ready(300), "the tiny model did not load"
     assert backend.worker.state == "ready", backend.worker.error
-    yield SimpleNamespace(url=url, backend=backend, data=data)
+    yield SimpleNamespace(url=url, backend=backend, data=data, demo=demo)
     demo.close()
     backend.stop()
 
@@ -73,25 +78,28 @@ def client(app_server, tmp_path):
     return Client(app_server.url, verbose=False, download_files=str(tmp_path))
 
 
-def start_job(client, image: Path, mask: str | None = None, **settings) -> str:
+def start_job(client, image: Path, mask: str | None = None, owner: str = OWNER, **settings) -> str:
     from gradio_client import handle_file
 
     values = {**SMALL, **settings}
-    job_id, status, _ = client.predict(image=handle_file(str(image)), mask=handle_file(mask) if mask else None,
-                                       api_name="/start_inversion", **values)
+    job_id, status, _, returned_owner = client.predict(image=handle_file(str(image)),
+                                                       mask=handle_file(mask) if mask else None, owner=owner,
+                                                       api_name="/start_inversion", **values)
     assert status["status"] in ("queued", "running"), status
+    assert returned_owner == owner, "a client that brings its token keeps it"
     return job_id
 
 
-def job_status(client, job_id: str) -> dict:
-    return client.predict(job_id=job_id, api_name="/job_status")[0]
+def job_status(client, job_id: str, owner: str = OWNER) -> dict:
+    return client.predict(job_id=job_id, owner=owner, api_name="/job_status")[0]
 
 
-def wait_for_status(client, job_id: str, done=lambda s: s["status"] in FINISHED, timeout: float = 120.0) -> dict:
-    """Poll job_status until `done(status)`; fail with the last status after `timeout` seconds."""
+def wait_for_status(client, job_id: str, done=lambda s: s["status"] in FINISHED, timeout: float = 300.0,
+                    owner: str = OWNER) -> dict:
+    """Poll job_status until `done(status)`; fail with the last status after `timeout` seconds (a busy machine)."""
     deadline = time.monotonic() + timeout
     while True:
-        status = job_status(client, job_id)
+        status = job_status(client, job_id, owner)
         if done(status):
             return status
         assert time.monotonic() < deadline, f"gave up waiting; last status {status}"
@@ -105,7 +113,8 @@ def edit_while_running(client, running: str, concept_job: str, num_images: int, 
     """
     wait_for_status(client, running, lambda s: s["status"] == "running" and s["step"] >= 2)
     gallery, _ = client.predict(job_id=concept_job, concept_file=None, prompts="a red chair in the shape of *s",
-                                num_images=num_images, seed=0, steps=steps, guidance=7.5, api_name="/generate")
+                                num_images=num_images, seed=0, steps=steps, guidance=7.5, owner=OWNER,
+                                api_name="/generate")
     status = job_status(client, running)
     assert len(gallery) == num_images
     assert status["status"] == "running" and status["step"] < status["total_steps"], "the edit waited for the job"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 import urllib.error
 import urllib.request
 import zipfile
@@ -17,7 +18,7 @@ from PIL import Image
 from safetensors.torch import save_file
 
 from shapeinv_core.concept import Concept
-from tests.conftest import edit_while_running, example_image, job_status, start_job, wait_for_status
+from tests.conftest import OWNER, edit_while_running, example_image, job_status, start_job, wait_for_status
 
 
 def test_upload_mask_start_poll_generate(app_server, client, tmp_path):
@@ -31,14 +32,16 @@ def test_upload_mask_start_poll_generate(app_server, client, tmp_path):
     assert "rembg d" not in note and "/" not in note
     assert Image.open(editor["background"]).size == Image.open(image).size and len(editor["layers"]) == 1
 
-    job_id, status, _ = client.predict(image=handle_file(str(image)), mask=handle_file(mask), mask_weight=0.2,
-                                       steps=6, api_name="/start_inversion")  # the rest: the form's defaults
+    job_id, status, _, owner = client.predict(image=handle_file(str(image)), mask=handle_file(mask), mask_weight=0.2,
+                                              steps=6, api_name="/start_inversion")  # the rest: the form's defaults
+    assert len(owner) >= 22, "a client that brings no owner token gets a new one"
     assert status["status"] in ("queued", "running") and status["total_steps"] == 6
-    status = wait_for_status(client, job_id)
+    status = wait_for_status(client, job_id, owner=owner)
     assert status["status"] == "done", status
     assert status["step"] == status["total_steps"] == 6 and status["has_concept"]
+    assert "folder" not in status and str(app_server.data) not in repr(status), "no server path in a response"
 
-    outputs = client.predict(job_id=job_id, api_name="/job_status")
+    outputs = client.predict(job_id=job_id, owner=owner, api_name="/job_status")
     headline, loss_plot, attention, downloads = outputs[1], outputs[4], outputs[6], outputs[7]
     assert "done" in headline and Image.open(loss_plot).size == (520, 300) and Image.open(attention).width > 256
     names = sorted(Path(path).name for path in downloads)
@@ -53,7 +56,7 @@ def test_upload_mask_start_poll_generate(app_server, client, tmp_path):
 
     gallery, note = client.predict(job_id=job_id, concept_file=None,
                                    prompts="a red chair in the shape of *s\na leopard-print chair in the shape of *s",
-                                   num_images=2, seed=3, steps=3, guidance=7.5, api_name="/generate")
+                                   num_images=2, seed=3, steps=3, guidance=7.5, owner=owner, api_name="/generate")
     assert [item["caption"] for item in gallery] == [
         "a red chair in the shape of *s (seed 3)", "a red chair in the shape of *s (seed 4)",
         "a leopard-print chair in the shape of *s (seed 3)", "a leopard-print chair in the shape of *s (seed 4)"]
@@ -67,7 +70,7 @@ def test_generate_with_an_uploaded_concept(client, finished_job, app_server, tmp
     save_file({"<my-chair>": learned.vectors}, str(embeds))
     gallery, note = client.predict(job_id="", concept_file=handle_file(str(embeds)),
                                    prompts="a red chair in the shape of *s", num_images=1, seed=0, steps=2,
-                                   guidance=7.5, api_name="/generate")
+                                   guidance=7.5, owner=OWNER, api_name="/generate")
     assert len(gallery) == 1 and Path(gallery[0]["image"]).is_file()
     assert "edits" in note
 
@@ -75,7 +78,7 @@ def test_generate_with_an_uploaded_concept(client, finished_job, app_server, tmp
 def test_cancel_a_running_job(client, tmp_path, app_server):
     job_id = start_job(client, example_image(tmp_path), steps=300, checkpoint_every=1000)
     wait_for_status(client, job_id, lambda s: s["status"] == "running" and s["step"] >= 2)
-    status, note = client.predict(job_id=job_id, api_name="/cancel_job")
+    status, note = client.predict(job_id=job_id, owner=OWNER, api_name="/cancel_job")
     assert "Stopping" in note
     status = wait_for_status(client, job_id)
     assert status["status"] == "cancelled" and status["step"] < 300, status
@@ -97,7 +100,7 @@ def test_two_clients_start_at_once_and_finish_in_order(app_server, tmp_path):
     for thread in threads:
         thread.start()
     for thread in threads:
-        thread.join(60)
+        thread.join(300)
     assert all(ids) and ids[0] != ids[1]
     for index, job_id in enumerate(ids):
         assert wait_for_status(clients[index], job_id)["status"] == "done"
@@ -127,17 +130,20 @@ def test_bad_uploads_and_requests_get_their_message(client, finished_job, tmp_pa
         job_status(client, "../../etc")
     with pytest.raises(AppError, match="at most 4 per request"):
         client.predict(job_id=finished_job, concept_file=None, prompts="a *s\na red *s", num_images=3, seed=0,
-                       steps=2, guidance=7.5, api_name="/generate")
+                       steps=2, guidance=7.5, owner=OWNER, api_name="/generate")
 
 
-def test_only_job_files_are_served_never_the_database(app_server, finished_job):
+def test_the_data_folder_is_never_served_and_downloads_come_through_the_owner(app_server, client, finished_job):
     base = f"{app_server.url}gradio_api/file="
-    with pytest.raises(urllib.error.HTTPError) as refused:
-        urllib.request.urlopen(base + str((app_server.data / "jobs.sqlite3").resolve()), timeout=10)
-    assert refused.value.code == 403
-    embeds = (app_server.data / "jobs" / finished_job / "learned_embeds.safetensors").resolve()
-    with urllib.request.urlopen(base + str(embeds), timeout=10) as response:
-        assert response.read() == embeds.read_bytes(), "a job's files are there for whoever has its id"
+    for path in (app_server.data / "jobs.sqlite3", app_server.data / "jobs" / finished_job / "input.png",
+                 app_server.data / "jobs" / finished_job / "learned_embeds.safetensors"):
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(base + str(path.resolve()), timeout=30)
+        assert refused.value.code == 403, path
+    downloads = client.predict(job_id=finished_job, owner=OWNER, api_name="/job_status")[7]
+    embeds = next(path for path in downloads if path.endswith(".safetensors"))
+    data_file = app_server.data / "jobs" / finished_job / Path(embeds).name  # NAME.safetensors of the run
+    assert Path(embeds).read_bytes() == data_file.read_bytes(), "the owner gets the file, by value"
 
 
 def test_queue_length_limit(app_server, client, tmp_path):
@@ -149,7 +155,7 @@ def test_queue_length_limit(app_server, client, tmp_path):
     with pytest.raises(AppError, match="The queue is full"):
         start_job(client, image)
     for job_id in [*waiting, blocker]:
-        client.predict(job_id=job_id, api_name="/cancel_job")
+        client.predict(job_id=job_id, owner=OWNER, api_name="/cancel_job")
     assert wait_for_status(client, blocker)["status"] == "cancelled"
     assert all(job_status(client, job_id)["status"] == "cancelled" for job_id in waiting)
 
@@ -157,7 +163,7 @@ def test_queue_length_limit(app_server, client, tmp_path):
 def test_edit_request_during_a_running_inversion_finishes_first(client, finished_job, tmp_path):
     running = start_job(client, example_image(tmp_path), steps=300, checkpoint_every=1000)
     edit_while_running(client, running, finished_job, num_images=2, steps=3)
-    client.predict(job_id=running, api_name="/cancel_job")
+    client.predict(job_id=running, owner=OWNER, api_name="/cancel_job")
     assert wait_for_status(client, running)["status"] == "cancelled"
 
 
@@ -168,7 +174,7 @@ def test_the_new_knobs_lora_under_advanced_the_gradient_ratio_and_the_shape_sche
     status = wait_for_status(client, job_id)
     assert status["status"] == "done" and status["step"] == status["total_steps"] == 4, status
     assert status["grad_ratio"] is not None and status["grad_ratio"] > 0
-    outputs = client.predict(job_id=job_id, api_name="/job_status")
+    outputs = client.predict(job_id=job_id, owner=OWNER, api_name="/job_status")
     losses, downloads = outputs[3], outputs[7]
     assert "gradient ratio" in losses
     assert sorted(Path(path).name for path in downloads) == sorted(
@@ -179,9 +185,20 @@ def test_the_new_knobs_lora_under_advanced_the_gradient_ratio_and_the_shape_sche
 
     def edit(**schedule):
         gallery, _ = client.predict(job_id=job_id, concept_file=None, prompts="a red chair in the shape of *s",
-                                    num_images=1, seed=0, steps=4, guidance=7.5, api_name="/generate", **schedule)
+                                    num_images=1, seed=0, steps=4, guidance=7.5, owner=OWNER, api_name="/generate",
+                                    **schedule)
         return np.asarray(Image.open(gallery[0]["image"]), dtype=np.int16)
 
     normal, half, never = edit(), edit(shape_steps=0.5), edit(shape_steps=0.0)
     assert np.array_equal(normal, edit(shape_steps=1.0))
     assert not np.array_equal(normal, half) and not np.array_equal(half, never)
+
+
+def test_served_copies_and_gradios_cache_are_cleaned(app_server, client, finished_job):
+    client.predict(job_id=finished_job, owner=OWNER, api_name="/job_status")  # serves the attention picture
+    outbox = app_server.backend.outbox_dir
+    assert any(outbox.iterdir()), "files reach Gradio through private copies"
+    app_server.backend.clean(now=time.time() + 2 * 3600)  # older than the hour they are kept
+    assert not any(outbox.iterdir())
+    assert app_server.demo.delete_cache == (3600, 86400), "Gradio empties its cache of day-old files every hour"
+    assert job_status(client, finished_job)["status"] == "done", "a recent finished job is kept"

@@ -27,7 +27,7 @@ def serve(data: Path, port: int, log: Path) -> subprocess.Popen:
         [sys.executable, "-m", "app", "--model", "tiny", "--device", "cpu", "--data", str(data), "--port", str(port)],
         cwd=ROOT, env=env, stdout=log.open("a"), stderr=subprocess.STDOUT,
     )
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 300
     while True:
         assert process.poll() is None, f"the app exited: {log.read_text()[-2000:]}"
         try:

@@ -15,7 +15,7 @@ from shapeinv_core.jobs import SWEEP, JobStore
 from shapeinv_core.metrics import ClipScorer, generated_mask_iou
 from shapeinv_core.report import read_metrics_csv
 from shapeinv_core.runs import RunFolder
-from tests.conftest import SMALL, edit_while_running, example_image, wait_for_status
+from tests.conftest import OWNER, SMALL, edit_while_running, example_image, wait_for_status
 
 PROMPTS = "a photo of chair in the shape of *s\na red chair in the shape of *s"
 
@@ -26,14 +26,15 @@ def start_sweep(client, image, weights: str = "0, 0.3", **settings) -> str:
     values = {key: value for key, value in SMALL.items() if key != "mask_weight"}
     values.update(steps=4, checkpoint_every=2)
     values.update(settings)
-    sweep_id, status, _ = client.predict(image=handle_file(str(image)), mask=None, weights=weights, prompts=PROMPTS,
-                                         num_images=1, sample_steps=2, guidance=7.5, api_name="/start_sweep", **values)
+    sweep_id, status, _, _ = client.predict(image=handle_file(str(image)), mask=None, weights=weights,
+                                            prompts=PROMPTS, num_images=1, sample_steps=2, guidance=7.5, owner=OWNER,
+                                            api_name="/start_sweep", **values)
     assert status["status"] in ("queued", "running") and status["kind"] == SWEEP, status
     return sweep_id
 
 
 def sweep_results(client, sweep_id: str) -> tuple:
-    return client.predict(job_id=sweep_id, api_name="/sweep_results")
+    return client.predict(job_id=sweep_id, owner=OWNER, api_name="/sweep_results")
 
 
 def same_pixels(a, b) -> bool:
@@ -64,12 +65,12 @@ def test_sweep_shows_grid_plot_table_and_its_concepts_edit_with_metrics(app_serv
     assert refs == [f"{sweep_id}/weight_0", f"{sweep_id}/weight_0.3"]
     assert concepts["__type__"] == "update" and concepts["value"] == refs[0], "nearest 0.1"
 
-    chosen = client.predict(concept=refs[1], api_name="/use_sweep_concept")
+    chosen = client.predict(concept=refs[1], owner=OWNER, api_name="/use_sweep_concept")
     assert chosen == refs[1]
     gallery, note = client.predict(job_id=chosen, concept_file=None, prompts="a red chair in the shape of *s",
-                                   num_images=1, seed=0, steps=2, guidance=7.5, api_name="/generate")
+                                   num_images=1, seed=0, steps=2, guidance=7.5, owner=OWNER, api_name="/generate")
     assert len(gallery) == 1 and f"jobs/{sweep_id}/weight_0.3/edits" in note
-    metrics, metrics_note = client.predict(api_name="/edit_metrics")  # this session's last generate
+    metrics, metrics_note = client.predict(owner=OWNER, api_name="/edit_metrics")  # this session's last generate
     assert metrics["headers"] == ["prompt", "seed", "image", "mask_iou", "clip_t"] and metrics_note == ""
     [[prompt, seed, name, mask_iou, clip_t]] = metrics["data"]
     image = Image.open(gallery[0]["image"]).convert("RGB")
@@ -81,13 +82,13 @@ def test_sweep_shows_grid_plot_table_and_its_concepts_edit_with_metrics(app_serv
 
     with pytest.raises(AppError, match="name one of its concepts"):
         client.predict(job_id=sweep_id, concept_file=None, prompts="a *s", num_images=1, seed=0, steps=2,
-                       guidance=7.5, api_name="/generate")
+                       guidance=7.5, owner=OWNER, api_name="/generate")
 
 
 def test_single_run_edit_metrics(client, finished_job, app_server, tiny_clip):
     gallery, _ = client.predict(job_id=finished_job, concept_file=None, prompts="a leopard-print chair in the shape "
-                                "of *s", num_images=2, seed=1, steps=2, guidance=7.5, api_name="/generate")
-    metrics, note = client.predict(api_name="/edit_metrics")
+                                "of *s", num_images=2, seed=1, steps=2, guidance=7.5, owner=OWNER, api_name="/generate")
+    metrics, note = client.predict(owner=OWNER, api_name="/edit_metrics")
     assert len(metrics["data"]) == 2 and note == ""
     image, mask, _ = RunFolder(app_server.data / "jobs" / finished_job).inputs()
     _, square_mask = pad_to_square(image, mask)
@@ -100,7 +101,7 @@ def test_single_run_edit_metrics(client, finished_job, app_server, tiny_clip):
 def test_edits_are_served_during_a_sweep_which_cancels(client, finished_job, tmp_path):
     sweep_id = start_sweep(client, example_image(tmp_path), steps=300, checkpoint_every=1000)
     edit_while_running(client, sweep_id, finished_job, num_images=1, steps=2)
-    client.predict(job_id=sweep_id, api_name="/cancel_sweep")
+    client.predict(job_id=sweep_id, owner=OWNER, api_name="/cancel_sweep")
     assert wait_for_status(client, sweep_id)["status"] == "cancelled"
     with pytest.raises(AppError, match="more than this server learns at once"):
         start_sweep(client, example_image(tmp_path), weights="0 0.1 0.2 0.3 0.4 0.5 0.6 0.7 0.8")
@@ -140,7 +141,7 @@ def test_an_interrupted_sweep_resumes_and_a_missing_clip_is_explained(tmp_path):
     assert store.get(job.id).status == QUEUED and 3 <= store.get(job.id).step < 30
     worker = Worker(store, **options).start()  # the next start
     try:
-        finished = wait_for(store, job.id, timeout=120)
+        finished = wait_for(store, job.id, timeout=300)
         scores, reason = worker.clip_t([Image.new("RGB", (64, 64))], ["a chair"])
     finally:
         worker.stop()

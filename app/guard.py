@@ -1,0 +1,103 @@
+"""Bad values sent to an endpoint get one message naming the field and the fix, never Gradio's internals.
+
+Gradio checks and converts every input before a handler runs (moving files into its cache,
+validating the payload, the component's `preprocess`). When that fails it answers with its own
+words ("Could not preprocess input component at index 1 ...", sometimes with a server path).
+`guard_inputs` wraps both steps of every event of a Blocks app: the failing input is found and
+named by its label, with what it should be.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import gradio as gr
+from gradio.utils import get_upload_folder, is_in_or_equal
+
+log = logging.getLogger(__name__)
+
+FIXES = {
+    gr.Image: "send an image file (PNG, JPEG or WebP); from Python, handle_file(path)",
+    gr.File: "send a file; from Python, handle_file(path)",
+    gr.Number: "send a number",
+    gr.Slider: "send a number within the slider's range",
+    gr.Dropdown: "send one of the listed choices",
+    gr.Textbox: "send text",
+}
+
+
+def fix_for(component) -> str:
+    for kind, fix in FIXES.items():
+        if isinstance(component, kind):
+            if isinstance(component, gr.Dropdown):
+                choices = ", ".join(str(value) for _, value in component.choices[:12])
+                return f"send one of: {choices}" if choices else \
+                    "its choices appear with the results they belong to (e.g. call sweep_results first)"
+            if isinstance(component, (gr.Slider, gr.Number)) and component.minimum is not None \
+                    and component.maximum is not None:
+                return f"send a number from {component.minimum:g} to {component.maximum:g}"
+            return fix
+    return "check the value against the app's API page"
+
+
+def input_error(component, error: BaseException) -> gr.Error:
+    name = getattr(component, "label", None) or type(component).__name__
+    detail = error.message if isinstance(error, gr.Error) and "/" not in str(error.message) \
+        and not isinstance(component, gr.Dropdown) else None  # a dropdown's own words list its internals
+    reason = f" ({detail})" if detail else ""
+    return gr.Error(f"{name}: this value cannot be used{reason}; {fix_for(component)}.", print_exception=False)
+
+
+def guard_inputs(demo: gr.Blocks) -> gr.Blocks:
+    """Wrap every input component's `preprocess`, and the Blocks' input step, to answer bad values plainly."""
+    inputs = {id(block): block for function in demo.fns.values() for block in function.inputs}
+    for component in inputs.values():
+        _guard_preprocess(component)
+    original = demo.preprocess_data
+
+    async def preprocess_data(block_fn, inputs, state, explicit_call=False):
+        try:
+            return await original(block_fn, inputs, state, explicit_call)
+        except gr.Error as error:
+            if "/" in str(error.message):  # e.g. a server path in one of Gradio's own messages
+                raise gr.Error("A value sent to this endpoint cannot be used; files must be uploaded first "
+                               "(from Python, handle_file(path)).", print_exception=False) from None
+            raise
+        except Exception as error:  # noqa: BLE001 - any failure to read an input is the caller's to fix
+            log.info("bad input to %s: %s", getattr(block_fn, "api_name", "?"), type(error).__name__)
+            raise _which_input(block_fn, inputs) from None
+
+    demo.preprocess_data = preprocess_data
+    return demo
+
+
+def _guard_preprocess(component) -> None:
+    original = component.preprocess
+    if getattr(original, "guarded", False):
+        return
+
+    def preprocess(payload):
+        try:
+            return original(payload)
+        except Exception as error:  # noqa: BLE001 - gr.Error included: it does not name the field
+            raise input_error(component, error) from None
+
+    preprocess.guarded = True
+    component.preprocess = preprocess
+
+
+def _which_input(block_fn, inputs: list) -> gr.Error:
+    """The error for the first input that does not fit its component's payload (or a general one)."""
+    for component, value in zip(block_fn.inputs, inputs):
+        model = getattr(component, "data_model", None)
+        if model is None or value is None:
+            continue
+        try:
+            model.model_validate(value, context={"validate_meta": True})
+        except Exception as error:  # noqa: BLE001
+            return input_error(component, error)
+        path = value.get("path") if isinstance(value, dict) else None
+        if isinstance(path, str) and not is_in_or_equal(path, get_upload_folder()):
+            return input_error(component, ValueError("not an uploaded file"))
+    return gr.Error("A value sent to this endpoint cannot be used. Check each value against the app's API page; "
+                    "files must be uploaded first (from Python, handle_file(path)).", print_exception=False)
