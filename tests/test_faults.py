@@ -260,13 +260,16 @@ def test_old_finished_jobs_edits_and_exports_are_deleted_running_ones_never(tmp_
     for _ in (old, running):
         store.claim_next()
     store.finish(old.id, DONE)
+    nine_days_ago = time.time() - 9 * 86400
+    with sqlite3.connect(store.db_path) as db:  # as if it had finished nine days ago
+        db.execute("UPDATE jobs SET finished = ? WHERE id = ?", (nine_days_ago, old.id))
     edits, exports = tmp_path / "edits", tmp_path / "exports"
     for folder in (edits, exports, store.job_dir(running.id) / "edits"):
         folder.mkdir(parents=True)
         (folder / "old.png").write_bytes(b"x")
-        os.utime(folder / "old.png", (time.time() - 9 * 86400,) * 2)
+        os.utime(folder / "old.png", (nine_days_ago,) * 2)
         (folder / "new.png").write_bytes(b"x")
-    cleaned = clean_data_folder(store, keep_days=7, folders=(edits, exports), now=time.time() + 8 * 86400)
+    cleaned = clean_data_folder(store, keep_days=7, folders=(edits, exports))
     assert cleaned.jobs == [old.id] and not store.job_dir(old.id).exists()
     with pytest.raises(InputError):
         store.get(old.id)

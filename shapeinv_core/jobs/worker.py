@@ -233,7 +233,9 @@ class Worker:
     def _serve_requests(self, budget: float | None = None) -> None:
         """Serve waiting requests; with a `budget` (seconds), stop after the first one that ends past it."""
         deadline = None if budget is None else time.monotonic() + budget
-        while deadline is None or time.monotonic() < deadline:
+        served = 0
+        while deadline is None or served == 0 or time.monotonic() < deadline:
+            served += 1
             try:
                 function, future = self._requests.get_nowait()
             except queue.Empty:
