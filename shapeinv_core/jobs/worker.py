@@ -155,11 +155,13 @@ class Worker:
         return self._ready.wait(timeout)
 
     def status_line(self) -> str:
+        """One line for the page; a model given as a local folder is named by its last part, not its path."""
+        name = Path(self.model_name).name if Path(self.model_name).is_absolute() else self.model_name
         if self.state == LOADING:
-            return f"Loading the model {self.model_name} ... (masks can be made meanwhile)"
+            return f"Loading the model {name} ... (masks can be made meanwhile)"
         if self.state == LOAD_FAILED:
-            return f"The model {self.model_name} failed to load: {self.error}"
-        return f"Model {self.model_name} ready on {self.model.device} ({str(self.model.dtype).replace('torch.', '')})."
+            return f"The model {name} failed to load: {self.error}"
+        return f"Model {name} ready on {self.model.device} ({str(self.model.dtype).replace('torch.', '')})."
 
     # --- requests from other threads --------------------------------------------------------
     def generate(self, concept: Concept, prompts: list[str], config: GenerationConfig,
