@@ -21,10 +21,12 @@ from .errors import InputError
 class AttentionStore:
     """Collects one resized map per captured layer for the current forward pass."""
 
-    def __init__(self, token_positions: list[int], latent_size: tuple[int, int], resolution: int):
+    def __init__(self, token_positions: list[int], latent_size: tuple[int, int], resolution: int,
+                 device: torch.device | str = "cpu"):
         if not token_positions:
             raise InputError("The prompt does not contain the placeholder token, so it has no attention map.")
-        self.token_positions = torch.tensor(token_positions, dtype=torch.long)
+        # On the UNet's device once: a CPU index would be copied to the GPU in every captured layer.
+        self.token_positions = torch.tensor(token_positions, dtype=torch.long, device=device)
         self.latent_size = latent_size
         self.resolution = resolution
         self.maps: list[torch.Tensor] = []
@@ -34,7 +36,7 @@ class AttentionStore:
 
     def add(self, probs: torch.Tensor, batch: int, heads: int, query_len: int) -> None:
         """probs: [batch*heads, query_len, keys] softmax probabilities of one layer."""
-        columns = probs[:, :, self.token_positions.to(probs.device)].sum(dim=-1)  # [b*h, q]
+        columns = probs[:, :, self.token_positions].sum(dim=-1)  # [b*h, q]
         per_row = columns.view(batch, heads, query_len).mean(dim=1)  # [b, q]
         height, width = _layer_size(self.latent_size, query_len)
         grid = per_row.view(batch, 1, height, width)
@@ -93,11 +95,10 @@ class MapCaptureProcessor:
         query = attn.head_to_batch_dim(attn.to_q(hidden_states))
         key = attn.head_to_batch_dim(attn.to_k(encoder_hidden_states))
         value = attn.head_to_batch_dim(attn.to_v(encoder_hidden_states))
-        # Scores and softmax in fp32: the maps feed a loss, and bf16 probabilities are coarse.
-        scores = torch.baddbmm(
-            torch.zeros(query.shape[0], query_len, key.shape[1], dtype=torch.float32, device=query.device),
-            query.float(), key.float().transpose(-1, -2), beta=0, alpha=attn.scale,
-        )
+        # Scores and softmax in fp32: the maps feed a loss, and bf16 probabilities are coarse. With beta=0
+        # baddbmm ignores its input, so a broadcast 1x1x1 empty tensor stands in for a zeroed score buffer.
+        scores = torch.baddbmm(query.new_empty(1, 1, 1, dtype=torch.float32), query.float(),
+                               key.float().transpose(-1, -2), beta=0, alpha=attn.scale)
         if attention_mask is not None:
             mask = attn.prepare_attention_mask(attention_mask, key.shape[1], batch)
             scores = scores + mask.float()
