@@ -12,10 +12,16 @@ Only the `*s` vectors are trainable: a small parameter substituted into the froz
 embedding's output. The VAE encodes the image once. Several independent concepts (one per
 mask weight of a sweep) share each batched UNet pass; each is identical to a run of its own,
 because noise and timesteps depend only on (seed, step) and AdamW acts element-wise.
+
+On a GPU the host never waits inside a step: noise and timesteps are copied without blocking,
+the placeholder's indices live on the device, and the step's losses and map come back in one
+transfer after the optimiser step. fp16 models (GPUs without bf16) train with dynamic loss
+scaling, so the small gradients of the mask term do not underflow.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from collections.abc import Callable, Iterator
@@ -116,12 +122,15 @@ def invert_many(model: LoadedModel, image: Image.Image, mask: Image.Image, confi
     prompt_ids, positions = tokenize_prompt(pipe, base.prompt(), token_ids)
     prompt_ids = prompt_ids.to(device)
     scheduler = _training_scheduler(pipe)
+    text_encoder = training_text_encoder(pipe.text_encoder, model.dtype)
 
     count = len(configs)
     weights = torch.tensor([c.mask_weight for c in configs], device=device)
     init = init.to(device)
     vectors = torch.nn.Parameter(init.repeat(count, 1, 1))  # [concepts, n, dim], fp32
-    optimizer = torch.optim.AdamW([vectors], lr=base.learning_rate, weight_decay=0.0)
+    # Fused AdamW on CUDA: one kernel, and the loss scaler can skip a step without asking the host.
+    optimizer = torch.optim.AdamW([vectors], lr=base.learning_rate, weight_decay=0.0, fused=device.type == "cuda")
+    scaler = loss_scaler(model)
     start = _resume(runs, vectors, optimizer) if runs else 0
     last_terms: list[LossTerms] = []
     if start < base.steps:  # a finished run keeps its log whole (a LoRA phase logs after its steps)
@@ -129,42 +138,50 @@ def invert_many(model: LoadedModel, image: Image.Image, mask: Image.Image, confi
             run.truncate_log(start)
 
     per_pass = count if rows_per_pass is None else max(1, rows_per_pass // base.batch_size)
-    store = AttentionStore(positions, tuple(latents.shape[-2:]), base.map_resolution)
+    store = AttentionStore(positions, tuple(latents.shape[-2:]), base.map_resolution, device=device)
     try:
         with capture_attention(pipe.unet, store, base.attention_layers, base.map_sides()), \
-                substitute_embeddings(pipe.text_encoder, token_ids) as substitution:
+                substitute_embeddings(text_encoder, token_ids) as substitution:
             objective = _Objective(pipe, model.dtype, prompt_ids, substitution, store, base, mask_grid, init, weights,
-                                   denoising_weights(image, mask, base, latents.shape[-1], device))
+                                   denoising_weights(image, mask, base, latents.shape[-1], device),
+                                   text_encoder=text_encoder)
             for step in range(start, base.steps):
                 if should_stop is not None and should_stop():
                     if runs and step > start:  # at `start` the newest checkpoint already holds this state
-                        _save_checkpoints(runs, step, vectors, optimizer)
+                        _save_checkpoints(runs, step, _training_state(vectors, optimizer))
                     raise Cancelled(f"Stopped after {step} of {base.steps} steps; the run can be resumed.")
                 began = time.perf_counter()
                 noise, timesteps = sample_noise(base.seed, step, base.batch_size, latents.shape, scheduler)
-                noise, timesteps = noise.to(device), timesteps.to(device)
+                noise, timesteps = to_device(noise, device), to_device(timesteps, device)
                 clean = latents.expand(base.batch_size, -1, -1, -1)
                 noisy = scheduler.add_noise(clean, noise, timesteps)
                 target = denoising_target(scheduler, clean, noise, timesteps)
 
                 batch = (noisy, timesteps, target)
                 measure = balance_due(base, step)
-                terms, maps, per_pass = _accumulate_gradients(objective, vectors, batch, per_pass, optimizer, measure)
+                values, maps, balance, per_pass = _accumulate_gradients(objective, vectors, batch, per_pass, optimizer,
+                                                                        scaler, measure)
+                # The state after `step` steps, kept on the device (a few KB) in case this step's loss is not finite.
+                before = _training_state(vectors, optimizer, copy=True) if runs and step > start else None
+                scaler.step(optimizer)
+                scaler.update()
+                terms, maps = _read_back(values, maps)  # the step's one wait for the device
+                for terms_k, (diffusion_grad, mask_grad, ratio) in zip(terms, balance or []):
+                    terms_k.diffusion_grad, terms_k.mask_grad, terms_k.grad_ratio = diffusion_grad, mask_grad, ratio
                 if not all(math.isfinite(t.loss) for t in terms):
-                    if runs and step > start:  # the vectors are still those after `step` steps: keep them
-                        _save_checkpoints(runs, step, vectors, optimizer)
+                    if before is not None:  # the update of this step is dropped: keep the state after `step` steps
+                        _save_checkpoints(runs, step, before)
                     raise ShapeInvError(
                         f"The loss became {terms[0].loss} at step {step + 1}. Lower the learning rate "
                         f"(now {base.learning_rate}) or use fp32 (--dtype fp32); a checkpoint of step {step} was kept."
                     )
-                optimizer.step()
 
                 report = StepReport(step + 1, base.steps, time.perf_counter() - began, terms, maps)
                 if runs:
                     for index, run in enumerate(runs):
                         run.append_log(report.log_record(index))
                     if (step + 1) % base.checkpoint_every == 0 or step + 1 == base.steps:
-                        _save_checkpoints(runs, step + 1, vectors, optimizer)
+                        _save_checkpoints(runs, step + 1, _training_state(vectors, optimizer))
                 last_terms = terms
                 if on_step is not None:
                     on_step(report)
@@ -193,8 +210,9 @@ class _Objective:
 
     def __init__(self, pipe, dtype, prompt_ids, substitution, store, config: InversionConfig,
                  mask_grid: torch.Tensor, init: torch.Tensor, weights: torch.Tensor,
-                 pixel_weights: torch.Tensor | None = None):
+                 pixel_weights: torch.Tensor | None = None, text_encoder=None):
         self.pipe, self.dtype, self.prompt_ids = pipe, dtype, prompt_ids
+        self.text_encoder = text_encoder if text_encoder is not None else pipe.text_encoder
         self.substitution, self.store, self.config = substitution, store, config
         self.mask_grid, self.init, self.weights = mask_grid, init, weights
         self.pixel_weights = pixel_weights  # [1, 1, h, w] on the latent grid; None: the plain MSE
@@ -209,14 +227,14 @@ class _Objective:
         mask_loss = attention_mask_loss(maps, self.mask_grid, self.config.mask_form)
         init_loss = ((vectors[chunk] - self.init) ** 2).sum(dim=-1).mean(dim=-1)
         total = diffusion + self.weights[chunk] * mask_loss + self.config.init_reg * init_loss
-        return total, diffusion, mask_loss, init_loss, maps.detach().mean(dim=1).float().cpu()
+        return total, diffusion, mask_loss, init_loss, maps.detach().mean(dim=1).float()
 
     def __call__(self, vectors: torch.Tensor, noisy: torch.Tensor, timesteps: torch.Tensor):
         """vectors [k, n, dim]; noisy [b, 4, h, w] -> (prediction [k*b, ...], maps [k, b, res, res])."""
         concepts, batch = vectors.shape[0], noisy.shape[0]
         device = self.pipe.unet.device
         self.substitution.vectors = vectors
-        hidden = self.pipe.text_encoder(self.prompt_ids.repeat(concepts, 1))[0]
+        hidden = self.text_encoder(self.prompt_ids.repeat(concepts, 1))[0]
         self.substitution.vectors = None
         self.store.reset()
         pred = self.pipe.unet(
@@ -405,9 +423,12 @@ def _training_scheduler(pipe):
 
 
 def _accumulate_gradients(objective: _Objective, vectors: torch.nn.Parameter, batch: tuple, per_pass: int,
-                          optimizer, measure: bool = False) -> tuple[list[LossTerms], torch.Tensor, int]:
+                          optimizer, scaler: torch.amp.GradScaler, measure: bool = False,
+                          ) -> tuple[torch.Tensor, torch.Tensor, list[tuple[float, float, float]] | None, int]:
     """Backpropagate every concept's loss, `per_pass` concepts per UNet pass.
 
+    Returns the loss terms [concepts, 4] and maps [concepts, res, res], still on the device, and
+    with `measure` the gradient balance per concept (`term_gradients`; that step waits for the device).
     Concepts are independent, so the gradient of the summed loss is each one's own and the
     chunking does not change the result: when the GPU runs out of memory, the step is redone
     in smaller passes (and the smaller size is kept for the following steps).
@@ -415,22 +436,22 @@ def _accumulate_gradients(objective: _Objective, vectors: torch.nn.Parameter, ba
     """
     while True:
         optimizer.zero_grad(set_to_none=True)
-        terms: list[LossTerms] = []
+        values: list[torch.Tensor] = []
         maps: list[torch.Tensor] = []
         mask_grad = torch.zeros_like(vectors) if measure else None
         try:
             for chunk in _chunks(vectors.shape[0], per_pass):
                 total, diffusion, mask_loss, init_loss, chunk_maps = objective.losses(vectors, chunk, *batch)
-                total.sum().backward(retain_graph=measure)
+                scaler.scale(total.sum()).backward(retain_graph=measure)
                 if measure:  # one more backward, through the mask term only; the update stays as it was
-                    mask_grad += torch.autograd.grad(mask_loss.sum(), vectors)[0]
-                terms += [LossTerms(*values) for values in
-                          zip(*(t.tolist() for t in (total, diffusion, mask_loss, init_loss)))]
+                    mask_grad += torch.autograd.grad(scaler.scale(mask_loss.sum()), vectors)[0]
+                values.append(torch.stack((total, diffusion, mask_loss, init_loss), dim=1).detach())
                 maps.append(chunk_maps)
-            if measure:
-                for terms_k, balance in zip(terms, term_gradients(vectors, mask_grad, objective)):
-                    terms_k.diffusion_grad, terms_k.mask_grad, terms_k.grad_ratio = balance
-            return terms, torch.cat(maps), per_pass
+            balance = None
+            if measure:  # measured on unscaled gradients; scaler.step then does not unscale again
+                scaler.unscale_(optimizer)
+                balance = term_gradients(vectors, mask_grad / scaler.get_scale(), objective)
+            return torch.cat(values), torch.cat(maps), balance, per_pass
         except torch.OutOfMemoryError as error:
             if per_pass == 1:
                 raise ShapeInvError(
@@ -463,13 +484,52 @@ def _chunks(count: int, size: int) -> list[slice]:
     return [slice(start, min(start + size, count)) for start in range(0, count, size)]
 
 
-def _save_checkpoints(runs: list[RunFolder], step: int, vectors: torch.Tensor, optimizer) -> None:
+def training_text_encoder(text_encoder, dtype: torch.dtype):
+    """The text encoder the vectors learn through: an fp32 copy of an fp16 one, else the model's own.
+
+    In fp16 the encoder loses the mask term's gradient (cosine ~0.99 to fp32 with loss scaling
+    alone). A copy, not a cast: edits served between steps still run the fp16 pipeline.
+    """
+    if dtype != torch.float16:
+        return text_encoder
+    return copy.deepcopy(text_encoder).float()
+
+
+def loss_scaler(model: LoadedModel) -> torch.amp.GradScaler:
+    """Dynamic loss scaling for fp16 models; a pass-through for fp32 and bf16.
+
+    In fp16 the mask term's gradient through the UNet (a 16x16 map averaged over layers and
+    heads) falls below fp16's smallest normal number and is lost; scaling the loss keeps it.
+    """
+    return torch.amp.GradScaler(model.device.type, enabled=model.dtype == torch.float16)
+
+
+def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Copy a host tensor to `device`; to a GPU through pinned memory, so the host does not wait."""
+    if device.type == "cuda":
+        return tensor.pin_memory().to(device, non_blocking=True)
+    return tensor.to(device)
+
+
+def _read_back(values: torch.Tensor, maps: torch.Tensor) -> tuple[list[LossTerms], torch.Tensor]:
+    """The step's loss terms [concepts, 4] and maps [concepts, res, res] on the host, in one transfer."""
+    host = torch.cat((values.flatten(), maps.flatten())).cpu()
+    numbers, host_maps = host[:values.numel()].view(values.shape), host[values.numel():].view(maps.shape)
+    return [LossTerms(*row) for row in numbers.tolist()], host_maps
+
+
+def _training_state(vectors: torch.Tensor, optimizer, copy: bool = False) -> dict[str, torch.Tensor]:
+    """The vectors and their AdamW moments (none before the first optimiser step), optionally copied."""
+    state = {"vectors": vectors.detach()}
+    moments = optimizer.state.get(vectors, {})
+    state.update({key: moments[key] for key in ("exp_avg", "exp_avg_sq") if key in moments})
+    return {key: tensor.clone() for key, tensor in state.items()} if copy else state
+
+
+def _save_checkpoints(runs: list[RunFolder], step: int, state: dict[str, torch.Tensor]) -> None:
     """Each concept's slice of the vectors and AdamW moments, after at least one optimiser step."""
-    state = optimizer.state[vectors]
     for index, run in enumerate(runs):
-        run.save_checkpoint(step, {key: tensor[index] for key, tensor in
-                                   (("vectors", vectors), ("exp_avg", state["exp_avg"]),
-                                    ("exp_avg_sq", state["exp_avg_sq"]))})
+        run.save_checkpoint(step, {key: tensor[index] for key, tensor in state.items()})
 
 
 def _resume(runs: list[RunFolder], vectors: torch.Tensor, optimizer) -> int:
@@ -486,9 +546,10 @@ def _resume(runs: list[RunFolder], vectors: torch.Tensor, optimizer) -> int:
     with torch.no_grad():
         for index, (_, state) in enumerate(loaded):
             vectors[index].copy_(state["vectors"])
-    optimizer.state[vectors] = {
+    # Through load_state_dict, so the step count lands where this optimiser keeps it (host, or device when fused).
+    optimizer.load_state_dict({"param_groups": optimizer.state_dict()["param_groups"], "state": {0: {
         "step": torch.tensor(float(step)),
-        "exp_avg": torch.stack([state["exp_avg"] for _, state in loaded]).to(vectors.device),
-        "exp_avg_sq": torch.stack([state["exp_avg_sq"] for _, state in loaded]).to(vectors.device),
-    }
+        "exp_avg": torch.stack([state["exp_avg"] for _, state in loaded]),
+        "exp_avg_sq": torch.stack([state["exp_avg_sq"] for _, state in loaded]),
+    }}})
     return step
