@@ -105,6 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--model-config", help="for a single .safetensors checkpoint: its base model's configs")
     generate.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
     generate.add_argument("--dtype", default="auto", help="auto, fp32, fp16 or bf16 (default: auto)")
+    _add_speed_options(generate)
     _add_generation_options(generate)
     generate.set_defaults(run=run_generate)
 
@@ -150,6 +151,13 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
                         "folder or hub id holding its component configs (default: inferred, from the hub cache)")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
     parser.add_argument("--dtype", default="auto", help="auto, fp32, fp16 or bf16 (default: auto: bf16 on GPU)")
+    _add_speed_options(parser)
+
+
+def _add_speed_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--compile", dest="compile_unet", action="store_true",
+                        help="torch.compile the UNet (GPU; the first steps are slow while it compiles)")
+    parser.add_argument("--channels-last", action="store_true", help="UNet in channels-last memory layout (GPU)")
 
 
 def _add_inversion_options(parser: argparse.ArgumentParser) -> None:
@@ -318,7 +326,8 @@ def run_invert(args: argparse.Namespace) -> int:
     image, mask = image_and_mask(args, args.output)
     quiet_library_logs()
     print(f"loading {args.model} ...")
-    model = load_model(args.model, device=args.device, dtype=args.dtype, single_file_config=args.model_config)
+    model = load_model(args.model, device=args.device, dtype=args.dtype, single_file_config=args.model_config,
+                       compile_unet=args.compile_unet, channels_last=args.channels_last)
     config = at_native_resolution(config, args, model)
     interrupted = _stop_on_ctrl_c()
     bar = tqdm(total=config.steps + (config.lora_steps if config.tune == "lora" else 0), unit="step",
@@ -385,7 +394,8 @@ def run_generate(args: argparse.Namespace) -> int:
     model_name = args.model or concept.model or DEFAULT_MODEL
     quiet_library_logs()
     print(f"loading {model_name} ...")
-    model = load_model(model_name, device=args.device, dtype=args.dtype, single_file_config=args.model_config)
+    model = load_model(model_name, device=args.device, dtype=args.dtype, single_file_config=args.model_config,
+                       compile_unet=args.compile_unet, channels_last=args.channels_last)
     bar = tqdm(total=len(prompts) * config.num_images, unit="image", dynamic_ncols=True)
     results = generate(model, concept, prompts, config, on_image=lambda done, total: bar.update(done - bar.n))
     bar.close()
@@ -420,7 +430,8 @@ def run_sweep(args: argparse.Namespace) -> int:
     image, mask = image_and_mask(args, args.output / "_")
     quiet_library_logs()
     print(f"loading {args.model} ...")
-    model = load_model(args.model, device=args.device, dtype=args.dtype, single_file_config=args.model_config)
+    model = load_model(args.model, device=args.device, dtype=args.dtype, single_file_config=args.model_config,
+                       compile_unet=args.compile_unet, channels_last=args.channels_last)
     config = at_native_resolution(config, args, model)
     bar = tqdm(total=config.steps, unit="step", dynamic_ncols=True)
 

@@ -60,11 +60,13 @@ def choose_device(device: str = "auto", dtype: str = "auto") -> tuple[torch.devi
 
 
 def load_model(model: str = DEFAULT_MODEL, device: str = "auto", dtype: str = "auto",
-               revision: str | None = None, single_file_config: str | None = None) -> LoadedModel:
+               revision: str | None = None, single_file_config: str | None = None,
+               compile_unet: bool = False, channels_last: bool = False) -> LoadedModel:
     """Load a pipeline from `tiny`, a local diffusers folder, a `.safetensors` file or a hub id.
 
     `single_file_config` (a diffusers folder or hub id) gives a single-file checkpoint its
     component configs; without it diffusers picks the matching base model's from the hub cache.
+    `compile_unet` and `channels_last`: see `speed_up_unet`.
     """
     torch_device, torch_dtype = choose_device(device, dtype)
     source = str(model)
@@ -92,6 +94,7 @@ def load_model(model: str = DEFAULT_MODEL, device: str = "auto", dtype: str = "a
     _check_is_stable_diffusion(pipe, source)
     pipe.set_progress_bar_config(disable=True)
     pipe.to(torch_device)
+    speed_up_unet(pipe.unet, compile_unet=compile_unet, channels_last=channels_last)
     return LoadedModel(pipe, source, source_revision, torch_device, torch_dtype)
 
 
@@ -132,6 +135,20 @@ def native_resolution_of(model: str) -> int | None:
         return int(unet["sample_size"]) * 2 ** (len(vae["block_out_channels"]) - 1)
     except (OSError, KeyError, ValueError, TypeError):
         return None
+
+
+def speed_up_unet(unet, compile_unet: bool = False, channels_last: bool = False) -> None:
+    """Opt-in GPU speed-ups, off by default until measured on a GPU (bench/gpu_check.sh).
+
+    `channels_last` stores the UNet's conv weights NHWC, the layout tensor cores prefer.
+    `compile_unet` compiles the UNet in place with torch.compile (its first passes are slow):
+    in place, so its layers keep their names and the map capture still finds them. The capture
+    processors trace without graph breaks, and one compiled graph serves every later run.
+    """
+    if channels_last:
+        unet.to(memory_format=torch.channels_last)
+    if compile_unet:
+        unet.compile()
 
 
 def _looks_like_a_path(source: str) -> bool:
