@@ -9,6 +9,8 @@ What it measures, each as a median over the timed steps of one process:
      vs the same pass with the fused attention everywhere (the price of the mask loss);
   3. trainable: our small *s parameter vs the whole token-embedding matrix trainable (the
      diffusers example's way): time per step and the optimiser state it keeps.
+`diffusers_example_step_times` (used by bench/gpu_check.py) re-creates one step of diffusers'
+textual-inversion example at its mixed-precision setting.
 The two sides of each comparison alternate, so a busy machine slows both alike.
 Absolute times mean something only on a GPU; on CPU read the ratios.
 """
@@ -16,6 +18,7 @@ Absolute times mean something only on a GPU; on CPU read the ratios.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import statistics
 import sys
@@ -24,6 +27,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -117,7 +121,7 @@ def bench_capture(model, base: InversionConfig, repeats: int) -> dict:
     def one_pass():
         pipe.unet(latents, timesteps, encoder_hidden_states=hidden).sample.float().mean().backward()
 
-    store = AttentionStore([6], (size, size), base.map_resolution)
+    store = AttentionStore([6], (size, size), base.map_resolution, device=model.device)
     fused, captured = [], []
     one_pass()
     for _ in range(repeats):  # alternate fused and captured passes
@@ -159,6 +163,56 @@ def bench_trainable(model, base: InversionConfig, repeats: int) -> dict:
     return {"repeats": repeats, "ours_s_per_step": statistics.median(ours[1:]),
             "full_matrix_s_per_step": statistics.median(full[1:]),
             "ours_optimizer_state_bytes": state_bytes[0], "full_matrix_optimizer_state_bytes": state_bytes[1]}
+
+
+def diffusers_example_step_times(model, base: InversionConfig, steps: int) -> list[float]:
+    """Seconds per step of diffusers' examples/textual_inversion/textual_inversion.py, re-created.
+
+    As the example runs with `--mixed_precision bf16|fp16`: UNet and VAE in the model's dtype,
+    the text encoder in fp32 with its whole token table trainable (AdamW, weight decay 1e-2),
+    forward under autocast, the VAE encoding the image every step, and all rows but the
+    placeholder's restored after each optimiser step. The script itself cannot be fetched
+    offline; this is its step, line for line, on the same model.
+    """
+    from diffusers import DDPMScheduler
+
+    pipe, device = model.pipe, model.device
+    text_encoder = copy.deepcopy(pipe.text_encoder).float().train()
+    text_encoder.requires_grad_(False)
+    table = text_encoder.get_input_embeddings()
+    table.weight.requires_grad_(True)
+    optimizer = torch.optim.AdamW(table.parameters(), lr=base.learning_rate, betas=(0.9, 0.999),
+                                  weight_decay=1e-2, eps=1e-8)
+    ids = pipe.tokenizer(base.prompt().replace(base.placeholder, base.initializer), padding="max_length",
+                         max_length=77, return_tensors="pt").input_ids.to(device)
+    placeholder_id = int(ids[0, ids[0].tolist().index(pipe.tokenizer.eos_token_id) - 1])  # the last word's row
+    keep = torch.ones(table.weight.shape[0], dtype=torch.bool, device=device)
+    keep[placeholder_id] = False
+    original = table.weight.detach().clone()
+    image, _ = render_chair(0, size=base.resolution)
+    pixels = torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1).float() / 127.5 - 1
+    pixels = pixels[None].repeat(base.batch_size, 1, 1, 1).to(device, model.dtype)
+    scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
+    autocast = torch.autocast(device.type, dtype=model.dtype, enabled=model.dtype != torch.float32)
+
+    def step():
+        with autocast:
+            latents = pipe.vae.encode(pixels).latent_dist.sample().detach() * pipe.vae.config.scaling_factor
+            noise = torch.randn_like(latents)
+            timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (latents.shape[0],), device=device)
+            noisy = scheduler.add_noise(latents, noise, timesteps)
+            hidden = text_encoder(ids.repeat(latents.shape[0], 1))[0].to(model.dtype)
+            pred = pipe.unet(noisy, timesteps, hidden).sample
+            loss = torch.nn.functional.mse_loss(pred.float(), noise.float(), reduction="mean")
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        with torch.no_grad():
+            table.weight[keep] = original[keep]
+
+    times = [_timed(step) for _ in range(steps)]
+    table.weight.requires_grad_(False)
+    return times[1:] if len(times) > 1 else times
 
 
 def main() -> None:

@@ -1,0 +1,214 @@
+"""The one-call GPU check (not a test): run by `bench/gpu_check.sh`, results go to bench/RESULTS.md.
+
+    bash bench/gpu_check.sh                       # on one GPU: SD 1.5-shaped random model, under 8 minutes
+    bash bench/gpu_check.sh --device cpu --tiny   # checks the script itself on a CPU with the tiny model
+
+Writes `gpu_results.json` and `gpu_results.md` (a Markdown table) into --out (default bench/),
+after every section, so a run cut short keeps what it measured. Sections, cheapest first:
+  floor      the bare UNet forward+backward (fused attention) and the same with the *s maps captured
+  step       one inversion step (512 px, batch 4, mask loss 0.1): median seconds, peak memory
+  sweep      one step of an 8-weight sweep vs one run's step
+  generate   one 25-step image (latency) and a batch of 4
+  example    diffusers' textual-inversion example's step at its mixed-precision setting, same model
+  compiled   the inversion step again with the UNet compiled (torch.compile)
+Times are medians over steps after the first (warm-up); on CPU only the ratios mean something.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_inversion import bench_capture, build_sd15_shaped, diffusers_example_step_times  # noqa: E402
+
+from shapeinv_core.chairs import render_chair  # noqa: E402
+from shapeinv_core.concept import Concept, initializer_vectors  # noqa: E402
+from shapeinv_core.config import GenerationConfig, InversionConfig  # noqa: E402
+from shapeinv_core.generate import generate  # noqa: E402
+from shapeinv_core.inversion import Cancelled, invert_many  # noqa: E402
+from shapeinv_core.models import LoadedModel, load_model, quiet_library_logs  # noqa: E402
+from shapeinv_core.sweep import DEFAULT_WEIGHTS  # noqa: E402
+from shapeinv_core.tiny import build_tiny_pipeline  # noqa: E402
+
+# The issue's targets on an H200-class GPU (bf16, 512 px, batch 4).
+TARGET_STEP_OVER_FLOOR = 1.1
+TARGET_500_STEPS_S = 60.0
+TARGET_PEAK_GB = 8.0
+TARGET_IMAGE_S = 1.0
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _reset_peak(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def _peak_gb(device: torch.device) -> float | None:
+    return torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
+
+
+def inversion_step(model: LoadedModel, configs: list[InversionConfig], steps: int) -> dict:
+    """Median seconds per optimisation step and peak memory, over `steps` steps after a warm-up step.
+
+    The run is stopped after its last timed step, so the final attention-map pass is not included.
+    """
+    image, mask = render_chair(0, size=configs[0].resolution)
+    seconds: list[float] = []
+    _reset_peak(model.device)
+    try:
+        invert_many(model, image, mask, [replace(c, steps=steps + 1) for c in configs],
+                    on_step=lambda report: seconds.append(report.seconds),
+                    should_stop=lambda: len(seconds) == steps + 1)
+    except Cancelled:
+        pass
+    return {"steps_timed": len(seconds) - 1, "median_s": statistics.median(seconds[1:]),
+            "first_step_s": seconds[0], "peak_memory_gb": _peak_gb(model.device)}
+
+
+def generation(model: LoadedModel, base: InversionConfig, steps: int, repeats: int) -> dict:
+    """Seconds for one image and for a batch of 4, `steps` DPM-Solver++ steps, guidance 7.5."""
+    vectors = initializer_vectors(model.pipe, base.initializer, 1)
+    concept = Concept(token=base.placeholder, vectors=vectors, settings=base)
+    prompt = [f"a red chair in the shape of {base.placeholder}"]
+
+    def timed(images: int) -> float:
+        began = time.perf_counter()
+        generate(model, concept, prompt, GenerationConfig(steps=steps, num_images=images, batch_size=images))
+        _sync(model.device)
+        return time.perf_counter() - began
+
+    timed(1)  # warm-up
+    one = [timed(1) for _ in range(repeats)]
+    four = [timed(4) for _ in range(repeats)]
+    return {"sampling_steps": steps, "one_image_s": statistics.median(one), "batch_of_4_s": statistics.median(four)}
+
+
+def summarize(results: dict) -> list[tuple[str, str, str]]:
+    """(measurement, value, target) rows for the Markdown table, from whatever sections exist."""
+    rows: list[tuple[str, str, str]] = []
+    floor, step = results.get("floor"), results.get("step")
+    if floor:
+        rows.append(("bare UNet forward+backward (floor)", f"{floor['fused_s']:.4f} s", ""))
+        rows.append(("same, *s maps captured on every cross-attention layer", f"{floor['captured_s']:.4f} s",
+                     f"overhead {floor['overhead']:+.1%}"))
+    if step:
+        peak = step["peak_memory_gb"]
+        rows.append(("inversion step (median)", f"{step['median_s']:.4f} s",
+                     f"500 steps: {500 * step['median_s']:.1f} s (target <= {TARGET_500_STEPS_S:.0f} s)"))
+        if floor:
+            rows.append(("inversion step / floor", f"{step['median_s'] / floor['fused_s']:.2f}x",
+                         f"target <= {TARGET_STEP_OVER_FLOOR}x"))
+        rows.append(("peak memory of the inversion", "n/a (CPU)" if peak is None else f"{peak:.2f} GB",
+                     f"target <= {TARGET_PEAK_GB:.0f} GB"))
+    compiled = results.get("compiled")
+    if compiled and step:
+        rows.append(("inversion step, UNet compiled (median)", f"{compiled['median_s']:.4f} s",
+                     f"{step['median_s'] / compiled['median_s']:.2f}x faster than eager; "
+                     f"first step {compiled['first_step_s']:.1f} s"))
+    example = results.get("example")
+    if example and step:
+        rows.append(("diffusers' textual-inversion example step (median)", f"{example['median_s']:.4f} s",
+                     f"{example['median_s'] / step['median_s']:.2f}x our step"))
+    sweep = results.get("sweep")
+    if sweep and step:
+        rows.append((f"sweep of {sweep['weights']} weights, one step (median)", f"{sweep['median_s']:.4f} s",
+                     f"{sweep['median_s'] / step['median_s']:.2f}x one run's step "
+                     f"({sweep['weights'] * step['median_s'] / sweep['median_s']:.2f}x faster than separate runs)"))
+    gen = results.get("generate")
+    if gen:
+        rows.append((f"one image, {gen['sampling_steps']} steps", f"{gen['one_image_s']:.3f} s",
+                     f"target <= {TARGET_IMAGE_S:.0f} s"))
+        rows.append((f"batch of 4 images, {gen['sampling_steps']} steps", f"{gen['batch_of_4_s']:.3f} s",
+                     f"{gen['batch_of_4_s'] / 4:.3f} s per image"))
+    return rows
+
+
+def write(results: dict, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "gpu_results.json").write_text(json.dumps(results, indent=2) + "\n")
+    lines = [f"Device: {results['device_name']} ({results['dtype']}), model {results['model']}, "
+             f"{results['resolution']} px, batch {results['batch']}, torch {results['torch']}.", "",
+             "| measurement | value | target / ratio |", "| --- | --- | --- |"]
+    lines += [f"| {name} | {value} | {note} |" for name, value, note in summarize(results)]
+    if results.get("errors"):
+        lines += ["", "Sections that failed: " + "; ".join(f"{k}: {v}" for k, v in results["errors"].items())]
+    (out / "gpu_results.md").write_text("\n".join(lines) + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--dtype", default="auto", help="auto: bf16 on a GPU that has it, else fp16; fp32 on CPU")
+    parser.add_argument("--tiny", action="store_true", help="the tiny test model at 64 px (to check the script)")
+    parser.add_argument("--steps", type=int, help="timed steps per measurement (default: 10, tiny: 3)")
+    parser.add_argument("--sample-steps", type=int, default=25)
+    parser.add_argument("--compile-backend", default="inductor",
+                        help="torch.compile backend of the 'compiled' section; 'eager' checks tracing quickly on CPU")
+    parser.add_argument("--skip", default="", help="comma-separated sections to leave out, e.g. compiled,example")
+    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent)
+    parser.add_argument("--folder", type=Path, default=Path(tempfile.gettempdir()) / "shapeinv-bench")
+    args = parser.parse_args(argv)
+    quiet_library_logs()
+    steps = args.steps or (3 if args.tiny else 10)
+    skip = {name.strip() for name in args.skip.split(",") if name.strip()}
+
+    began = time.perf_counter()
+    folder = build_tiny_pipeline(args.folder / "tiny") if args.tiny else build_sd15_shaped(args.folder / "sd15")
+    model = load_model(str(folder), device=args.device, dtype=args.dtype)
+    base = InversionConfig(resolution=64 if args.tiny else 512, batch_size=4, mask_weight=0.1).validate()
+    results: dict = {
+        "model": "tiny" if args.tiny else "SD 1.5-shaped, random weights", "device": str(model.device),
+        "device_name": torch.cuda.get_device_name(model.device) if model.device.type == "cuda" else platform.processor()
+        or "CPU", "dtype": str(model.dtype).replace("torch.", ""), "torch": torch.__version__,
+        "resolution": base.resolution, "batch": base.batch_size, "timed_steps": steps, "errors": {},
+        "build_and_load_s": round(time.perf_counter() - began, 1),
+    }
+    sections = {
+        "floor": lambda: bench_capture(model, base, repeats=steps),
+        "step": lambda: inversion_step(model, [base], steps),
+        "sweep": lambda: {"weights": len(DEFAULT_WEIGHTS), **inversion_step(
+            model, [replace(base, mask_weight=w) for w in DEFAULT_WEIGHTS], steps)},
+        "generate": lambda: generation(model, base, args.sample_steps, repeats=max(1, steps // 3)),
+        "example": lambda: {"median_s": statistics.median(diffusers_example_step_times(model, base, steps + 1))},
+        "compiled": lambda: compiled_step(model, base, steps, args.compile_backend),
+    }
+    for name, measure in sections.items():
+        if name in skip:
+            continue
+        started = time.perf_counter()
+        try:
+            results[name] = {**measure(), "section_s": round(time.perf_counter() - started, 1)}
+        except Exception as error:  # one failing section must not lose the others' figures
+            results["errors"][name] = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+        results["total_s"] = round(time.perf_counter() - began, 1)
+        write(results, args.out)
+        print(f"{name}: {results.get(name) or results['errors'][name]}", flush=True)
+    print((args.out / "gpu_results.md").read_text())
+    return 1 if results["errors"] else 0
+
+
+def compiled_step(model: LoadedModel, base: InversionConfig, steps: int, backend: str) -> dict:
+    """The inversion step with the UNet compiled in place: the last section, as the UNet stays compiled."""
+    model.pipe.unet.compile(backend=backend)
+    return {"backend": backend, **inversion_step(model, [base], steps)}
+
+
+if __name__ == "__main__":
+    sys.exit(main())
