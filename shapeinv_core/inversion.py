@@ -15,8 +15,8 @@ because noise and timesteps depend only on (seed, step) and AdamW acts element-w
 
 On a GPU the host never waits inside a step: noise and timesteps are copied without blocking,
 the placeholder's indices live on the device, and the step's losses and map come back in one
-transfer after the optimiser step. fp16 models (GPUs without bf16) train with dynamic loss
-scaling, so the small gradients of the mask term do not underflow.
+transfer after the optimiser step. fp16 models (GPUs without bf16) train through an fp32 copy
+of the text encoder with dynamic loss scaling, so the mask term's small gradient survives.
 """
 
 from __future__ import annotations
