@@ -165,9 +165,7 @@ def invert_many(model: LoadedModel, image: Image.Image, mask: Image.Image, confi
                 before = _training_state(vectors, optimizer, copy=True) if runs and step > start else None
                 scaler.step(optimizer)
                 scaler.update()
-                terms, maps = _read_back(values, maps)  # the step's one wait for the device
-                for terms_k, (diffusion_grad, mask_grad, ratio) in zip(terms, balance or []):
-                    terms_k.diffusion_grad, terms_k.mask_grad, terms_k.grad_ratio = diffusion_grad, mask_grad, ratio
+                terms, maps = read_back(values, maps, balance)  # the step's one wait for the device
                 if not all(math.isfinite(t.loss) for t in terms):
                     if before is not None:  # the update of this step is dropped: keep the state after `step` steps
                         _save_checkpoints(runs, step, before)
@@ -511,11 +509,15 @@ def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
     return tensor.to(device)
 
 
-def _read_back(values: torch.Tensor, maps: torch.Tensor) -> tuple[list[LossTerms], torch.Tensor]:
+def read_back(values: torch.Tensor, maps: torch.Tensor,
+              balance: list[tuple[float, float, float]] | None = None) -> tuple[list[LossTerms], torch.Tensor]:
     """The step's loss terms [concepts, 4] and maps [concepts, res, res] on the host, in one transfer."""
     host = torch.cat((values.flatten(), maps.flatten())).cpu()
     numbers, host_maps = host[:values.numel()].view(values.shape), host[values.numel():].view(maps.shape)
-    return [LossTerms(*row) for row in numbers.tolist()], host_maps
+    terms = [LossTerms(*row) for row in numbers.tolist()]
+    for terms_k, (diffusion_grad, mask_grad, ratio) in zip(terms, balance or []):
+        terms_k.diffusion_grad, terms_k.mask_grad, terms_k.grad_ratio = diffusion_grad, mask_grad, ratio
+    return terms, host_maps
 
 
 def _training_state(vectors: torch.Tensor, optimizer, copy: bool = False) -> dict[str, torch.Tensor]:

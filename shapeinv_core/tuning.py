@@ -37,6 +37,7 @@ from .inversion import (
     denoising_weights,
     encode_image,
     prepare_inputs,
+    read_back,
     sample_noise,
     substitute_embeddings,
     tokenize_prompt,
@@ -71,7 +72,7 @@ def tune_lora(model: LoadedModel, image: Image.Image, mask: Image.Image, concept
         run.truncate_log(config.steps + start)
     total = config.steps + config.lora_steps
     last = None
-    store = AttentionStore(positions, tuple(latents.shape[-2:]), config.map_resolution)
+    store = AttentionStore(positions, tuple(latents.shape[-2:]), config.map_resolution, device=device)
     try:
         with capture_attention(pipe.unet, store, config.attention_layers, config.map_sides()), \
                 substitute_embeddings(pipe.text_encoder, token_ids) as substitution:
@@ -92,7 +93,11 @@ def tune_lora(model: LoadedModel, image: Image.Image, mask: Image.Image, concept
                 batch = (scheduler.add_noise(clean, noise, timesteps), timesteps,
                          denoising_target(scheduler, clean, noise, timesteps))
                 measure = balance_due(config, step, config.lora_steps)
-                terms, maps, _ = _accumulate_gradients(objective, vectors, batch, 1, optimizer, measure)
+                # No loss scaling in the LoRA phase (a pass-through scaler): its fp16 policy is not settled.
+                values, maps, balance, _ = _accumulate_gradients(objective, vectors, batch, 1, optimizer,
+                                                                 torch.amp.GradScaler(device.type, enabled=False),
+                                                                 measure)
+                terms, maps = read_back(values, maps, balance)
                 if not math.isfinite(terms[0].loss):
                     raise ShapeInvError(f"The loss became {terms[0].loss} in the LoRA phase. Lower --lora-lr "
                                         f"(now {config.lora_lr}) or use fp32 (--dtype fp32).")
