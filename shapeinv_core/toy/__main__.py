@@ -26,6 +26,7 @@ def main(argv: list[str] | None = None) -> None:
     cmd.add_argument("--images", type=int, default=defaults.images, help="rendered chairs (default: %(default)s)")
     cmd.add_argument("--batch", type=int, default=defaults.batch, help="UNet batch (default: %(default)s)")
     cmd.add_argument("--resume", help="continue training this pipeline folder (its VAE is kept)")
+    cmd.add_argument("--vae-from", help="keep this pipeline folder's trained VAE (fresh UNet/text encoder)")
     cmd.add_argument("--dataset", help="a rendered set written by `render` (default: render one now)")
     cmd.add_argument("--lr", type=float, default=defaults.lr, help="UNet/text encoder peak lr (default: %(default)s)")
     cmd.add_argument("--threads", type=int, default=defaults.threads,
@@ -54,6 +55,7 @@ def main(argv: list[str] | None = None) -> None:
 
     overrides = {"seed": args.seed, "minutes": args.minutes, "vae_minutes": args.vae_minutes,
                  "images": args.images, "batch": args.batch, "resume": args.resume, "dataset": args.dataset,
+                 "vae_from": args.vae_from,
                  "lr": args.lr, "threads": args.threads}
     if args.tiny:
         overrides = {**overrides, **TINY_CONFIG}

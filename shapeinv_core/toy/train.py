@@ -57,6 +57,7 @@ class TrainConfig:
     unet_channels: tuple[int, ...] = (32, 64, 128)  # cross-attention at 16x16, 8x8 and the 4x4 middle
     unet_heads: int = 4
     text_width: int = 64
+    context_tokens: int = 20  # the tokenizer's length: with SD's 77, a colour word was 1/77 of every attention row
     text_layers: int = 2
     batch: int = 32
     lr: float = 6e-4
@@ -65,6 +66,7 @@ class TrainConfig:
     empty_caption: float = 0.1  # caption dropout, so classifier-free guidance works
     save_every_minutes: float = 5.0
     resume: str | None = None  # a pipeline folder to continue from (its VAE is kept; UNet/text encoder train on)
+    vae_from: str | None = None  # a pipeline folder whose trained VAE is kept (fresh UNet/text encoder, no VAE phase)
     dataset: str | None = None  # a rendered dataset (.npz from `render_to_file`) to use instead of rendering
     workers: int = 2  # processes rendering the dataset
     threads: int = 1  # torch threads: on a shared 2-core machine one thread is ~7x faster than two
@@ -89,8 +91,15 @@ def train(out: str | Path, config: TrainConfig, progress: bool = True) -> Path:
     if config.resume:
         vae, unet, text_encoder, tokenizer = load_components(Path(config.resume))
         latents = encode_dataset(vae, images)
+    elif config.vae_from:
+        from diffusers import AutoencoderKL
+
+        tokenizer = build_tokenizer(out / "tokenizer-src", config.context_tokens)
+        _, unet, text_encoder = build_components(config, tokenizer)
+        vae = AutoencoderKL.from_pretrained(Path(config.vae_from) / "vae", use_safetensors=True).eval()
+        latents = encode_dataset(vae, images)
     else:
-        tokenizer = build_tokenizer(out / "tokenizer-src")
+        tokenizer = build_tokenizer(out / "tokenizer-src", config.context_tokens)
         vae, unet, text_encoder = build_components(config, tokenizer)
         vae_end = min(deadline, time.monotonic() + config.vae_minutes * 60)
         train_vae(vae, images, config, vae_end, out / "vae_loss.csv", progress)
@@ -142,12 +151,17 @@ def _render_one(job: tuple[int, int]) -> tuple[np.ndarray, dict]:
     return np.asarray(chair.image), {"family": chair.family, "colour": chair.colour, "pattern": chair.pattern}
 
 
-def build_tokenizer(folder: Path):
-    """A real CLIP BPE tokenizer over this world's words (every other word is spelt in bytes)."""
+def build_tokenizer(folder: Path, context_tokens: int = 77):
+    """A real CLIP BPE tokenizer over this world's words (every other word is spelt in bytes).
+
+    Its context is shorter than SD's 77 tokens: cross-attention starts out spread evenly over the
+    context, so in a 77-token context a colour word gets 1/77 of it and a model trained from scratch
+    learned to ignore the text (every prompt drew the same picture after 800 steps).
+    """
     from transformers import CLIPTokenizer
 
     vocab_file, merges_file = write_tiny_clip_vocab(folder, WORDS)
-    return CLIPTokenizer(vocab=str(vocab_file), merges=str(merges_file), model_max_length=77)
+    return CLIPTokenizer(vocab=str(vocab_file), merges=str(merges_file), model_max_length=context_tokens)
 
 
 def build_components(config: TrainConfig, tokenizer):
@@ -163,7 +177,8 @@ def build_components(config: TrainConfig, tokenizer):
     )
     text_encoder = CLIPTextModel(CLIPTextConfig(
         vocab_size=len(tokenizer), hidden_size=config.text_width, intermediate_size=config.text_width * 4,
-        num_attention_heads=4, num_hidden_layers=config.text_layers, max_position_embeddings=77,
+        num_attention_heads=4, num_hidden_layers=config.text_layers,
+        max_position_embeddings=tokenizer.model_max_length,
         projection_dim=config.text_width, bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
     ))
