@@ -471,10 +471,13 @@ class JobStore:
     def set_note(self, job_id: str, note: str | None) -> None:
         self._execute("UPDATE jobs SET note = ? WHERE id = ?", (note, validate_job_id(job_id)))
 
-    def requeue(self, job_id: str) -> None:
-        """Put a running job back at its old place in the queue (the server is stopping)."""
-        self._execute("UPDATE jobs SET status = ?, worker = NULL WHERE id = ? AND status = ?",
-                      (QUEUED, validate_job_id(job_id), RUNNING))
+    def requeue(self, job_id: str, resumed: bool = False) -> None:
+        """Put a running job back at its old place in the queue (the server is stopping).
+
+        `resumed`: the job was interrupted (its worker died), so its next run counts as a resume.
+        """
+        self._execute("UPDATE jobs SET status = ?, worker = NULL, resumes = resumes + ? WHERE id = ? AND status = ?",
+                      (QUEUED, int(resumed), validate_job_id(job_id), RUNNING))
 
     def finish(self, job_id: str, status: str, error: str | None = None) -> None:
         if status not in FINISHED:

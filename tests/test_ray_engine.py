@@ -1,0 +1,128 @@
+"""The Ray engine on a local Ray: 2 CPU actors, the tiny model, a few steps (`pytest -m ray` runs them alone).
+
+One Ray session and one engine serve the whole module (starting Ray and loading the model in
+each actor is most of the time). Ray gets 2 CPUs, no dashboard and a small object store: the
+machine is shared. Nothing is mocked: the actors are real processes that run the embedded
+worker's code, and `ray.kill` really kills one.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from shapeinv_core.concept import Concept
+from shapeinv_core.config import GenerationConfig
+from shapeinv_core.jobs import CANCELLED, DONE, RUNNING, JobStore, wait_for
+from shapeinv_core.jobs.worker import READY
+from shapeinv_core.models import load_model
+from shapeinv_core.workflow import learn
+from tests.helpers import chair_like, small_config, tiny_folder
+
+ray = pytest.importorskip("ray", reason="Ray is not installed: pip install -r requirements-ray.txt (the [ray] extra)")
+from shapeinv_core.jobs.ray_engine import RayEngine  # noqa: E402  (imports Ray)
+
+pytestmark = pytest.mark.ray
+LIMIT = 300.0  # seconds: generous, the machine is busy
+
+
+def wait_until(condition, what: str, timeout: float = LIMIT, poll: float = 0.1):
+    deadline = time.monotonic() + timeout
+    while not (value := condition()):
+        assert time.monotonic() < deadline, f"gave up waiting for {what}"
+        time.sleep(poll)
+    return value
+
+
+@pytest.fixture(scope="module")
+def inputs():
+    return chair_like()
+
+
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory):
+    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=80 * 1024 * 1024, log_to_driver=False)
+    store = JobStore(tmp_path_factory.mktemp("ray-data"))
+    engine = RayEngine(store, model=str(tiny_folder()), device="cpu", workers=2, cpus_per_worker=1,
+                       preview_every=2, preview_steps=2, clip_model=None, poll=0.2).start()
+    try:
+        wait_until(lambda: len(engine.slots) == 2 and all(slot.state == READY for slot in engine.slots),
+                   "both actors to load the model")
+        yield engine
+    finally:
+        engine.stop()
+        ray.shutdown()
+
+
+def running_slot(engine, job_id: str):
+    return next((slot for slot in engine.slots if slot.job_id == job_id), None)
+
+
+def test_four_jobs_finish_on_two_actors_in_order_and_both_are_used(engine, inputs):
+    store = engine.store
+    jobs = [store.create(*inputs, small_config(steps=3, batch_size=1, checkpoint_every=2)) for _ in range(4)]
+    engine.wake()
+    finished = [wait_for(store, job.id, timeout=LIMIT) for job in jobs]
+    assert [job.status for job in finished] == [DONE] * 4, [job.error for job in finished]
+    assert {engine.used_actors(job.id)[0] for job in jobs} == {0, 1}, "both actors ran jobs"
+    starts = [job.started for job in finished]
+    assert starts == sorted(starts), "queued jobs went to free actors in the order they were queued"
+    for job in jobs:  # the head wrote each run folder from what came back: the CLI's layout, complete
+        run = store.run(job.id)
+        assert run.has_concept() and (run.path / "attention.png").is_file()
+        assert [record["step"] for record in run.read_log()] == [1, 2, 3]
+        assert [step for step, _ in run.checkpoints()] == [2, 3]
+        assert (run.path / "previews" / "attention.png").is_file() and (run.path / "previews" / "sample.png").is_file()
+        assert store.get(job.id).step == 3 and store.get(job.id).worker is None
+
+
+def test_a_killed_actor_s_job_resumes_on_the_other_and_equals_an_uninterrupted_run(engine, inputs, tmp_path):
+    store = engine.store
+    config = small_config(steps=14, batch_size=1, checkpoint_every=2)
+    job = store.create(*inputs, config)
+    engine.wake()
+    wait_until(lambda: store.get(job.id).step >= 5, "the job to pass its second checkpoint")
+    slot = running_slot(engine, job.id)
+    first = slot.index
+    ray.kill(slot.actor)
+
+    finished = wait_for(store, job.id, timeout=LIMIT)
+    assert finished.status == DONE, finished.error
+    assert finished.resumes == 1, "the job was requeued once, after its actor died"
+    handed = engine.used_actors(job.id)
+    assert handed[0] == first and handed[1] != first, f"it resumed on the other actor ({handed})"
+    run = store.run(job.id)
+    assert [record["step"] for record in run.read_log()] == list(range(1, 15)), "each step logged once"
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the actor (one CPU): the same kernels in the same order
+    try:
+        reference = learn(load_model(str(tiny_folder()), device="cpu"), *inputs, config, tmp_path / "alone")
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(Concept.load(run.path).vectors, reference.vectors), \
+        "the resumed run ended exactly where an uninterrupted one ends"
+    wait_until(lambda: all(slot.state == READY for slot in engine.slots), "the dead actor to be recreated")
+
+
+def test_an_edit_during_two_running_jobs_returns_before_they_finish_and_cancel_reaches_the_actors(engine, inputs):
+    store = engine.store
+    config = small_config(steps=400, batch_size=1, checkpoint_every=50)
+    jobs = [store.create(*inputs, config) for _ in range(2)]
+    engine.wake()
+    wait_until(lambda: all(store.get(job.id).step >= 2 for job in jobs), "both jobs to be running")
+    concept = Concept(token="*s", vectors=torch.zeros(1, 32))
+    images = engine.generate(concept, ["a red chair in the shape of *s"], GenerationConfig(steps=2, num_images=1))
+    assert len(images) == 1 and np.asarray(images[0].image).std() > 0
+    states = [store.get(job.id) for job in jobs]
+    assert all(job.status == RUNNING and job.step < job.total_steps for job in states), \
+        "the edit came back while both jobs were still learning"
+
+    for job in jobs:
+        store.cancel(job.id)
+    ended = [wait_for(store, job.id, timeout=LIMIT) for job in jobs]
+    assert [job.status for job in ended] == [CANCELLED, CANCELLED]
+    assert all(job.step < config.steps for job in ended), "the actors stopped the jobs when asked"
