@@ -14,9 +14,10 @@ import numpy as np
 import pytest
 import torch
 
+from app.backend import Backend
 from shapeinv_core.concept import Concept
 from shapeinv_core.config import GenerationConfig
-from shapeinv_core.jobs import CANCELLED, DONE, RUNNING, JobStore, wait_for
+from shapeinv_core.jobs import CANCELLED, DONE, RUNNING, wait_for
 from shapeinv_core.jobs.worker import READY
 from shapeinv_core.models import load_model
 from shapeinv_core.workflow import learn
@@ -44,16 +45,19 @@ def inputs():
 
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory):
+    """The app's backend as `python -m app --engine ray --workers 2` builds it, on a 2-CPU local Ray."""
     ray.init(num_cpus=2, include_dashboard=False, object_store_memory=80 * 1024 * 1024, log_to_driver=False)
-    store = JobStore(tmp_path_factory.mktemp("ray-data"))
-    engine = RayEngine(store, model=str(tiny_folder()), device="cpu", workers=2, cpus_per_worker=1,
-                       preview_every=2, preview_steps=2, clip_model=None, poll=0.2).start()
+    backend = Backend(tmp_path_factory.mktemp("ray-data"), model=str(tiny_folder()), device="cpu", engine="ray",
+                      workers=2, preview_every=2, preview_steps=2, clip_model=None)
+    engine = backend.worker
+    assert isinstance(engine, RayEngine)
+    backend.start()
     try:
         wait_until(lambda: len(engine.slots) == 2 and all(slot.state == READY for slot in engine.slots),
                    "both actors to load the model")
         yield engine
     finally:
-        engine.stop()
+        backend.stop()
         ray.shutdown()
 
 

@@ -67,9 +67,9 @@ class RayEngine:
     """`address`: a Ray cluster to join (`ray start --head` printed it); None starts a local Ray.
 
     `workers`: actors to create (default: one per GPU of the cluster, or 1 without GPUs).
-    `cpus_per_worker`: CPUs Ray reserves for each actor (its torch threads); default: an equal share
-    of this machine's cores for a local CPU Ray, else 1. `object_store_mb`: the local Ray's object
-    store. The other options are the embedded `Worker`'s and mean the same.
+    `cpus_per_worker`: CPUs Ray reserves for each actor (Ray sets its torch threads to as many);
+    default: 1 beside a GPU, else an equal share of the cluster's CPUs. `object_store_mb`: the object
+    store of a local Ray this engine starts. The other options are the embedded `Worker`'s and mean the same.
     """
 
     def __init__(self, store: JobStore, model: str = "tiny", device: str = "auto", dtype: str = "auto",
@@ -130,33 +130,23 @@ class RayEngine:
             self._threads.append(thread)
 
     def _connect(self) -> int:
-        """Start or join Ray (unless this process already has it); the number of GPUs the cluster has."""
+        """Start or join Ray (unless this process already has it); the number of GPUs the actors may use."""
         if not ray.is_initialized():
             if self.address:
                 ray.init(address=self.address, include_dashboard=False, log_to_driver=False)
             else:
-                cpus = None
-                if self.workers and not self._local_gpus():  # a CPU Ray on this machine: just the workers' share
-                    cpus = self.workers * self._actor_cpus(0)
-                ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False,
+                ray.init(include_dashboard=False, log_to_driver=False,
                          object_store_memory=self.object_store_mb * 1024 * 1024)
             self._owns_ray = True
-        gpus = int(ray.cluster_resources().get("GPU", 0))
-        return gpus if self.device != "cpu" else 0
+        return int(ray.cluster_resources().get("GPU", 0)) if self.device != "cpu" else 0
 
-    def _local_gpus(self) -> int:
-        if self.device == "cpu":
-            return 0
-        import torch
-
-        return torch.cuda.device_count()
-
-    def _actor_cpus(self, gpus: int) -> float:
+    def _actor_cpus(self, count: int) -> float:
+        """CPUs Ray reserves per actor: as asked; 1 beside a GPU; else an equal share of the cluster's CPUs."""
         if self.cpus_per_worker:
             return self.cpus_per_worker
-        if gpus or self.address:
+        if self._gpus_per_actor:
             return 1
-        return max(1, (os.cpu_count() or 1) // (self.workers or 1))
+        return max(1, int(ray.cluster_resources().get("CPU", 1)) // count)
 
     def stop(self, timeout: float = 30.0) -> None:
         """Stop after the current steps: running jobs are checkpointed, come back and are requeued."""
@@ -233,7 +223,7 @@ class RayEngine:
     def _create(self, slot: _Slot) -> bool:
         """(Re)create the slot's actor and wait for its model; False when the model cannot load."""
         slot.state, slot.error = LOADING, None
-        options = {"num_cpus": self._actor_cpus(self._gpus_per_actor), "num_gpus": self._gpus_per_actor,
+        options = {"num_cpus": self._actor_cpus(len(self.slots)), "num_gpus": self._gpus_per_actor,
                    "max_concurrency": ACTOR_THREADS}
         slot.actor = ray.remote(ModelActor).options(**options).remote(
             self.model_name, device=self.device, dtype=self.dtype, **self.actor_options)
