@@ -9,17 +9,21 @@ worker's code, and `ray.kill` really kills one.
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
 
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from app.backend import Backend
 from shapeinv_core.concept import Concept
 from shapeinv_core.config import GenerationConfig
-from shapeinv_core.jobs import CANCELLED, DONE, RUNNING, wait_for
+from shapeinv_core.jobs import CANCELLED, DONE, RUNNING, SweepSpec, wait_for
 from shapeinv_core.jobs.worker import READY
 from shapeinv_core.models import load_model
+from shapeinv_core.report import read_metrics_csv
+from shapeinv_core.sweep import sweep
 from shapeinv_core.workflow import learn
 from tests.helpers import chair_like, small_config, tiny_folder
 
@@ -28,6 +32,7 @@ from shapeinv_core.jobs.ray_engine import RayEngine  # noqa: E402  (imports Ray)
 
 pytestmark = pytest.mark.ray
 LIMIT = 300.0  # seconds: generous, the machine is busy
+PROMPTS = ["a photo of chair in the shape of *s", "a red chair in the shape of *s"]
 
 
 def wait_until(condition, what: str, timeout: float = LIMIT, poll: float = 0.1):
@@ -61,6 +66,17 @@ def engine(tmp_path_factory):
         ray.shutdown()
 
 
+@contextmanager
+def one_thread():
+    """As an actor with one CPU runs: the same kernels in the same order, so results can be compared exactly."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def running_slot(engine, job_id: str):
     return next((slot for slot in engine.slots if slot.job_id == job_id), None)
 
@@ -83,6 +99,34 @@ def test_four_jobs_finish_on_two_actors_in_order_and_both_are_used(engine, input
         assert store.get(job.id).step == 3 and store.get(job.id).worker is None
 
 
+def test_a_sweep_splits_its_weights_over_idle_actors_and_equals_a_one_actor_sweep(engine, inputs, tmp_path):
+    store = engine.store
+    wait_until(lambda: all(slot.job_id is None for slot in engine.slots), "both actors to be idle")
+    spec = SweepSpec(base=small_config(steps=3, batch_size=1), weights=[0.0, 0.5], prompts=PROMPTS,
+                     generation=GenerationConfig(steps=2, num_images=1), mask_method="fallback")
+    job = store.create_sweep(*inputs, spec)
+    engine.wake()
+    finished = wait_for(store, job.id, timeout=LIMIT)
+    assert finished.status == DONE, finished.error
+    assert sorted(engine.used_actors(job.id)) == [0, 1], "each actor learned one weight"
+    assert [terms["weight"] for terms in finished.term_list()] == [0.0, 0.5]
+
+    with one_thread():
+        reference = sweep(load_model(str(tiny_folder()), device="cpu"), *inputs, spec.base, spec.weights, PROMPTS,
+                          tmp_path / "one", generation=spec.generation, clip_model=None, mask_method="fallback")
+    folder = store.job_dir(job.id)
+    for weight in spec.weights:
+        torch.testing.assert_close(Concept.load(folder / f"weight_{weight:g}").vectors,
+                                   Concept.load(reference.folder / f"weight_{weight:g}").vectors, atol=1e-5, rtol=1e-4)
+    rows, expected = read_metrics_csv(folder / "metrics.csv"), read_metrics_csv(reference.folder / "metrics.csv")
+    assert [(r["weight"], r["prompt"], r["seed"], r["image"]) for r in rows] == \
+        [(r["weight"], r["prompt"], r["seed"], r["image"]) for r in expected]
+    assert [r["mask_iou"] for r in rows] == pytest.approx([r["mask_iou"] for r in expected], abs=1e-3)
+    for name in ("grid.png", "tradeoff.png"):
+        assert Image.open(folder / name).size == Image.open(reference.folder / name).size
+    assert SweepSpec.load(folder / "sweep.json").weights == spec.weights, "the parts' settings stayed on the actors"
+
+
 def test_a_killed_actor_s_job_resumes_on_the_other_and_equals_an_uninterrupted_run(engine, inputs, tmp_path):
     store = engine.store
     config = small_config(steps=14, batch_size=1, checkpoint_every=2)
@@ -101,12 +145,8 @@ def test_a_killed_actor_s_job_resumes_on_the_other_and_equals_an_uninterrupted_r
     run = store.run(job.id)
     assert [record["step"] for record in run.read_log()] == list(range(1, 15)), "each step logged once"
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as the actor (one CPU): the same kernels in the same order
-    try:
+    with one_thread():
         reference = learn(load_model(str(tiny_folder()), device="cpu"), *inputs, config, tmp_path / "alone")
-    finally:
-        torch.set_num_threads(threads)
     assert torch.equal(Concept.load(run.path).vectors, reference.vectors), \
         "the resumed run ended exactly where an uninterrupted one ends"
     wait_until(lambda: all(slot.state == READY for slot in engine.slots), "the dead actor to be recreated")

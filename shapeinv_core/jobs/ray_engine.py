@@ -40,7 +40,8 @@ from ..generate import GeneratedImage, check_prompts
 from ..metrics import DEFAULT_CLIP_MODEL
 from .mirror import apply_changes, read_folder
 from .ray_actor import ENDED, RELAYED, ModelActor
-from .store import DEFAULT_LEASE_SECONDS, Job, JobStore
+from .split_sweep import SplitSweep
+from .store import DEFAULT_LEASE_SECONDS, SWEEP, Job, JobStore
 from .worker import LOAD_FAILED, LOADING, READY
 
 log = logging.getLogger(__name__)
@@ -210,15 +211,17 @@ class RayEngine:
             if slot.actor is None and not self._create(slot):
                 return  # the model cannot load: this slot stays failed
             try:
-                job = self._claim(slot)
+                job, helpers = self._claim(slot)
             except Exception:  # e.g. the database on a full disk: try again shortly
                 log.exception("claiming a job")
-                job = None
+                job, helpers = None, []
             if job is None:
                 self._wake.wait(self.poll)
                 self._wake.clear()
-                continue
-            self._run(slot, job)
+            elif helpers:
+                self._run_split(job, [slot, *helpers])
+            else:
+                self._run(slot, job)
 
     def _create(self, slot: _Slot) -> bool:
         """(Re)create the slot's actor and wait for its model; False when the model cannot load."""
@@ -245,37 +248,52 @@ class RayEngine:
         if self.state != LOADING:
             self._ready.set()
 
-    def _claim(self, slot: _Slot) -> Job | None:
+    def _claim(self, slot: _Slot) -> tuple[Job | None, list[_Slot]]:
+        """The oldest queued job for this slot's actor, and for a sweep the idle actors it may split over."""
         if self._stopping.is_set():
-            return None
+            return None, []
         with self._claim_lock:
+            if slot.job_id is not None:  # lent to another slot's sweep meanwhile
+                return None, []
             job = self.store.claim_next(slot.name, self.lease)
-            if job is not None:
-                slot.job_id = job.id
-                slot.jobs.append(job.id)
-                self.assignments.append((job.id, slot.index))
-        return job
+            if job is None:
+                return None, []
+            helpers = []
+            if self.split_sweeps and job.kind == SWEEP:
+                idle = [other for other in self.slots if other is not slot and other.job_id is None
+                        and other.state == READY and other.actor is not None]
+                helpers = idle[:len(self.store.sweep_folder(job.id).spec().weights) - 1]
+            for each in (slot, *helpers):
+                each.job_id = job.id
+                each.jobs.append(job.id)
+                self.assignments.append((job.id, each.index))
+        return job, helpers
+
+    def _job_files(self, job: Job) -> dict[str, bytes]:
+        """The job's folder as bytes, without the folders its actor never reads."""
+        return {name: data for name, data in read_folder(self.store.job_dir(job.id)).items()
+                if not set(Path(name).parts) & set(NOT_SENT)}
 
     def _run(self, slot: _Slot, job: Job) -> None:
         """Send the job to the slot's actor and replay what comes back until the actor lets go of it."""
         folder = self.store.job_dir(job.id)
         applying = True  # False once the head can no longer record this job (lost lease, failed write)
         try:
-            files = {name: data for name, data in read_folder(folder).items()
-                     if not set(Path(name).parts) & set(NOT_SENT)}
-            ray.get(slot.actor.hand.remote(job, files))
+            ray.get(slot.actor.hand.remote(job, self._job_files(job)))
             cancel_sent, beat = False, time.monotonic()
             while True:
                 for name, args, changes in ray.get(slot.actor.next_events.remote(self.poll)):
-                    if name == ENDED:
-                        return
                     if not applying:
+                        if name == ENDED:
+                            return
                         continue
                     try:
                         if changes:
                             apply_changes(folder, changes)
                         if name in RELAYED:
                             getattr(self.store, name)(*args)
+                        if name == ENDED:
+                            return
                     except Exception:  # as the embedded worker: no heartbeat from here on; the lease requeues it
                         log.exception("job %s: could not record its state; it will be requeued when its lease "
                                       "runs out", job.id)
@@ -301,6 +319,70 @@ class RayEngine:
             log.exception("job %s: the head could not run it; it will be requeued when its lease runs out", job.id)
         finally:
             slot.job_id = None
+
+    def _run_split(self, job: Job, slots: list[_Slot]) -> None:
+        """A sweep on several actors, one part of its weights each (`split_sweep`); joined when all are over."""
+        applying = True
+        split = None
+        try:
+            split = SplitSweep(self.store, job, len(slots))
+            slots = slots[:len(split.parts)]
+            files = self._job_files(job)
+            for index, slot in enumerate(slots):
+                ray.get(slot.actor.hand.remote(job, split.files_for(index, files)))
+            log.info("sweep %s split over actors %s", job.id, [slot.index for slot in slots])
+            waiting = {slot.actor.next_events.remote(self.poll): index for index, slot in enumerate(slots)}
+            cancel_sent, beat = False, time.monotonic()
+            while waiting:
+                done, _ = ray.wait(list(waiting), num_returns=1, timeout=self.poll * 4)
+                for ref in done:
+                    index = waiting.pop(ref)
+                    try:
+                        events = ray.get(ref)
+                    except RayActorError:
+                        log.warning("sweep %s: a Ray worker died; the sweep is requeued and resumes", job.id)
+                        split.parts[index].died = True
+                        slots[index].actor, slots[index].state = None, LOADING
+                        for other, part in zip(slots, split.parts):  # the others stop, keeping their checkpoints
+                            if not (part.ended or part.died):
+                                other.actor.release.remote(job.id)
+                        continue
+                    for name, args, changes in events:
+                        if applying:
+                            try:
+                                split.on_event(index, name, args, changes)
+                            except Exception:
+                                log.exception("sweep %s: could not record its state; the lease requeues it", job.id)
+                                applying = False
+                                self._release(slots, split, job)
+                        elif name == ENDED:
+                            split.parts[index].ended = True
+                    if not split.parts[index].ended:
+                        waiting[slots[index].actor.next_events.remote(self.poll)] = index
+                if applying and not cancel_sent and (split.failed or self.store.cancel_requested(job.id)):
+                    for slot, part in zip(slots, split.parts):
+                        if not (part.ended or part.died):
+                            slot.actor.cancel.remote(job.id)
+                    cancel_sent = True
+                if applying and time.monotonic() - beat > self.lease / 4:
+                    beat = time.monotonic()
+                    if not self.store.heartbeat(job.id, slots[0].name):
+                        applying = False
+                        self._release(slots, split, job)
+            if applying:
+                split.settle()
+        except Exception:
+            log.exception("sweep %s: the head could not run it; it will be requeued when its lease runs out", job.id)
+        finally:
+            for slot in slots:
+                slot.job_id = None
+            self._wake.set()
+
+    @staticmethod
+    def _release(slots: list[_Slot], split: SplitSweep, job: Job) -> None:
+        for slot, part in zip(slots, split.parts):
+            if not (part.ended or part.died) and slot.actor is not None:
+                slot.actor.release.remote(job.id)
 
     # --- edits ------------------------------------------------------------------------------
     def generate(self, concept: Concept, prompts: list[str], config: GenerationConfig,

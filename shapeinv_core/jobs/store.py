@@ -188,9 +188,12 @@ class SweepSpec:
         return self
 
     def save(self, path: Path) -> None:
+        path.write_text(self.to_json())
+
+    def to_json(self) -> str:
         data = {"base": to_dict(self.base), "weights": self.weights, "prompts": self.prompts,
                 "generation": to_dict(self.generation), "seeds": self.seeds, "mask_method": self.mask_method}
-        path.write_text(json.dumps(data, indent=2) + "\n")
+        return json.dumps(data, indent=2) + "\n"
 
     @classmethod
     def load(cls, path: Path) -> SweepSpec:
