@@ -19,7 +19,7 @@ from PIL import Image
 from app.backend import Backend
 from shapeinv_core.concept import Concept
 from shapeinv_core.config import GenerationConfig
-from shapeinv_core.jobs import CANCELLED, DONE, RUNNING, SweepSpec, wait_for
+from shapeinv_core.jobs import CANCELLED, DONE, QUEUED, RUNNING, JobStore, SweepSpec, wait_for
 from shapeinv_core.jobs.worker import READY
 from shapeinv_core.models import load_model
 from shapeinv_core.report import read_metrics_csv
@@ -170,3 +170,27 @@ def test_an_edit_during_two_running_jobs_returns_before_they_finish_and_cancel_r
     ended = [wait_for(store, job.id, timeout=LIMIT) for job in jobs]
     assert [job.status for job in ended] == [CANCELLED, CANCELLED]
     assert all(job.step < config.steps for job in ended), "the actors stopped the jobs when asked"
+
+
+def test_after_a_head_restart_new_actors_resume_the_running_job(engine, inputs, tmp_path):
+    """Last in this module: it stops the module's engine, as stopping the app (Ctrl-C) would."""
+    store = engine.store
+    config = small_config(steps=12, batch_size=1, checkpoint_every=2)
+    job = store.create(*inputs, config)
+    engine.wake()
+    wait_until(lambda: store.get(job.id).step >= 3, "the job to be running")
+    engine.stop()
+    assert store.get(job.id).status == QUEUED, "the stopped head put the job back in the queue"
+    assert store.run(job.id).checkpoints(), "with the checkpoint its actor saved when told to stop"
+
+    restarted = RayEngine(JobStore(store.data_dir), model=str(tiny_folder()), device="cpu", workers=1,
+                          cpus_per_worker=1, preview_every=2, preview_steps=2, clip_model=None).start()
+    try:
+        finished = wait_for(restarted.store, job.id, timeout=LIMIT)
+    finally:
+        restarted.stop()
+    assert finished.status == DONE, finished.error
+    assert restarted.used_actors(job.id) == [0], "a new actor of the new head finished it"
+    with one_thread():
+        reference = learn(load_model(str(tiny_folder()), device="cpu"), *inputs, config, tmp_path / "alone")
+    assert torch.equal(Concept.load(store.job_dir(job.id)).vectors, reference.vectors)
