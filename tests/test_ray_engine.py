@@ -77,6 +77,14 @@ def one_thread():
         torch.set_num_threads(threads)
 
 
+def start_job(engine, inputs, config, past_step: int):
+    """Queue an inversion and return it once it has done at least `past_step` steps."""
+    job = engine.store.create(*inputs, config)
+    engine.wake()
+    wait_until(lambda: engine.store.get(job.id).step >= past_step, f"the job to reach step {past_step}")
+    return job
+
+
 def running_slot(engine, job_id: str):
     return next((slot for slot in engine.slots if slot.job_id == job_id), None)
 
@@ -130,9 +138,7 @@ def test_a_sweep_splits_its_weights_over_idle_actors_and_equals_a_one_actor_swee
 def test_a_killed_actor_s_job_resumes_on_the_other_and_equals_an_uninterrupted_run(engine, inputs, tmp_path):
     store = engine.store
     config = small_config(steps=14, batch_size=1, checkpoint_every=2)
-    job = store.create(*inputs, config)
-    engine.wake()
-    wait_until(lambda: store.get(job.id).step >= 5, "the job to pass its second checkpoint")
+    job = start_job(engine, inputs, config, past_step=5)  # past its second checkpoint
     slot = running_slot(engine, job.id)
     first = slot.index
     ray.kill(slot.actor)
@@ -176,9 +182,7 @@ def test_after_a_head_restart_new_actors_resume_the_running_job(engine, inputs, 
     """Last in this module: it stops the module's engine, as stopping the app (Ctrl-C) would."""
     store = engine.store
     config = small_config(steps=12, batch_size=1, checkpoint_every=2)
-    job = store.create(*inputs, config)
-    engine.wake()
-    wait_until(lambda: store.get(job.id).step >= 3, "the job to be running")
+    job = start_job(engine, inputs, config, past_step=3)
     engine.stop()
     assert store.get(job.id).status == QUEUED, "the stopped head put the job back in the queue"
     assert store.run(job.id).checkpoints(), "with the checkpoint its actor saved when told to stop"

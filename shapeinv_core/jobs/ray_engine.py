@@ -134,9 +134,9 @@ class RayEngine:
         """Start or join Ray (unless this process already has it); the number of GPUs the actors may use."""
         if not ray.is_initialized():
             if self.address:
-                ray.init(address=self.address, include_dashboard=False, log_to_driver=False)
+                ray.init(address=self.address, include_dashboard=False)
             else:
-                ray.init(include_dashboard=False, log_to_driver=False,
+                ray.init(include_dashboard=False,  # actor logs (warnings, failures) print on this console
                          object_store_memory=self.object_store_mb * 1024 * 1024)
             self._owns_ray = True
         return int(ray.cluster_resources().get("GPU", 0)) if self.device != "cpu" else 0
