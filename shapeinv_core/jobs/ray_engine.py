@@ -118,7 +118,12 @@ class RayEngine:
             gpus = self._connect()
         except Exception as error:  # a wrong address, a cluster that refused: say so on the page
             log.exception("ray start")
-            self.error = f"Ray could not be started or reached ({type(error).__name__}: {error})"
+            why = f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}"
+            if self.address:
+                self.error = (f"Cannot join the Ray cluster at {self.address} ({why}). Check the address that "
+                              "`ray start --head` printed, that this host reaches it, and RAY_AUTH_TOKEN.")
+            else:
+                self.error = f"Ray could not start on this machine ({why}). Its log is in /tmp/ray."
             self._ready.set()
             return
         self._gpus_per_actor = 1 if gpus else 0
