@@ -199,9 +199,11 @@ class RayEngine:
         if state == LOAD_FAILED:
             errors = [slot.error for slot in self.slots if slot.error]
             return f"The model {name} failed to load: {errors[0] if errors else 'unknown error'}"
+        where = f"the Ray cluster at {self.address}" if self.address else "a local Ray"
+        if state == LOADING and not self.slots:
+            return f"Connecting to {where} ... (masks can be made meanwhile)"
         if state == LOADING:
-            where = f"the Ray cluster at {self.address}" if self.address else "a local Ray"
-            return f"Loading the model {name} on {len(self.slots) or 'the'} workers of {where} ... " \
+            return f"Loading the model {name} on the {len(self.slots)} workers of {where} ... " \
                    "(masks can be made meanwhile)"
         ready = [slot for slot in self.slots if slot.state == READY]
         return f"{ready[0].status.rstrip('.')}, {len(ready)} of {len(self.slots)} Ray workers."
