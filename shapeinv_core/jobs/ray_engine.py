@@ -239,8 +239,10 @@ class RayEngine:
             self.model_name, device=self.device, dtype=self.dtype, **self.actor_options)
         try:
             answer = ray.get(slot.actor.ready.remote())
-        except RayActorError as error:
-            slot.state, slot.error, slot.actor = LOAD_FAILED, f"the Ray worker died while loading ({error})", None
+        except Exception as error:  # the actor could not start (e.g. this package missing on its host) or died
+            log.exception("Ray worker %d", slot.index)
+            why = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            slot.state, slot.error, slot.actor = LOAD_FAILED, f"a Ray worker could not start ({why})", None
             self._settle_ready()
             return False
         slot.state, slot.error, slot.status = answer["state"], answer["error"], answer["status"]
@@ -290,22 +292,19 @@ class RayEngine:
             cancel_sent, beat = False, time.monotonic()
             while True:
                 for name, args, changes in ray.get(slot.actor.next_events.remote(self.poll)):
-                    if not applying:
-                        if name == ENDED:
-                            return
-                        continue
-                    try:
-                        if changes:
-                            apply_changes(folder, changes)
-                        if name in RELAYED:
-                            getattr(self.store, name)(*args)
-                        if name == ENDED:
-                            return
-                    except Exception:  # as the embedded worker: no heartbeat from here on; the lease requeues it
-                        log.exception("job %s: could not record its state; it will be requeued when its lease "
-                                      "runs out", job.id)
-                        applying = False
-                        slot.actor.release.remote(job.id)
+                    if applying:
+                        try:
+                            if changes:
+                                apply_changes(folder, changes)
+                            if name in RELAYED:
+                                getattr(self.store, name)(*args)
+                        except Exception:  # as the embedded worker: no heartbeat from here on; the lease requeues it
+                            log.exception("job %s: could not record its state; it will be requeued when its lease "
+                                          "runs out", job.id)
+                            applying = False
+                            slot.actor.release.remote(job.id)
+                    if name == ENDED:
+                        return
                 if applying and not cancel_sent and self.store.cancel_requested(job.id):
                     slot.actor.cancel.remote(job.id)
                     cancel_sent = True
@@ -330,15 +329,20 @@ class RayEngine:
     def _run_split(self, job: Job, slots: list[_Slot]) -> None:
         """A sweep on several actors, one part of its weights each (`split_sweep`); joined when all are over."""
         applying = True
-        split = None
+        lent = slots
         try:
             split = SplitSweep(self.store, job, len(slots))
             slots = slots[:len(split.parts)]
             files = self._job_files(job)
+            waiting = {}
             for index, slot in enumerate(slots):
-                ray.get(slot.actor.hand.remote(job, split.files_for(index, files)))
+                try:
+                    ray.get(slot.actor.hand.remote(job, split.files_for(index, files)))
+                    waiting[slot.actor.next_events.remote(self.poll)] = index
+                except RayActorError:
+                    self._part_died(job, slots, split, index)
+                    break  # the sweep is requeued anyway: the parts not handed out yet are not started
             log.info("sweep %s split over actors %s", job.id, [slot.index for slot in slots])
-            waiting = {slot.actor.next_events.remote(self.poll): index for index, slot in enumerate(slots)}
             cancel_sent, beat = False, time.monotonic()
             while waiting:
                 done, _ = ray.wait(list(waiting), num_returns=1, timeout=self.poll * 4)
@@ -347,12 +351,7 @@ class RayEngine:
                     try:
                         events = ray.get(ref)
                     except RayActorError:
-                        log.warning("sweep %s: a Ray worker died; the sweep is requeued and resumes", job.id)
-                        split.parts[index].died = True
-                        slots[index].actor, slots[index].state = None, LOADING
-                        for other, part in zip(slots, split.parts):  # the others stop, keeping their checkpoints
-                            if not (part.ended or part.died):
-                                other.actor.release.remote(job.id)
+                        self._part_died(job, slots, split, index)
                         continue
                     for name, args, changes in events:
                         if applying:
@@ -362,7 +361,7 @@ class RayEngine:
                                 log.exception("sweep %s: could not record its state; the lease requeues it", job.id)
                                 applying = False
                                 self._release(slots, split, job)
-                        elif name == ENDED:
+                        if name == ENDED:
                             split.parts[index].ended = True
                     if not split.parts[index].ended:
                         waiting[slots[index].actor.next_events.remote(self.poll)] = index
@@ -381,9 +380,16 @@ class RayEngine:
         except Exception:
             log.exception("sweep %s: the head could not run it; it will be requeued when its lease runs out", job.id)
         finally:
-            for slot in slots:
+            for slot in lent:
                 slot.job_id = None
             self._wake.set()
+
+    def _part_died(self, job: Job, slots: list[_Slot], split: SplitSweep, index: int) -> None:
+        """One part's actor died: the others stop and keep their checkpoints; the sweep is requeued at the end."""
+        log.warning("sweep %s: a Ray worker died; the sweep is requeued and resumes", job.id)
+        split.parts[index].died = True
+        slots[index].actor, slots[index].state = None, LOADING
+        self._release(slots, split, job)
 
     @staticmethod
     def _release(slots: list[_Slot], split: SplitSweep, job: Job) -> None:
