@@ -3,6 +3,7 @@
 #   docker build -t shapeinv .                                   # bakes SD 1.5 and rembg's model in
 #   docker build -t shapeinv --build-arg BAKE_MODEL= .           # smaller image; downloads at first start
 #   docker run --gpus all -p 7860:7860 -v shapeinv-data:/home/user/data shapeinv
+#   docker build -t shapeinv-ray --build-arg ENGINE=ray .         # adds Ray: one worker per GPU (README)
 #
 # PyTorch's Linux wheels on PyPI are CUDA builds that carry their own CUDA and cuDNN libraries, so a
 # slim Python base is CUDA-capable without a second copy of CUDA from an nvidia/cuda base; the host
@@ -14,6 +15,8 @@ ARG TORCH_INDEX_URL=""
 ARG BAKE_MODEL=stable-diffusion-v1-5/stable-diffusion-v1-5
 ARG REMBG_MODEL=birefnet-general
 ARG BAKE_CLIP=openai/clip-vit-large-patch14
+# embedded (one worker thread, the default) or ray (Ray installed; the app runs its jobs on Ray actors)
+ARG ENGINE=embedded
 
 RUN apt-get update \
     && apt-get install -y --no-install-recommends libglib2.0-0 \
@@ -34,9 +37,11 @@ ENV HOME=/home/user \
     GRADIO_ANALYTICS_ENABLED=False
 WORKDIR /home/user/app
 
-COPY --chown=user requirements.txt ./
+COPY --chown=user requirements.txt requirements-ray.txt ./
 RUN if [ -n "$TORCH_INDEX_URL" ]; then pip install --user "torch==2.13.0" --index-url "$TORCH_INDEX_URL"; fi \
-    && pip install --user -r requirements.txt
+    && pip install --user -r requirements.txt \
+    && if [ "$ENGINE" = ray ]; then pip install --user -r requirements-ray.txt; fi
+ENV SHAPEINV_ENGINE=${ENGINE}
 
 # Model weights in the image (network is there at build time, and only then is it certain):
 # the diffusers folders of the default model (fp32 safetensors only), and rembg's mask model.

@@ -1,7 +1,8 @@
-"""`python -m app [--host H] [--port P] [--model ID|PATH|tiny] [--data DIR]`: serve the web app.
+"""`python -m app [--host H] [--port P] [--model ID|PATH|tiny] [--data DIR] [--engine ray ...]`: serve the web app.
 
 Every flag has an environment variable (SHAPEINV_HOST, SHAPEINV_PORT, SHAPEINV_MODEL, SHAPEINV_DATA,
-SHAPEINV_DEVICE, SHAPEINV_DTYPE, SHAPEINV_CLIP_MODEL, SHAPEINV_AUTH, SHAPEINV_KEEP_DAYS, SHAPEINV_MAX_DISK_GB),
+SHAPEINV_DEVICE, SHAPEINV_DTYPE, SHAPEINV_CLIP_MODEL, SHAPEINV_AUTH, SHAPEINV_KEEP_DAYS, SHAPEINV_MAX_DISK_GB,
+SHAPEINV_ENGINE, SHAPEINV_RAY_ADDRESS, SHAPEINV_WORKERS),
 so a container or a Space is configured without a command line (on a Space, set SHAPEINV_AUTH as a secret).
 The page is up at once; the model loads in the background while masks can already be made.
 """
@@ -16,6 +17,8 @@ from pathlib import Path
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 from shapeinv_core.config import DEFAULT_MODEL, InversionConfig  # noqa: E402
+from shapeinv_core.errors import ShapeInvError  # noqa: E402
+from shapeinv_core.jobs.engines import EMBEDDED, ENGINES  # noqa: E402
 from shapeinv_core.jobs.retention import DEFAULT_KEEP_DAYS  # noqa: E402
 from shapeinv_core.metrics import DEFAULT_CLIP_MODEL  # noqa: E402
 from shapeinv_core.models import TINY, TOY, native_resolution_of  # noqa: E402
@@ -53,7 +56,26 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-disk-gb", type=float, default=float(env("SHAPEINV_MAX_DISK_GB", "0")) or None,
                         help="refuse new jobs while the data folder holds this many GB or more "
                              "(env SHAPEINV_MAX_DISK_GB; default: no budget)")
+    parser.add_argument("--engine", default=env("SHAPEINV_ENGINE", EMBEDDED),
+                        help="who runs the jobs: 'embedded' (one worker thread in this process, the default) or "
+                             "'ray' (one Ray actor per GPU; needs the [ray] extra) (env SHAPEINV_ENGINE)")
+    parser.add_argument("--ray-address", default=env("SHAPEINV_RAY_ADDRESS") or None, metavar="ADDRESS",
+                        help="with --engine ray: the cluster `ray start --head` started, e.g. 10.0.0.1:6379; "
+                             "default: a local Ray on this machine (env SHAPEINV_RAY_ADDRESS)")
+    parser.add_argument("--workers", type=int, default=int(env("SHAPEINV_WORKERS", "0")) or None, metavar="N",
+                        help="with --engine ray: Ray actors to start (default: one per GPU; give N on CPUs) "
+                             "(env SHAPEINV_WORKERS)")
     return parser
+
+
+def check_engine_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """One clear line for an engine setting that cannot work (also when it came from the environment)."""
+    if args.engine not in ENGINES:
+        parser.error(f"--engine {args.engine}: use one of {', '.join(ENGINES)} (or unset SHAPEINV_ENGINE)")
+    if args.engine == EMBEDDED and (args.ray_address or args.workers):
+        parser.error("--ray-address and --workers need --engine ray (the embedded engine has one worker thread)")
+    if args.workers is not None and args.workers < 1:
+        parser.error(f"--workers {args.workers}: give 1 or more Ray workers")
 
 
 def auth_pair(text: str | tuple | None) -> tuple[str, str] | None:
@@ -77,13 +99,15 @@ def form_defaults(model: str) -> InversionConfig:
 
 
 def create(data: Path, model: str, device: str = "auto", dtype: str = "auto", limits: Limits | None = None,
-           preview_steps: int | None = None, clip_model: str | None = DEFAULT_CLIP_MODEL):
-    """(backend, demo): the worker started (model loading in the background) and the page built."""
+           preview_steps: int | None = None, clip_model: str | None = DEFAULT_CLIP_MODEL, engine: str = EMBEDDED,
+           ray_address: str | None = None, workers: int | None = None):
+    """(backend, demo): the worker (or the Ray engine) started, the model loading in the background, the page built."""
     from .ui import build_demo
 
     backend = Backend(Path(data), model=model, device=device, dtype=dtype, limits=limits or Limits(),
                       preview_steps=preview_steps if preview_steps is not None else (4 if model == TINY else 20),
-                      clip_model=None if clip_model in (None, "", "none") else clip_model)
+                      clip_model=None if clip_model in (None, "", "none") else clip_model, engine=engine,
+                      ray_address=ray_address, workers=workers)
     backend.start()
     return backend, build_demo(backend, form_defaults(model))
 
@@ -104,10 +128,19 @@ def launch_options(backend: Backend, host: str, port: int, auth: tuple[str, str]
 
 def main(argv: list[str] | None = None) -> int:
     """Serve until interrupted; a running job is checkpointed and resumes at the next start."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    check_engine_options(parser, args)
     limits = Limits(keep_days=args.keep_days, max_disk_gb=args.max_disk_gb)
-    backend, demo = create(args.data, args.model, args.device, args.dtype, limits=limits, clip_model=args.clip_model)
-    print(f"data folder: {args.data.resolve()}; model {args.model} loading in the background", flush=True)
+    try:
+        backend, demo = create(args.data, args.model, args.device, args.dtype, limits=limits,
+                               clip_model=args.clip_model, engine=args.engine, ray_address=args.ray_address,
+                               workers=args.workers)
+    except ShapeInvError as error:  # e.g. --engine ray without Ray installed
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    engine = "" if args.engine == EMBEDDED else f" on Ray ({args.ray_address or 'local'})"
+    print(f"data folder: {args.data.resolve()}; model {args.model} loading in the background{engine}", flush=True)
     try:
         demo.queue(default_concurrency_limit=1).launch(**launch_options(backend, args.host, args.port, args.auth))
     finally:

@@ -46,10 +46,10 @@ from shapeinv_core.jobs import (
     Job,
     JobStore,
     SweepSpec,
-    Worker,
     new_owner_token,
     validate_owner,
 )
+from shapeinv_core.jobs.engines import EMBEDDED, create_engine
 from shapeinv_core.jobs.retention import DEFAULT_KEEP_DAYS, check_budget, clean_data_folder
 from shapeinv_core.metrics import DEFAULT_CLIP_MODEL, generated_mask_iou, strip_placeholder
 from shapeinv_core.report import read_metrics_csv
@@ -118,14 +118,19 @@ class Backend:
     clip_model: str | None = DEFAULT_CLIP_MODEL
     clean_every: float = 600.0  # seconds between housekeeping passes
     outbox_max_age: float = 3600.0  # Gradio copies a served file at once; the private copy can go soon
+    engine: str = EMBEDDED  # or "ray": one Ray actor per GPU (shapeinv_core.jobs.ray_engine)
+    ray_address: str | None = None  # a Ray cluster to join; None: a local Ray
+    workers: int | None = None  # Ray actors (default: one per GPU)
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir)
         self.store = JobStore(self.data_dir, max_queued=self.limits.max_queued,
                               max_queued_per_owner=self.limits.max_queued_per_owner)
-        self.worker = Worker(self.store, model=self.model, device=self.device, dtype=self.dtype,
-                             preview_every=self.preview_every, preview_steps=self.preview_steps,
-                             clip_model=self.clip_model, edit_timeout=self.limits.edit_timeout)
+        # The one place the engine is chosen: the embedded worker thread, or Ray actors (`--engine ray`).
+        self.worker = create_engine(self.engine, self.store, ray_address=self.ray_address, workers=self.workers,
+                                    model=self.model, device=self.device, dtype=self.dtype,
+                                    preview_every=self.preview_every, preview_steps=self.preview_steps,
+                                    clip_model=self.clip_model, edit_timeout=self.limits.edit_timeout)
         self.outbox_dir = Path(tempfile.mkdtemp(prefix="shapeinv-outbox-"))
         self._stop_cleaning = threading.Event()
 

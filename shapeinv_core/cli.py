@@ -129,7 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_mask_options(sweep)
     sweep.set_defaults(run=run_sweep)
 
-    commands.add_parser("serve", help="run the web app; same flags as `python -m app` (see `shapeinv serve -h`)")
+    commands.add_parser("serve", help="run the web app; same flags as `python -m app` (see `shapeinv serve -h`), "
+                        "e.g. --engine ray [--ray-address ADDRESS] [--workers N] for Ray workers")
     return parser
 
 

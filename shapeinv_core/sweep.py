@@ -101,7 +101,6 @@ def sweep(model: LoadedModel, image: Image.Image, mask: Image.Image, base: Inver
         scorer, clip_note = None, "No CLIP model was asked for; CLIP-T and CLIP-I are left empty."
 
     rows: list[dict] = []
-    grid_rows: list[list[Image.Image]] = []
     for weight, run, concept in zip(weights, runs, concepts):
         announce(f"generating with weight {weight}")
         images = []
@@ -121,14 +120,28 @@ def sweep(model: LoadedModel, image: Image.Image, mask: Image.Image, base: Inver
                 "mask_iou": generated_mask_iou(result.image, square_mask, method=mask_method),
                 "clip_t": clip_t[index], "clip_i": clip_i[index],
             })
-        grid_rows.append([next(r.image for r in images if r.prompt == prompt) for prompt in prompts])
 
     announce("writing the report")
+    write_report(folder, rows, weights, prompts)
+    return SweepResult(folder, rows, clip_note)
+
+
+def write_report(folder: Path, rows: list[dict], weights: list[float], prompts: list[str]) -> None:
+    """`metrics.csv`, `grid.png` (each weight's first image per prompt, read back from its file) and `tradeoff.png`.
+
+    Also how the Ray engine joins the parts of a sweep whose weights were learned on several actors.
+    """
     write_metrics_csv(folder / "metrics.csv", rows)
+    grid_rows = [[_first_image(folder, rows, weight, prompt) for prompt in prompts] for weight in weights]
     image_grid(grid_rows, row_labels=[f"weight {w:g}" for w in weights], col_labels=prompts).save(folder / "grid.png")
     tradeoff_plot([(f"{w:g}", _mean(rows, w, "clip_t"), _mean(rows, w, "mask_iou")) for w in weights]).save(
         folder / "tradeoff.png")
-    return SweepResult(folder, rows, clip_note)
+
+
+def _first_image(folder: Path, rows: list[dict], weight: float, prompt: str) -> Image.Image:
+    row = next(row for row in rows if row["weight"] == weight and row["prompt"] == prompt)
+    with Image.open(folder / row["image"]) as image:
+        return image.convert("RGB")
 
 
 def _mean(rows: list[dict], weight: float, column: str) -> float | None:

@@ -1,6 +1,9 @@
 """Jobs: the persistent store (SQLite queue + one folder per job) and the worker thread that owns the model.
 
 `store` knows nothing of models; `worker` runs the store's jobs on one loaded pipeline.
+`engines` picks the embedded worker or, for `--engine ray`, `ray_engine` (one Ray actor per GPU,
+each running a `worker` fed through `ray_actor`; files travel by value through `mirror`; a sweep
+may be split over actors by `split_sweep`). Those modules are imported only then: not from here.
 """
 
 from .store import (

@@ -188,9 +188,12 @@ class SweepSpec:
         return self
 
     def save(self, path: Path) -> None:
+        path.write_text(self.to_json())
+
+    def to_json(self) -> str:
         data = {"base": to_dict(self.base), "weights": self.weights, "prompts": self.prompts,
                 "generation": to_dict(self.generation), "seeds": self.seeds, "mask_method": self.mask_method}
-        path.write_text(json.dumps(data, indent=2) + "\n")
+        return json.dumps(data, indent=2) + "\n"
 
     @classmethod
     def load(cls, path: Path) -> SweepSpec:
@@ -471,10 +474,13 @@ class JobStore:
     def set_note(self, job_id: str, note: str | None) -> None:
         self._execute("UPDATE jobs SET note = ? WHERE id = ?", (note, validate_job_id(job_id)))
 
-    def requeue(self, job_id: str) -> None:
-        """Put a running job back at its old place in the queue (the server is stopping)."""
-        self._execute("UPDATE jobs SET status = ?, worker = NULL WHERE id = ? AND status = ?",
-                      (QUEUED, validate_job_id(job_id), RUNNING))
+    def requeue(self, job_id: str, resumed: bool = False) -> None:
+        """Put a running job back at its old place in the queue (the server is stopping).
+
+        `resumed`: the job was interrupted (its worker died), so its next run counts as a resume.
+        """
+        self._execute("UPDATE jobs SET status = ?, worker = NULL, resumes = resumes + ? WHERE id = ? AND status = ?",
+                      (QUEUED, int(resumed), validate_job_id(job_id), RUNNING))
 
     def finish(self, job_id: str, status: str, error: str | None = None) -> None:
         if status not in FINISHED:
