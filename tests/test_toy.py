@@ -14,7 +14,7 @@ from shapeinv_core.toy import MODEL_DIR
 from shapeinv_core.toy.__main__ import TINY_CONFIG
 from shapeinv_core.toy.checks import OTHER, dominant_colour, held_out_test_set, one_object
 from shapeinv_core.toy.render import COLOURS, HELD_OUT_FAMILIES, PATTERNS, TRAIN_FAMILIES, caption, render_toy_chair
-from shapeinv_core.toy.train import WORDS, TrainConfig, build_tokenizer, train
+from shapeinv_core.toy.train import WORDS, TrainConfig, build_components, build_tokenizer, encode_dataset, train
 
 
 def test_renderer_draws_the_asked_attributes_with_an_exact_mask():
@@ -52,6 +52,23 @@ def test_the_colour_check_names_rendered_chairs_correctly():
     right = sum(dominant_colour(c.image, c.mask) == c.colour for c in chairs)
     assert right >= 36, f"{right}/40"
     assert dominant_colour(chairs[0].image, np.zeros((64, 64), np.uint8)) == OTHER
+
+
+def test_encoded_rows_follow_their_images_so_each_caption_matches_its_latent(tmp_path):
+    """Row 2k must be image k and row 2k + 1 its mirror: training reads the caption of row r as chairs[r // 2]."""
+    tokenizer = build_tokenizer(tmp_path / "tok")
+    vae, _, _ = build_components(TrainConfig(**TINY_CONFIG), tokenizer)
+    images = np.random.default_rng(0).integers(0, 256, (5, 64, 64, 3), dtype=np.uint8)
+    rows = encode_dataset(vae.eval(), images, batch=2)
+    assert rows.shape[0] == 10
+    for k in range(5):
+        pixels = torch.from_numpy(images[k:k + 1]).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+        with torch.no_grad():
+            plain = vae.encode(pixels).latent_dist.mean[0]
+            mirrored = vae.encode(pixels.flip(-1)).latent_dist.mean[0]
+        assert torch.allclose(rows[2 * k], plain, atol=1e-5), k
+        assert torch.allclose(rows[2 * k + 1], mirrored, atol=1e-5), k
+        assert not torch.allclose(plain, mirrored, atol=1e-3)
 
 
 def test_training_runs_end_to_end_and_writes_a_loadable_pipeline(tmp_path):

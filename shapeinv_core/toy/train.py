@@ -272,12 +272,18 @@ def finetune_decoder(vae, images: np.ndarray, deadline: float, log_path: Path, s
 
 @torch.no_grad()
 def encode_dataset(vae, images: np.ndarray, batch: int = 256) -> torch.Tensor:
-    """Latent means of every image and of its mirror image: [2n, 4, h, w] (unscaled)."""
+    """Latent means of every image and of its mirror image, interleaved: [2n, 4, h, w] (unscaled).
+
+    Row 2k is image k and row 2k + 1 its mirror, so `chairs[row // 2]` is the row's caption. (The first
+    models stacked each batch's mirrors after it: captions matched no image and the UNet learned to
+    ignore its text.)
+    """
     out = []
     for start in range(0, len(images), batch):
         pixels = _to_pixels(images[start:start + batch])
-        out.append(vae.encode(pixels).latent_dist.mean)
-        out.append(vae.encode(pixels.flip(-1)).latent_dist.mean)
+        plain = vae.encode(pixels).latent_dist.mean
+        mirrored = vae.encode(pixels.flip(-1)).latent_dist.mean
+        out.append(torch.stack([plain, mirrored], dim=1).flatten(0, 1))
     return torch.cat(out)
 
 
