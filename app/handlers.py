@@ -473,7 +473,8 @@ class Handlers:
         step, total = status["step"], max(status["total_steps"], 1)
         return (f'<progress value="{step}" max="{total}" style="width:100%;height:1.2em"></progress>'
                 f"<p>step {step} / {total} &middot; elapsed {format_duration(status['elapsed_seconds'])}"
-                f" &middot; remaining {format_duration(status['remaining_seconds'])}</p>")
+                + (f" &middot; remaining {format_duration(status['remaining_seconds'])}"
+                   if status["status"] == RUNNING else "") + "</p>")
 
     @staticmethod
     def _losses(status: dict) -> str:

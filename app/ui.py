@@ -53,8 +53,8 @@ def build_demo(backend: Backend, defaults: InversionConfig | None = None) -> gr.
         model_timer = gr.Timer(1.0, active=True)
         with gr.Accordion("My runs (the jobs and sweeps started in this browser)", open=False, elem_id="my-runs"):
             runs_note = gr.Markdown(elem_id="runs-note")
-            runs = gr.Gallery(label="Click one to open it", columns=6, height="auto", allow_preview=False,
-                              elem_id="runs-gallery")
+            runs = gr.Gallery(label="Click one to open it", columns=8, height=220, object_fit="contain",
+                              allow_preview=False, elem_id="runs-gallery")
             refresh_runs = gr.Button("Refresh", size="sm", elem_id="refresh-runs")
         run_ids = gr.State([])  # the ids behind the gallery's pictures, in its order
         opened = gr.State("")  # the job or sweep opened from the address bar or My runs, to restore on the form
