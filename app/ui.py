@@ -287,6 +287,8 @@ def build_demo(backend: Backend, defaults: InversionConfig | None = None) -> gr.
         mask_upload.upload(h.upload_mask, [image, mask_upload], [overlay, mask_editor, mask, mask_note],
                            api_name="upload_mask", api_visibility="private")
         job_controls = [start, cancel, resume]
+        run_list = [runs, run_ids, runs_note]
+        quiet = {"api_visibility": "private", "show_progress": "hidden"}  # page-only events, no spinner on outputs
         start.click(h.lock_start, None, [start], queue=False, api_name="lock_start", api_visibility="private").then(
             h.start_inversion,
             [image, mask, mask_weight, steps, class_word, initializer, num_vectors, learning_rate, batch_size,
@@ -296,7 +298,7 @@ def build_demo(backend: Backend, defaults: InversionConfig | None = None) -> gr.
             [job_id, status_json, timer, owner], api_name="start_inversion",
         ).then(h.job_controls, [status_json], job_controls, api_name="start_controls", api_visibility="private",
                ).then(None, [job_id], None, js=Handlers.job_link_js()).then(
-            h.my_runs, [owner], [runs, run_ids, runs_note], api_name="runs_after_start", api_visibility="private")
+            h.my_runs, [owner], run_list, api_name="runs_after_start", **quiet)
         status_json.change(h.job_controls, [status_json], job_controls, api_name="job_controls",
                            api_visibility="private", show_progress="hidden")
         resume.click(h.resume_job, [job_id, owner], [status_json, job_headline, timer], api_name="resume_job")
@@ -308,8 +310,7 @@ def build_demo(backend: Backend, defaults: InversionConfig | None = None) -> gr.
               h.sweep_duration, [sweep_weights, sweep_steps, resolution, batch_size], [sweep_estimate],
               api_name="sweep_duration", api_visibility="private", show_progress="hidden")
         job_id.submit(h.job_status, [job_id, owner], status_outputs, api_name="job_status", concurrency_limit=None
-                      ).then(h.restore, [job_id, owner], restored_outputs, api_name="restore_job",
-                             api_visibility="private")
+                      ).then(h.restore, [job_id, owner], restored_outputs, api_name="restore_job", **quiet)
         timer.tick(h.poll_job, [job_id, owner], status_outputs, api_name="poll_job", api_visibility="private",
                    concurrency_limit=None, show_progress="hidden")
         job_id.submit(None, [job_id], None, js=Handlers.job_link_js())
@@ -335,10 +336,10 @@ def build_demo(backend: Backend, defaults: InversionConfig | None = None) -> gr.
             [sweep_id, sweep_json, sweep_timer, owner], api_name="start_sweep",
         ).then(h.job_controls, [sweep_json], [start_sweep, cancel_sweep, resume_sweep], api_name="start_sweep_controls",
                api_visibility="private").then(None, [sweep_id], None, js=Handlers.job_link_js()).then(
-            h.my_runs, [owner], [runs, run_ids, runs_note], api_name="runs_after_sweep", api_visibility="private")
+            h.my_runs, [owner], run_list, api_name="runs_after_sweep", **quiet)
         sweep_id.submit(h.sweep_results, [sweep_id, owner], sweep_outputs, api_name="sweep_results",
                         concurrency_limit=None).then(h.restore, [sweep_id, owner], restored_outputs,
-                                                     api_name="restore_sweep", api_visibility="private")
+                                                     api_name="restore_sweep", **quiet)
         sweep_json.change(h.job_controls, [sweep_json], [start_sweep, cancel_sweep, resume_sweep],
                           api_name="sweep_controls", api_visibility="private", show_progress="hidden").then(
             h.sweep_files, [sweep_json, owner], [sweep_downloads], api_name="sweep_files", api_visibility="private",
@@ -356,13 +357,12 @@ def build_demo(backend: Backend, defaults: InversionConfig | None = None) -> gr.
                          show_progress="hidden")
         demo.load(None, None, [owner], js=Handlers.owner_js(), api_name="owner", api_visibility="private").then(
             h.on_load, [owner], [job_id, timer, job_headline, sweep_id, sweep_timer, views, opened], api_name="on_load",
-            api_visibility="private").then(
-            h.restore, [opened, owner], restored_outputs, api_name="restore_opened", api_visibility="private").then(
-            h.my_runs, [owner], [runs, run_ids, runs_note], api_name="my_runs", api_visibility="private")
-        refresh_runs.click(h.my_runs, [owner], [runs, run_ids, runs_note], api_name="refresh_runs",
-                           api_visibility="private")
+            **quiet).then(
+            h.restore, [opened, owner], restored_outputs, api_name="restore_opened", **quiet).then(
+            h.my_runs, [owner], run_list, api_name="my_runs", **quiet)
+        refresh_runs.click(h.my_runs, [owner], run_list, api_name="refresh_runs", api_visibility="private")
         runs.select(h.open_run, [run_ids, owner], [job_id, timer, sweep_id, sweep_timer, views, opened],
-                    api_name="open_run", api_visibility="private").then(
-            h.restore, [opened, owner], restored_outputs, api_name="restore_run", api_visibility="private")
+                    api_name="open_run", **quiet).then(
+            h.restore, [opened, owner], restored_outputs, api_name="restore_run", **quiet)
     guard_inputs(demo)
     return demo
