@@ -203,7 +203,8 @@ def build_demo(backend: Backend, defaults: InversionConfig | None = None) -> gr.
                     resume_sweep = gr.Button("Resume from the last checkpoint", visible=False,
                                              elem_id="resume-sweep")
                 with gr.Row():
-                    sweep_grid = gr.Image(label="Rows: weights; columns: prompts", interactive=False,
+                    # The grid carries its row and column titles; a label over it would hide the column titles.
+                    sweep_grid = gr.Image(label="Rows: weights; columns: prompts", show_label=False, interactive=False,
                                           elem_id="sweep-grid")
                     sweep_tradeoff = gr.Image(label="Trade-off: Mask-IoU against CLIP-T per weight", show_label=False,
                                               interactive=False, elem_id="sweep-tradeoff")
