@@ -25,7 +25,24 @@ from shapeinv_core.models import TINY, TOY, native_resolution_of  # noqa: E402
 
 from .backend import Backend, Limits  # noqa: E402
 
-CSS = "#job-status p { margin: 0.4em 0; }"
+DOWNLOADS = ("#downloads", "#sweep-downloads", "#sweep-zip")
+PICTURES = ("#loss-plot", "#attention", "#sweep-grid", "#sweep-tradeoff", "#preview")
+CSS = "\n".join([
+    "#job-status p { margin: 0.4em 0; }",
+    # The pictures' buttons sit above them, not over the titles drawn into the plots and the grid.
+    ", ".join(f"{picture} .icon-button-wrapper" for picture in PICTURES)
+    + " { position: static !important; margin-left: auto; width: fit-content; }",
+    # One error at a time: Gradio stacks messages of one kind in a toast; only the newest is shown.
+    ".toast-messages > div:not(:last-child), .toast-count, .toast-separator { display: none !important; }",
+    # A download's whole row is its link (Gradio links only the size): the link's box is stretched over the row.
+    ", ".join(f"{files} tr" for files in DOWNLOADS) + " { position: relative; cursor: pointer; }",
+    ", ".join(f"{files} tr a::after" for files in DOWNLOADS) + ' { content: ""; position: absolute; inset: 0; }',
+    # A phone's first screen: the upload, and Start kept at the bottom edge; the mask tools once there is a photo.
+    "@media (max-width: 600px) {"
+    " #mask-column:not(:has(#overlay img)) { display: none; }"
+    " #start { position: fixed; left: 8px; right: 8px; bottom: 8px; width: auto; z-index: 50; }"
+    " .gradio-container { padding-bottom: 64px !important; } }",
+])
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -31,13 +31,15 @@ from shapeinv_core import masks
 from shapeinv_core.concept import Concept
 from shapeinv_core.config import DEFAULT_PLACEHOLDER, GenerationConfig, InversionConfig, load_json
 from shapeinv_core.errors import InputError
-from shapeinv_core.exports import DEFAULT_NAME, named_files
+from shapeinv_core.exports import DEFAULT_NAME, named_files, write_named_files
 from shapeinv_core.generate import check_prompts, slug
 from shapeinv_core.images import fit_within, open_image
 from shapeinv_core.inversion import pad_to_square
 from shapeinv_core.jobs import (
     ATTENTION_PREVIEW,
+    CANCELLED,
     DONE,
+    FAILED,
     PREVIEW_DIR,
     QUEUED,
     RUNNING,
@@ -50,9 +52,11 @@ from shapeinv_core.jobs import (
     validate_owner,
 )
 from shapeinv_core.jobs.engines import EMBEDDED, create_engine
+from shapeinv_core.jobs.estimates import run_seconds, seconds_until_start
 from shapeinv_core.jobs.retention import DEFAULT_KEEP_DAYS, check_budget, clean_data_folder
 from shapeinv_core.metrics import DEFAULT_CLIP_MODEL, generated_mask_iou, strip_placeholder
 from shapeinv_core.report import read_metrics_csv
+from shapeinv_core.runs import RunFolder
 from shapeinv_core.sweep import DEFAULT_WEIGHTS, run_folder_name
 
 log = logging.getLogger(__name__)
@@ -64,6 +68,28 @@ EXAMPLE_PROMPTS = (
 )
 MASK_WEIGHT_HELP = ("Higher: the outline of *s follows the mask more faithfully, but edits get less freedom; "
                     "0 is plain textual inversion, 0.1 was the best trade-off.")
+
+
+def format_duration(seconds: float | None) -> str:
+    """12:05 or 1:02:03; '-' for unknown."""
+    if seconds is None:
+        return "-"
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}" if seconds >= 3600 \
+        else f"{seconds // 60}:{seconds % 60:02d}"
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 1)
+
+
+EDIT_NAME = re.compile(r"^\d{6}_\d{2}_(?P<prompt>.*)_seed(?P<seed>\d+)$")
+
+
+def edit_caption(path: Path) -> str:
+    """'a-red-chair-in-the-shape-of-s (seed 0)' from a saved edit's file name (see `Backend.generate`)."""
+    match = EDIT_NAME.match(path.stem)
+    return f"{match['prompt'].replace('-', ' ')} (seed {match['seed']})" if match else path.stem
 
 
 @dataclass
@@ -279,6 +305,7 @@ class Backend:
     def check_room(self, owner: str) -> None:
         """Refuse a new job early (before reading uploads): a failed model, a full queue, the disk budget."""
         if self.worker.state == "failed":
+            log.error("a job was asked for, but the model did not load: %s", self.worker.error)  # the terminal, again
             raise InputError(f"Jobs cannot run: {self.worker.error}")
         self.store.check_room(owner)
         check_budget(self.data_dir, self.limits.max_disk_gb)
@@ -307,6 +334,7 @@ class Backend:
             "id": job.id,
             "status": job.status,
             "queue_position": self.store.queue_position(job.id),
+            "start_in_seconds": _rounded(seconds_until_start(self.store, job.id)),  # None until a step was timed
             "step": job.step,
             "total_steps": job.total_steps,
             "elapsed_seconds": None if elapsed is None else round(elapsed, 1),
@@ -330,7 +358,9 @@ class Backend:
         state = status["status"]
         if state == QUEUED:
             waiting = "" if self.worker.state == "ready" else f" {self.worker.status_line()}"
-            return f"Job {status['id']}: waiting, number {status['queue_position']} in the queue.{waiting}"
+            start = status.get("start_in_seconds")
+            when = f", starts in about {format_duration(start)}" if start is not None else ""
+            return f"Job {status['id']}: waiting, number {status['queue_position']} in the queue{when}.{waiting}"
         sweep = status.get("kind") == SWEEP
         if state == RUNNING and sweep:  # learning all weights' *s, then drawing and measuring weight by weight
             phase = status["phase"] or "starting"
@@ -357,6 +387,76 @@ class Backend:
                 return record["grad_ratio"]
         return None
 
+    def resume(self, job_id: str, owner: str | None) -> Job:
+        """Queue a cancelled or failed job of `owner` again; it continues from its last checkpoint."""
+        job = self.store.owned(job_id, owner)
+        self.check_room(owner)
+        job = self.store.resume(job.id)
+        self.worker.wake()
+        return job
+
+    def duration_estimate(self, config: InversionConfig, concepts: int = 1) -> str:
+        """A sentence on how long a run with `config` takes here, from the steps timed on this server."""
+        seconds, runs = run_seconds(self.store, config, concepts)
+        if seconds is None:
+            return "Duration: no run has been timed on this server yet; the first run's progress shows its pace."
+        return (f"Duration: about {format_duration(seconds)} of learning at this server's pace "
+                f"(measured on {runs} earlier run{'s' if runs != 1 else ''}), plus any wait in the queue.")
+
+    def runs(self, owner: str | None) -> list[dict]:
+        """`owner`'s jobs and sweeps, newest first: id, kind, status, weights, steps, created, thumbnail path."""
+        rows = []
+        for job in self.store.owned_jobs(owner):
+            try:
+                if job.kind == SWEEP:
+                    spec = self.store.sweep_folder(job.id).spec()
+                    weights, steps = spec.weights, spec.base.steps
+                else:
+                    config = load_json(InversionConfig, self.store.run(job.id).config_path)
+                    weights, steps = [config.mask_weight], config.steps
+            except Exception:  # a folder being deleted by retention: leave it out
+                continue
+            thumbnail = self.store.job_dir(job.id) / "input.png"
+            rows.append({"id": job.id, "kind": job.kind, "status": job.status, "weights": weights, "steps": steps,
+                         "created": job.created, "thumbnail": thumbnail if thumbnail.is_file() else None})
+        return rows
+
+    def restore(self, job_id: str, owner: str | None) -> dict:
+        """What a page needs to show a job as it was started: photo, mask, settings, and the edits made with it.
+
+        -> {kind, image, mask (paths), config (InversionConfig), spec (SweepSpec or None), edits [(path, caption)]}.
+        """
+        job = self.store.owned(job_id, owner)
+        folder = self.store.job_dir(job.id)
+        spec = self.store.sweep_folder(job.id).spec() if job.kind == SWEEP else None
+        config = spec.base if spec else load_json(InversionConfig, self.store.run(job.id).config_path)
+        edit_dirs = [folder / run_folder_name(weight) / "edits" for weight in spec.weights] if spec else \
+            [folder / "edits"]
+        edits = sorted((path for directory in edit_dirs if directory.is_dir() for path in directory.glob("*.png")),
+                       key=lambda path: path.stat().st_mtime)
+        return {"kind": job.kind, "image": folder / "input.png", "mask": folder / "mask.png", "config": config,
+                "spec": spec, "edits": [(path, edit_caption(path)) for path in edits]}
+
+    def checkpoint_concept(self, job_id: str, owner: str | None) -> Path | None:
+        """A stopped job's concept as of its last checkpoint (NAME-stepN.safetensors, in the tools' format)."""
+        job = self.store.owned(job_id, owner)
+        if job.kind == SWEEP:
+            return None
+        run = self.store.run(job.id)
+        loaded = run.load_checkpoint()
+        if loaded is None:
+            return None
+        step, state = loaded
+        config = load_json(InversionConfig, run.config_path)
+        name = f"{config.name or DEFAULT_NAME}-step{step}"
+        target = self.data_dir / "exports" / job.id / name
+        if not (target / f"{name}.safetensors").is_file():
+            concept = Concept(token=config.placeholder, vectors=state["vectors"],
+                              settings=dataclasses.replace(config, name=name), steps_done=step)
+            target.mkdir(parents=True, exist_ok=True)
+            write_named_files(target, concept)
+        return target / f"{name}.safetensors"
+
     def log(self, job_id: str, owner: str | None) -> list[dict]:
         return self.store.run(self.store.owned(job_id, owner).id).read_log()
 
@@ -370,26 +470,38 @@ class Backend:
                 final if final.is_file() else attention if attention.is_file() else None)
 
     def downloads(self, job_id: str, owner: str | None) -> list[Path]:
-        """NAME.safetensors (NAME-lora.safetensors) for other tools and the whole run as NAME-JOB.zip, once done."""
-        job_id = self.store.owned(job_id, owner).id
-        run = self.store.run(job_id)
+        """NAME.safetensors (NAME-lora.safetensors) for other tools and the whole run as NAME-JOB.zip once done
+        (remade when the folder changed, so it holds later edits); a stopped job's concept at its last checkpoint."""
+        job = self.store.owned(job_id, owner)
+        run = self.store.run(job.id)
         if not run.has_concept():
-            return []
+            partial = self.checkpoint_concept(job.id, owner) if job.status in (CANCELLED, FAILED) else None
+            return [partial] if partial else []
         name = load_json(InversionConfig, run.config_path).name or DEFAULT_NAME
         return [path for path in named_files(run.path, name, with_lora=True) if path.is_file()] + \
-            [self.export_zip(job_id, name)]
+            [self.export_zip(job.id, name)]
+
+    def run_zip(self, job_id: str, owner: str | None) -> Path:
+        """The whole job folder (a sweep's too) as a zip, made now, so it holds every edit made so far."""
+        job = self.store.owned(job_id, owner)
+        if job.kind == SWEEP:
+            name = self.store.sweep_folder(job.id).spec().base.name or DEFAULT_NAME
+        else:
+            name = load_json(InversionConfig, self.store.run(job.id).config_path).name or DEFAULT_NAME
+        return self.export_zip(job.id, name)
 
     def export_zip(self, job_id: str, name: str = DEFAULT_NAME) -> Path:
+        """NAME-JOB.zip of the job folder; rebuilt only when a file in the folder is newer than the zip."""
         folder = self.store.job_dir(job_id)
         target = self.data_dir / "exports" / f"{name}-{folder.name}.zip"
-        if target.is_file() and target.stat().st_mtime >= (folder / "learned_embeds.safetensors").stat().st_mtime:
+        files = [path for path in sorted(folder.rglob("*")) if path.is_file() and not path.name.endswith(".tmp")]
+        if target.is_file() and all(path.stat().st_mtime <= target.stat().st_mtime for path in files):
             return target
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_suffix(".zip.tmp")
         with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as archive:
-            for path in sorted(folder.rglob("*")):
-                if path.is_file() and not path.name.endswith(".tmp"):
-                    archive.write(path, Path(folder.name) / path.relative_to(folder))
+            for path in files:
+                archive.write(path, Path(folder.name) / path.relative_to(folder))
         tmp.replace(target)
         return target
 
@@ -437,6 +549,30 @@ class Backend:
             "weights": spec.weights,
             "prompts": spec.prompts,
         }
+
+    def sweep_downloads(self, job_id: str, owner: str | None) -> list[Path]:
+        """A finished sweep's files: each weight's concept (NAME-weight_W.safetensors), grid, trade-off plot, CSV."""
+        job = self.store.owned(job_id, owner)
+        if job.kind != SWEEP or job.status != DONE:
+            return []
+        folder = self.store.job_dir(job.id)
+        spec = self.store.sweep_folder(job.id).spec()
+        target = self.data_dir / "exports" / job.id
+        target.mkdir(parents=True, exist_ok=True)
+        files = []
+        for weight in spec.weights:
+            run = RunFolder(folder / run_folder_name(weight))
+            if not run.has_concept():
+                continue
+            name = f"{spec.base.name or DEFAULT_NAME}-{run_folder_name(weight)}"
+            concept = Concept.load(run.path)
+            path = target / f"{name}.safetensors"
+            if not path.is_file():
+                write_named_files(target, dataclasses.replace(concept, settings=dataclasses.replace(
+                    concept.settings, name=name), lora=None))
+            files.append(path)
+        return files + [path for path in (folder / "grid.png", folder / "tradeoff.png", folder / "metrics.csv")
+                        if path.is_file()]
 
     # --- edits --------------------------------------------------------------------------------
     def concept(self, job_id: str | None, upload: str | Path | None, owner: str | None) -> tuple[Concept, Path]:
@@ -493,7 +629,7 @@ class Backend:
         return prompts
 
     def generate(self, job_id: str | None, upload: str | Path | None, prompts_text: str,
-                 config: GenerationConfig, owner: str | None) -> list[Edit]:
+                 config: GenerationConfig, owner: str | None, on_progress=None) -> list[Edit]:
         """Images for one prompt per line, saved as PNG files; served between another job's steps.
 
         `job_id` as in `concept`: a job's id or `SWEEP_ID/weight_0.1`. Prompt and image counts are
@@ -508,7 +644,7 @@ class Backend:
         if total > self.limits.max_images:
             raise InputError(f"{len(prompts)} prompts x {config.num_images} images = {total} images; this server "
                              f"makes at most {self.limits.max_images} per request. Use fewer prompts or images.")
-        results = self.worker.generate(concept, prompts, config)
+        results = self.worker.generate(concept, prompts, config, on_progress=on_progress)
         out_dir.mkdir(parents=True, exist_ok=True)
         stamp = time.strftime("%H%M%S")
         saved = []

@@ -14,6 +14,10 @@ import errno
 import functools
 import logging
 import math
+import re
+import time
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 
 import gradio as gr
 from PIL import Image
@@ -21,10 +25,10 @@ from PIL import Image
 from shapeinv_core.config import GenerationConfig
 from shapeinv_core.errors import InputError, ShapeInvError
 from shapeinv_core.exports import name_from_photo
-from shapeinv_core.jobs import FINISHED, RUNNING, SWEEP, validate_job_id
+from shapeinv_core.jobs import CANCELLED, FAILED, FINISHED, QUEUED, RUNNING, SWEEP, validate_job_id
 from shapeinv_core.report import METRICS_COLUMNS
 
-from .backend import Backend, Edit
+from .backend import Backend, Edit, format_duration
 from .plots import loss_plot
 
 EDIT_METRICS_COLUMNS = ["prompt", "seed", "image", "mask_iou", "clip_t"]
@@ -112,14 +116,6 @@ def checked_image(**options) -> gr.Image:
     return image
 
 
-def _duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    seconds = int(round(seconds))
-    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}" if seconds >= 3600 \
-        else f"{seconds // 60}:{seconds % 60:02d}"
-
-
 def _at_least(path, side: int) -> Image.Image | None:
     """A small preview (the tiny model's 64 px) enlarged with visible pixels, so it is not a speck."""
     if path is None:
@@ -141,8 +137,31 @@ def _table(rows: list[dict], columns: list[str] | tuple[str, ...], digits: int =
     return {"headers": list(columns), "data": [[cell(row.get(column)) for column in columns] for row in rows]}
 
 
+DRAWING = re.compile(r"^drawing images: (?P<done>\d+) of (?P<total>\d+)")
+# The inversion settings a restored job puts back on the form, in the order of the form's fields.
+RESTORED_SETTINGS = ("mask_weight", "steps", "class_word", "initializer", "num_vectors", "learning_rate",
+                     "batch_size", "resolution", "seed", "map_resolution", "attention_layers", "map_norm", "init_reg",
+                     "checkpoint_every", "attention_res", "mask_form", "background_weight", "tune", "lora_rank",
+                     "lora_steps", "lora_lr", "name", "preview_prompt")
+RESTORE_SECONDS = 10.0  # how long after a restore the photo's change event keeps the restored mask
+
+def _sampling_progress(steps_done: dict) -> tuple[tuple[int, int] | float, str]:
+    """(value, text) for gr.Progress while images are drawn: steps done of all, and the time left at this pace."""
+    if "now" not in steps_done:
+        return 0.0, "waiting for the model (a running job finishes its current step first)"
+    done, total, now = steps_done["now"]
+    first, since = steps_done["first"]
+    seconds = (now - since) / (done - first) * (total - done) if done > first else None
+    left = f", about {format_duration(seconds)} left" if seconds is not None else ""
+    return (done, total), f"sampling step {done} of {total}{left}"
+
+
 CLICK_OBJECT, CLICK_BACKGROUND, CLICK_BOX = "a point on the object", "a point on the background", "a box corner"
 CLICK_MODES = (CLICK_OBJECT, CLICK_BACKGROUND, CLICK_BOX)
+
+
+def _just_restored(restored_at: float | None) -> bool:
+    return isinstance(restored_at, (int, float)) and 0 <= time.time() - restored_at < RESTORE_SECONDS
 
 
 def _append(points: str | None, point: str) -> str:
@@ -154,14 +173,16 @@ class Handlers:
         self.backend = backend
 
     # --- image and mask -----------------------------------------------------------------------
-    def new_photo(self, image: str | None):
-        """A new photo (or 'clear'): its points, box and pending box corner start afresh."""
+    def new_photo(self, image: str | None, restored_at: float | None = None):
+        """A new photo (or 'clear'): its points, box and pending box corner start afresh (not a restored job's)."""
+        if _just_restored(restored_at):
+            return (gr.skip(),) * 4
         return "", "", "", None
 
     def mask_pending(self, image: str | None, points: str | None = None, background_points: str | None = None,
-                     box: str | None = None):
+                     box: str | None = None, restored_at: float | None = None):
         """A word on the page before the mask arrives; a model download on first use takes a while."""
-        if image is None:
+        if image is None or _just_restored(restored_at):
             return gr.skip()
         if self.backend.mask_model_needs_fetch(any((text or "").strip() for text in (points, background_points, box))):
             return ("Downloading the segmentation model (first use on this server, this can take a few minutes); "
@@ -170,9 +191,13 @@ class Handlers:
 
     @user_errors
     def extract_mask(self, image: str | None, points: str | None = None, background_points: str | None = None,
-                     box: str | None = None):
+                     box: str | None = None, restored_at: float | None = None):
         """Photo (+ object points, background points and a box, as 'x,y; x,y' and 'x0,y0,x1,y1' in the
-        photo's pixels) -> (overlay, editor value, mask, note for the visitor)."""
+        photo's pixels) -> (overlay, editor value, mask, note for the visitor).
+
+        Right after a job was restored (`restored_at`, the page's state) its own mask stays."""
+        if _just_restored(restored_at):
+            return (gr.skip(),) * 4
         if image is None:
             return None, None, None, ""
         picture = self.backend.read_image(image)
@@ -232,10 +257,11 @@ class Handlers:
                         map_norm: str, init_reg: float, checkpoint_every: int, attention_res: str = "all",
                         mask_form: str = "mse", background_weight: float = 1.0, tune: str = "none",
                         lora_rank: int = 4, lora_steps: int = 100, lora_lr: float = 1e-4, name: str = "",
-                        owner: str | None = None):
+                        owner: str | None = None, preview_prompt: str = ""):
         """Queue an inversion -> (job id, status, timer, owner token); the mask is extracted when none is given.
 
         The concept's file name (NAME.safetensors) is `name`, or else made from the photo's file name.
+        `preview_prompt` (with *s) is drawn at each checkpoint; empty: the training prompt.
         Every setting and limit is checked before the job is queued. Keep the returned `owner`
         token: it is needed to see, cancel, edit with or download the job.
         """
@@ -247,7 +273,8 @@ class Handlers:
                               background_weight=real(background_weight, "Background weight"),
                               tune=text(tune, "Tune"), lora_rank=whole(lora_rank, "LoRA rank"),
                               lora_steps=whole(lora_steps, "LoRA steps"), lora_lr=real(lora_lr, "LoRA learning rate"),
-                              name=text(name, "Name").strip() or name_from_photo(image))
+                              name=text(name, "Name").strip() or name_from_photo(image),
+                              preview_prompt=text(preview_prompt, "Preview prompt").strip())
         self.backend.check_room(owner)
         picture = self.backend.read_image(image)
         object_mask = self.backend.read_mask(mask, picture)
@@ -301,6 +328,128 @@ class Handlers:
         )
 
     @user_errors
+    def resume_job(self, job_id: str, owner: str | None = None):
+        """Queue a cancelled or failed job again; it continues from its last checkpoint -> (status, headline, timer)."""
+        job = self.backend.resume(validate_job_id(text(job_id, "Job id")), owner)
+        status = self.backend.status(job.id, owner)
+        return status, self.backend.describe(status), gr.Timer(active=True)
+
+    @user_errors
+    def run_zip(self, job_id: str, owner: str | None = None):
+        """The whole run folder (a sweep's too) as a zip made now, with every edit so far."""
+        return self.backend.outbox(self.backend.run_zip(validate_job_id(text(job_id, "Job id")), owner))
+
+    def job_files(self, job_id: str, owner: str | None = None):
+        """The downloads of the shown job, again (after an edit the zip holds the new images)."""
+        try:
+            paths = self.backend.downloads(validate_job_id(job_id), owner) if job_id and "/" not in job_id else []
+        except ShapeInvError:
+            return gr.skip()
+        return [self.backend.outbox(path) for path in paths] or None
+
+    def sweep_files(self, status: dict | None, owner: str | None = None):
+        """A finished sweep's concepts, grid, plot and CSV as downloads (None before it is done)."""
+        if not status or status.get("status") != "done" or status.get("kind") != SWEEP:
+            return None
+        try:
+            paths = self.backend.sweep_downloads(status["id"], owner)
+        except ShapeInvError:
+            return None
+        return [self.backend.outbox(path) for path in paths] or None
+
+    @staticmethod
+    def lock_start():
+        """The first thing a click on Start does: the button goes grey, so a second click makes no second job."""
+        return gr.Button(interactive=False)
+
+    @staticmethod
+    def job_controls(status: dict | None):
+        """(Start, Cancel, Resume) for the shown job: Start waits while it is queued or running, Cancel shows
+        only then, Resume only for a cancelled or failed job."""
+        state = (status or {}).get("status")
+        active = state in (QUEUED, RUNNING)
+        return (gr.Button(interactive=not active), gr.Button(visible=active),
+                gr.Button(visible=state in (CANCELLED, FAILED)))
+
+    def duration_estimate(self, steps, resolution, batch_size, tune: str = "none", lora_steps=0,
+                          concepts: int = 1) -> str:
+        """A line under Start: how long such a run takes on this server (from its timed steps)."""
+        try:
+            config = self.backend.inversion_config(
+                steps=whole(steps, "Steps"), resolution=whole(resolution, "Resolution"),
+                batch_size=whole(batch_size, "Timesteps per step"), tune=text(tune, "Tune") or "none",
+                lora_steps=whole(lora_steps or 1, "LoRA steps"))
+        except ShapeInvError as error:
+            return str(error)
+        return self.backend.duration_estimate(config, concepts)
+
+    def sweep_duration(self, weights, steps, resolution, batch_size) -> str:
+        try:
+            count = len(self.backend.parse_weights(text(weights, "Mask weights")))
+        except ShapeInvError as error:
+            return str(error)
+        return self.duration_estimate(steps, resolution, batch_size, concepts=count)
+
+    # --- my runs ------------------------------------------------------------------------------
+    def my_runs(self, owner: str | None = None):
+        """This browser's jobs and sweeps, newest first -> (gallery of (thumbnail, caption), their ids)."""
+        try:
+            rows = self.backend.runs(owner)
+        except ShapeInvError:
+            rows = []
+        items = []
+        for row in rows:
+            weights = ", ".join(f"{w:g}" for w in row["weights"])
+            what = f"sweep of weights {weights}" if row["kind"] == SWEEP else f"weight {weights}"
+            when = time.strftime("%d %b %H:%M", time.localtime(row["created"]))
+            items.append((self.backend.outbox(row["thumbnail"]) if row["thumbnail"] else None,
+                          f"{row['status']} · {what} · {row['steps']} steps · {when}"))
+        note = "" if rows else "No runs from this browser yet: the jobs you start appear here."
+        return [item for item in items if item[0]], [row["id"] for row in rows if row["thumbnail"]], note
+
+    def open_run(self, ids: list[str] | None, owner: str | None, evt: gr.SelectData):
+        """A click in My runs shows that job (a sweep in its tab) -> (job id, timer, sweep id, timer, tab, opened)."""
+        index = evt.index if isinstance(evt.index, int) else evt.index[0]
+        job_id = (ids or [])[index] if 0 <= index < len(ids or []) else ""
+        try:
+            job = self.backend.store.owned(validate_job_id(job_id), owner)
+        except ShapeInvError:
+            return (gr.skip(),) * 6
+        if job.kind == SWEEP:
+            return gr.skip(), gr.skip(), job.id, gr.Timer(active=True), gr.Tabs(selected="compare"), job.id
+        return job.id, gr.Timer(active=True), gr.skip(), gr.skip(), gr.Tabs(selected="learn"), job.id
+
+    def restore(self, job_id: str | None, owner: str | None = None):
+        """An opened job's photo, mask, settings and edits back on the page (see `RESTORED` in ui for the order).
+
+        The first output is the time of the restore: the photo's change event skips making a new mask
+        for a few seconds after it, so the job's own mask stays.
+        """
+        skip = (gr.skip(),) * self.restore_count
+        if not job_id or not job_id.strip():
+            return skip
+        try:
+            restored = self.backend.restore(job_id.strip(), owner)
+        except ShapeInvError:
+            return skip
+        picture = self.backend.read_image(restored["image"])
+        mask = self.backend.read_mask(restored["mask"], picture)
+        config, spec = restored["config"], restored["spec"]
+        own = ("mask_weight", "steps", "name", "preview_prompt")  # a sweep's weights, steps, names are its own
+        settings = [gr.skip() if spec and name in own else getattr(config, name) for name in RESTORED_SETTINGS]
+        if spec:
+            sweep_fields = [", ".join(f"{w:g}" for w in spec.weights), "\n".join(spec.prompts), spec.base.steps,
+                            spec.generation.num_images, spec.generation.steps, spec.generation.guidance]
+        else:
+            sweep_fields = [gr.skip()] * 6
+        gallery = [(self.backend.outbox(path), caption) for path, caption in restored["edits"]]
+        return (time.time(), self.backend.outbox(restored["image"]), self.backend.overlay(picture, mask),
+                self.backend.editor_value(picture, mask), mask, "The mask this job learned from.", *settings,
+                *sweep_fields, gallery or None)
+
+    restore_count = 6 + len(RESTORED_SETTINGS) + 6 + 1
+
+    @user_errors
     def cancel_job(self, job_id: str, owner: str | None = None):
         """Cancel a queued job now, a running one after its current step (its checkpoint is kept)."""
         job = self.backend.cancel(validate_job_id(text(job_id, "Job id")), owner)
@@ -311,11 +460,21 @@ class Handlers:
     @staticmethod
     def _progress(status: dict) -> str:
         if status["status"] == "queued":
-            return f"<p>Waiting: number {status['queue_position']} in the queue.</p>"
+            start = status.get("start_in_seconds")
+            when = f"; starts in about {format_duration(start)}" if start is not None else \
+                "; the start time is known once a step here has been timed"
+            return f"<p>Waiting: number {status['queue_position']} in the queue{when}.</p>"
+        drawing = DRAWING.match(status.get("phase") or "")
+        if status["status"] == RUNNING and drawing:  # a sweep after its steps: images drawn so far
+            done, total = int(drawing["done"]), max(int(drawing["total"]), 1)
+            return (f'<progress value="{done}" max="{total}" style="width:100%;height:1.2em"></progress>'
+                    f"<p>drawing images: {done} / {total} &middot; elapsed "
+                    f"{format_duration(status['elapsed_seconds'])}</p>")
         step, total = status["step"], max(status["total_steps"], 1)
         return (f'<progress value="{step}" max="{total}" style="width:100%;height:1.2em"></progress>'
-                f"<p>step {step} / {total} &middot; elapsed {_duration(status['elapsed_seconds'])}"
-                f" &middot; remaining {_duration(status['remaining_seconds'])}</p>")
+                f"<p>step {step} / {total} &middot; elapsed {format_duration(status['elapsed_seconds'])}"
+                + (f" &middot; remaining {format_duration(status['remaining_seconds'])}"
+                   if status["status"] == RUNNING else "") + "</p>")
 
     @staticmethod
     def _losses(status: dict) -> str:
@@ -421,7 +580,7 @@ class Handlers:
     @user_errors
     def generate(self, job_id: str, concept_file: str | None, prompts: str, num_images: int, seed: int,
                  steps: int, guidance: float, shape_steps: float = 1.0, shape_order: str = "first",
-                 owner: str | None = None):
+                 owner: str | None = None, progress=gr.Progress()):  # noqa: B008 - Gradio's way to ask for progress
         """Images for one prompt per line -> (gallery of (image, caption), note on where they were saved).
 
         `job_id` is a job's id or a sweep's `SWEEP_ID/weight_0.1`. The images are kept for
@@ -432,10 +591,24 @@ class Handlers:
                                   seed=whole(seed, "Seed"), steps=whole(steps, "Sampling steps", 1, 100),
                                   guidance=real(guidance, "Guidance"), shape_steps=real(shape_steps, "Shape steps"),
                                   shape_order=text(shape_order, "Shape order")).validate()
-        saved = self.backend.generate(text(job_id, "Concept"), concept_file, text(prompts, "Prompts"), config, owner)
+        steps_done: dict = {}
+
+        def on_progress(done: int, total: int) -> None:  # on the worker thread
+            steps_done.setdefault("first", (done, time.monotonic()))
+            steps_done["now"] = (done, total, time.monotonic())
+
+        with ThreadPoolExecutor(1) as pool:
+            request = pool.submit(self.backend.generate, text(job_id, "Concept"), concept_file,
+                                  text(prompts, "Prompts"), config, owner, on_progress)
+            while True:
+                try:
+                    saved = request.result(timeout=0.25)
+                    break
+                except FutureTimeout:
+                    progress(*_sampling_progress(steps_done))
         gallery = [(self.backend.outbox(edit.path), f"{edit.prompt} (seed {edit.seed})") for edit in saved]
-        folder = saved[0].path.parent.relative_to(self.backend.data_dir) if saved else ""
-        return gallery, f"{len(saved)} images, saved in `{folder}` in the server's data folder.", saved
+        kept = "with the job: the run's zip holds them" if saved and saved[0].source else "on the server"
+        return gallery, f"{len(saved)} images, kept {kept} for {self.backend.limits.keep_days:g} days.", saved
 
     @user_errors
     def edit_metrics(self, edits: list[Edit] | None, owner: str | None = None):
@@ -448,19 +621,19 @@ class Handlers:
         """`?job=ID` shows that job (a sweep in its own tab) and keeps polling it; a bad id gets a message.
 
         Only this browser's own jobs (its `owner` secret) are shown; another's answers like a missing one.
-        -> (job id, its timer, headline, sweep id, its timer, selected tab).
+        -> (job id, its timer, headline, sweep id, its timer, selected tab, the id to restore on the form).
         """
         job_id = (request.query_params.get("job") or "").strip() if request else ""
         nothing = ("", gr.Timer(active=False))
         if not job_id:
-            return *nothing, "", *nothing, gr.skip()
+            return *nothing, "", *nothing, gr.skip(), ""
         try:
             job = self.backend.store.owned(validate_job_id(job_id), owner)
         except ShapeInvError as error:
-            return *nothing, str(error), *nothing, gr.skip()
+            return *nothing, str(error), *nothing, gr.skip(), ""
         if job.kind == SWEEP:
-            return *nothing, "", job.id, gr.Timer(active=True), gr.Tabs(selected="compare")
-        return job.id, gr.Timer(active=True), "", *nothing, gr.skip()
+            return *nothing, "", job.id, gr.Timer(active=True), gr.Tabs(selected="compare"), job.id
+        return job.id, gr.Timer(active=True), "", *nothing, gr.skip(), job.id
 
     def model_status(self):
         """(status line, timer): polled until the model is ready or has failed."""

@@ -1,7 +1,9 @@
 """The loss plot of a running job, drawn with Pillow from the run's log.jsonl.
 
 Two panels, each with its own scale, because the terms differ by an order of magnitude: the
-denoising loss (the whole image) above, the mask loss (attention map vs. mask) below.
+denoising loss (the whole image) above, the mask loss (attention map vs. mask) below. Each panel
+shows the raw loss faintly and a smoothed curve over it (the raw loss of one random timestep per
+step is noisy), on an axis at least a fifth of the loss's size tall, so noise does not look like swings.
 """
 
 from __future__ import annotations
@@ -11,6 +13,35 @@ from PIL import Image, ImageDraw
 from shapeinv_core.report import AXIS_COLOR, BACKGROUND, GRID_COLOR, TEXT_COLOR, load_font
 
 PANELS = (("diffusion_loss", "denoising loss", (31, 119, 180)), ("mask_loss", "mask loss", (214, 39, 40)))
+MIN_SPAN = 0.2  # the axis spans at least this fraction of the largest value shown
+
+
+def smoothed(values: list[float], span: int | None = None) -> list[float]:
+    """Exponential moving average with a span of about a tenth of the run (at least 1: no smoothing)."""
+    span = span or max(1, len(values) // 10)
+    alpha = 2 / (span + 1)
+    out, level = [], None
+    for value in values:
+        level = value if level is None else alpha * value + (1 - alpha) * level
+        out.append(level)
+    return out
+
+
+def axis_range(values: list[float]) -> tuple[float, float]:
+    """low, high for a panel: the data with a little room, widened to `MIN_SPAN` x the top value (not below 0)."""
+    low, high = min(values), max(values)
+    need = MIN_SPAN * max(abs(high), abs(low), 1e-12)
+    if high - low < need:
+        middle = (high + low) / 2
+        low, high = middle - need / 2, middle + need / 2
+        if low < 0 <= min(values):
+            low, high = 0.0, need
+    room = (high - low) * 0.05
+    return low - room, high + room
+
+
+def _faint(colour: tuple[int, int, int]) -> tuple[int, int, int]:
+    return tuple(round(c + (255 - c) * 0.7) for c in colour)
 
 
 def loss_plot(records: list[dict], width: int = 520, height: int = 300) -> Image.Image:
@@ -29,27 +60,27 @@ def loss_plot(records: list[dict], width: int = 520, height: int = 300) -> Image
         y0 = top + index * (panel_height + gap) + 14
         y1 = y0 + panel_height - 14
         values = [float(record[key]) for record in records]
-        low, high = min(values), max(values)
-        if high - low < 1e-12:
-            low, high = low - 0.5 * abs(low or 1) * 0.1, high + 0.5 * abs(high or 1) * 0.1
-        draw.text((left, y0 - 14), f"{title}: {values[-1]:.4f}", fill=colour, font=font)
+        smooth = smoothed(values)
+        low, high = axis_range(values)
+        draw.text((left, y0 - 14), f"{title}: {smooth[-1]:.4f} (smoothed; raw faint)", fill=colour, font=font)
         draw.rectangle((left, y0, width - right, y1), outline=AXIS_COLOR)
         for fraction in (0.25, 0.5, 0.75):
             y = y1 - fraction * (y1 - y0)
             draw.line((left + 1, y, width - right - 1, y), fill=GRID_COLOR)
-        draw.text((4, y0 - 2), f"{high:.3g}", fill=TEXT_COLOR, font=font)
-        draw.text((4, y1 - 12), f"{low:.3g}", fill=TEXT_COLOR, font=font)
+        for fraction in (0.0, 0.5, 1.0):
+            label = f"{low + fraction * (high - low):.3g}"
+            draw.text((4, y1 - fraction * (y1 - y0) - 6), label, fill=TEXT_COLOR, font=font)
 
         def point(step: int, value: float, y0=y0, y1=y1, low=low, high=high) -> tuple[float, float]:
             x = left + (step - first) / (last - first) * (width - right - left)
             return x, y1 - (value - low) / (high - low) * (y1 - y0)
 
-        points = [point(step, value) for step, value in zip(steps, values)]
-        if len(points) == 1:
-            x, y = points[0]
+        if len(values) == 1:
+            x, y = point(steps[0], values[0])
             draw.ellipse((x - 2, y - 2, x + 2, y + 2), fill=colour)
-        else:
-            draw.line(points, fill=colour, width=2)
+            continue
+        draw.line([point(step, value) for step, value in zip(steps, values)], fill=_faint(colour), width=1)
+        draw.line([point(step, value) for step, value in zip(steps, smooth)], fill=colour, width=2)
     draw.text((left, height - 16), f"step {first}", fill=TEXT_COLOR, font=font)
     label = f"step {max(steps)}"
     draw.text((width - right - draw.textlength(label, font=font), height - 16), label, fill=TEXT_COLOR, font=font)

@@ -51,6 +51,14 @@ def build_demo(backend: Backend, defaults: InversionConfig | None = None) -> gr.
         gr.Markdown(INTRO)
         model_status = gr.Markdown(backend.worker.status_line(), elem_id="model-status")
         model_timer = gr.Timer(1.0, active=True)
+        with gr.Accordion("My runs (the jobs and sweeps started in this browser)", open=False, elem_id="my-runs"):
+            runs_note = gr.Markdown(elem_id="runs-note")
+            runs = gr.Gallery(label="Click one to open it", columns=8, height=220, object_fit="contain",
+                              allow_preview=False, elem_id="runs-gallery")
+            refresh_runs = gr.Button("Refresh", size="sm", elem_id="refresh-runs")
+        run_ids = gr.State([])  # the ids behind the gallery's pictures, in its order
+        opened = gr.State("")  # the job or sweep opened from the address bar or My runs, to restore on the form
+        restored_at = gr.State(None)  # when a job was restored: the photo's change event then keeps its mask
 
         gr.Markdown("## 1. Image")
         with gr.Row():
@@ -60,7 +68,7 @@ def build_demo(backend: Backend, defaults: InversionConfig | None = None) -> gr.
                 examples = example_images()
                 if examples:
                     gr.Examples(examples=[[path] for path in examples], inputs=[image], label="Examples")
-            with gr.Column():
+            with gr.Column(elem_id="mask-column"):
                 overlay = gr.Image(label="Mask (tinted): click the chair to pick it", interactive=False,
                                    elem_id="overlay")
                 click_mode = gr.Radio(list(CLICK_MODES), value=CLICK_MODES[0], label="A click on the picture adds",
@@ -95,26 +103,35 @@ def build_demo(backend: Backend, defaults: InversionConfig | None = None) -> gr.
                 with gr.Accordion("Advanced", open=False):
                     with gr.Row():
                         class_word = gr.Textbox(d.class_word, label="Class word ({cls} in the template)",
+                                                info="what the object is: 'chair' in 'a photo of chair ...'",
                                                 elem_id="class-word")
-                        initializer = gr.Textbox(d.initializer, label="Initializer word", elem_id="initializer")
+                        initializer = gr.Textbox(d.initializer, label="Initializer word", info="*s starts as this word",
+                                                 elem_id="initializer")
                         num_vectors = gr.Number(d.num_vectors, label="Vectors per *s", precision=0, minimum=1,
-                                                maximum=16)
-                        learning_rate = gr.Number(d.learning_rate, label="Learning rate", minimum=0)
+                                                maximum=16, info="more: *s can hold more detail, learns slower")
+                        learning_rate = gr.Number(d.learning_rate, label="Learning rate", minimum=0,
+                                                  info="how far *s moves per step")
                     with gr.Row():
                         batch_size = gr.Number(d.batch_size, label="Timesteps per step", precision=0, minimum=1,
-                                               maximum=64)
+                                               maximum=64, info="noise levels per step: steadier, slower steps")
                         resolution = gr.Slider(64, 1024, value=d.resolution, step=64, label="Resolution",
+                                               info="pixels the model sees; the model's own size is best",
                                                elem_id="resolution")
-                        seed = gr.Number(d.seed, label="Seed", precision=0, minimum=0)
+                        seed = gr.Number(d.seed, label="Seed", precision=0, minimum=0, info="same seed, same run")
                         checkpoint_every = gr.Number(d.checkpoint_every, label="Checkpoint every (steps)", precision=0,
-                                                     minimum=1)
+                                                     minimum=1, info="saved state: a preview, and where Resume starts",
+                                                     elem_id="checkpoint-every")
                     with gr.Row():
                         map_resolution = gr.Dropdown([8, 16, 32, 64], value=d.map_resolution,
-                                                     label="Attention map grid")
+                                                     label="Attention map grid",
+                                                     info="side of the grid the map and mask are compared on")
                         attention_layers = gr.Dropdown(list(ATTENTION_LAYER_CHOICES), value=d.attention_layers,
-                                                       label="Attention layers")
-                        map_norm = gr.Dropdown(list(MAP_NORMS), value=d.map_norm, label="Map normalisation")
-                        init_reg = gr.Number(d.init_reg, label="Pull toward the initializer", minimum=0)
+                                                       label="Attention layers",
+                                                       info="which cross-attention layers make the map")
+                        map_norm = gr.Dropdown(list(MAP_NORMS), value=d.map_norm, label="Map normalisation",
+                                             info="max: map divided by its peak (Break-A-Scene)")
+                        init_reg = gr.Number(d.init_reg, label="Pull toward the initializer", minimum=0,
+                                             info="keeps *s near its starting word (E4T); 0: off")
                     with gr.Row():
                         attention_res = gr.Dropdown(["all", "16", "16,32", "8", "32", "64"], value=d.attention_res,
                                                     allow_custom_value=True, label="Map layers by grid side",
@@ -131,13 +148,19 @@ def build_demo(backend: Backend, defaults: InversionConfig | None = None) -> gr.
                         tune = gr.Radio(list(TUNE_CHOICES), value=d.tune, label="Weight offsets",
                                         info="lora: after *s, also train low-rank cross-attention key/value updates",
                                         elem_id="tune")
-                        lora_rank = gr.Number(d.lora_rank, label="LoRA rank", precision=0, minimum=1, maximum=128)
+                        lora_rank = gr.Number(d.lora_rank, label="LoRA rank", precision=0, minimum=1, maximum=128,
+                                              info="size of the weight offsets")
                         lora_steps = gr.Number(d.lora_steps, label="LoRA steps", precision=0, minimum=1,
-                                               elem_id="lora-steps")
-                        lora_lr = gr.Number(d.lora_lr, label="LoRA learning rate", minimum=0)
+                                               info="steps of the LoRA phase", elem_id="lora-steps")
+                        lora_lr = gr.Number(d.lora_lr, label="LoRA learning rate", minimum=0,
+                                            info="step size of the LoRA phase")
                         name = gr.Textbox("", label="File name (NAME.safetensors)",
                                           info="empty: from the photo's file name", elem_id="concept-name")
+                preview_prompt = gr.Textbox(d.preview_prompt, placeholder=d.prompt(), label="Preview prompt (use *s)",
+                                            info="drawn at each checkpoint while *s is learned; empty: the training "
+                                                 "prompt (the template)", max_lines=1, elem_id="preview-prompt")
                 start = gr.Button("Start learning", variant="primary", elem_id="start")
+                estimate = gr.Markdown(elem_id="estimate")
 
                 gr.Markdown("## 3. Progress")
                 with gr.Row():
@@ -148,11 +171,13 @@ def build_demo(backend: Backend, defaults: InversionConfig | None = None) -> gr.
                 with gr.Row():
                     # The loss plot and the attention figure carry their own titles.
                     plot = gr.Image(label="Loss", show_label=False, interactive=False, elem_id="loss-plot")
-                    preview = gr.Image(label="Preview (training prompt, latest checkpoint)", interactive=False,
+                    preview = gr.Image(label="Preview (the preview prompt, latest checkpoint)", interactive=False,
                                        elem_id="preview")
                     attention = gr.Image(label="Attention of *s beside the mask", show_label=False, interactive=False,
                                          elem_id="attention")
-                cancel = gr.Button("Cancel", variant="stop", elem_id="cancel")
+                with gr.Row():
+                    cancel = gr.Button("Cancel", variant="stop", visible=False, elem_id="cancel")
+                    resume = gr.Button("Resume from the last checkpoint", visible=False, elem_id="resume")
             with gr.Tab("Compare weights", id="compare", elem_id="compare-tab"):
                 gr.Markdown(COMPARE_HELP)
                 with gr.Row():
@@ -167,23 +192,34 @@ def build_demo(backend: Backend, defaults: InversionConfig | None = None) -> gr.
                 sweep_prompts = gr.Textbox("\n".join(DEFAULT_PROMPTS), lines=3, label="Prompts, one per line (use *s)",
                                            elem_id="sweep-prompts")
                 start_sweep = gr.Button("Start the sweep", variant="primary", elem_id="start-sweep")
+                sweep_estimate = gr.Markdown(elem_id="sweep-estimate")
                 with gr.Row():
                     sweep_id = gr.Textbox(label="Sweep id (Enter shows another sweep)", elem_id="sweep-id", scale=1)
                     sweep_headline = gr.Markdown(label="Sweep status", elem_id="sweep-status")
                 sweep_progress = gr.HTML(label="Progress", elem_id="sweep-progress")
                 sweep_losses = gr.Markdown(label="Loss terms per weight", elem_id="sweep-losses")
-                cancel_sweep = gr.Button("Cancel", variant="stop", elem_id="cancel-sweep")
                 with gr.Row():
-                    sweep_grid = gr.Image(label="Rows: weights; columns: prompts", interactive=False,
+                    cancel_sweep = gr.Button("Cancel", variant="stop", visible=False, elem_id="cancel-sweep")
+                    resume_sweep = gr.Button("Resume from the last checkpoint", visible=False,
+                                             elem_id="resume-sweep")
+                with gr.Row():
+                    # The grid carries its row and column titles; a label over it would hide the column titles.
+                    sweep_grid = gr.Image(label="Rows: weights; columns: prompts", show_label=False, interactive=False,
                                           elem_id="sweep-grid")
                     sweep_tradeoff = gr.Image(label="Trade-off: Mask-IoU against CLIP-T per weight", show_label=False,
                                               interactive=False, elem_id="sweep-tradeoff")
                 sweep_table = gr.Dataframe(headers=list(METRICS_COLUMNS), label="metrics.csv", interactive=False,
                                            elem_id="sweep-table")
                 with gr.Row():
+                    # Custom values: another session of the same owner may name a concept this one never listed.
                     sweep_concept = gr.Dropdown([], label="Weight", info="each weight learned its own *s",
-                                                elem_id="sweep-concept")
+                                                allow_custom_value=True, elem_id="sweep-concept")
                     use_concept = gr.Button("Edit with this *s", elem_id="use-concept")
+                with gr.Row():
+                    sweep_downloads = gr.File(label="Downloads: each weight's *s, the grid, the plot, metrics.csv",
+                                              file_count="multiple", interactive=False, elem_id="sweep-downloads")
+                    sweep_zip = gr.File(label="The whole sweep", interactive=False, elem_id="sweep-zip")
+                zip_sweep = gr.Button("Zip the whole sweep", size="sm", elem_id="zip-sweep")
         status_json = gr.JSON(label="Status", visible=False, elem_id="status-json")
         timer = gr.Timer(1.0, active=False)  # polls job_status while a job is shown
         sweep_json = gr.JSON(label="Sweep status", visible=False, elem_id="sweep-json")
@@ -225,12 +261,20 @@ def build_demo(backend: Backend, defaults: InversionConfig | None = None) -> gr.
         gr.Markdown(limits.describe() + " Programs can use the same endpoints: see *Use via API* below.")
 
         # --- events -----------------------------------------------------------------------------
+        restored_outputs = [restored_at, image, overlay, mask_editor, mask, mask_note, mask_weight, steps, class_word,
+                            initializer, num_vectors, learning_rate, batch_size, resolution, seed, map_resolution,
+                            attention_layers, map_norm, init_reg, checkpoint_every, attention_res, mask_form,
+                            background_weight, tune, lora_rank, lora_steps, lora_lr, name, preview_prompt,
+                            sweep_weights,
+                            sweep_prompts, sweep_steps, sweep_images, sweep_sample_steps, sweep_guidance, gallery]
         status_outputs = [status_json, job_headline, progress, losses, plot, preview, attention, downloads, timer]
         mask_outputs, prompt_inputs = [overlay, mask_editor, mask, mask_note], [image, points, background_points, box]
-        image.change(h.new_photo, [image], [points, background_points, box, corner], api_name="new_photo",
+        image.change(h.new_photo, [image, restored_at], [points, background_points, box, corner], api_name="new_photo",
                      api_visibility="private").then(
-            h.mask_pending, prompt_inputs, [mask_note], api_name="mask_pending", api_visibility="private").then(
-            h.extract_mask, prompt_inputs, mask_outputs, api_name="extract_mask")
+            h.mask_pending, [*prompt_inputs, restored_at], [mask_note], api_name="mask_pending",
+            api_visibility="private").then(
+            h.extract_mask, [*prompt_inputs, restored_at], mask_outputs, api_name="extract_mask").then(
+            lambda: None, None, [restored_at], api_name="restore_done", api_visibility="private")
         overlay.select(h.click_photo, [image, points, background_points, box, click_mode, corner],
                        [points, background_points, box, corner, *mask_outputs], api_name="click_photo",
                        api_visibility="private")
@@ -243,14 +287,31 @@ def build_demo(backend: Backend, defaults: InversionConfig | None = None) -> gr.
                           api_visibility="private", show_progress="hidden")
         mask_upload.upload(h.upload_mask, [image, mask_upload], [overlay, mask_editor, mask, mask_note],
                            api_name="upload_mask", api_visibility="private")
-        start.click(
+        job_controls = [start, cancel, resume]
+        run_list = [runs, run_ids, runs_note]
+        quiet = {"api_visibility": "private", "show_progress": "hidden"}  # page-only events, no spinner on outputs
+        start.click(h.lock_start, None, [start], queue=False, api_name="lock_start", api_visibility="private").then(
             h.start_inversion,
             [image, mask, mask_weight, steps, class_word, initializer, num_vectors, learning_rate, batch_size,
              resolution, seed, map_resolution, attention_layers, map_norm, init_reg, checkpoint_every,
-             attention_res, mask_form, background_weight, tune, lora_rank, lora_steps, lora_lr, name, owner],
+             attention_res, mask_form, background_weight, tune, lora_rank, lora_steps, lora_lr, name, owner,
+             preview_prompt],
             [job_id, status_json, timer, owner], api_name="start_inversion",
-        ).success(None, [job_id], None, js=Handlers.job_link_js())
-        job_id.submit(h.job_status, [job_id, owner], status_outputs, api_name="job_status", concurrency_limit=None)
+        ).then(h.job_controls, [status_json], job_controls, api_name="start_controls", api_visibility="private",
+               ).then(None, [job_id], None, js=Handlers.job_link_js()).then(
+            h.my_runs, [owner], run_list, api_name="runs_after_start", **quiet)
+        status_json.change(h.job_controls, [status_json], job_controls, api_name="job_controls",
+                           api_visibility="private", show_progress="hidden")
+        resume.click(h.resume_job, [job_id, owner], [status_json, job_headline, timer], api_name="resume_job")
+        estimate_inputs = [steps, resolution, batch_size, tune, lora_steps]
+        gr.on([steps.change, resolution.change, batch_size.change, tune.change, lora_steps.change, demo.load],
+              h.duration_estimate, estimate_inputs, [estimate], api_name="duration_estimate",
+              api_visibility="private", show_progress="hidden")
+        gr.on([sweep_weights.change, sweep_steps.change, resolution.change, batch_size.change, demo.load],
+              h.sweep_duration, [sweep_weights, sweep_steps, resolution, batch_size], [sweep_estimate],
+              api_name="sweep_duration", api_visibility="private", show_progress="hidden")
+        job_id.submit(h.job_status, [job_id, owner], status_outputs, api_name="job_status", concurrency_limit=None
+                      ).then(h.restore, [job_id, owner], restored_outputs, api_name="restore_job", **quiet)
         timer.tick(h.poll_job, [job_id, owner], status_outputs, api_name="poll_job", api_visibility="private",
                    concurrency_limit=None, show_progress="hidden")
         job_id.submit(None, [job_id], None, js=Handlers.job_link_js())
@@ -260,20 +321,33 @@ def build_demo(backend: Backend, defaults: InversionConfig | None = None) -> gr.
         generate.click(h.generate, [edit_concept, concept_file, prompts, num_images, gen_seed, gen_steps, guidance,
                                     shape_steps, shape_order, owner],
                        [gallery, edit_note, edits], api_name="generate",
-                       ).success(h.edit_metrics, [edits, owner], [edit_metrics, metrics_note], api_name="edit_metrics")
+                       ).success(h.edit_metrics, [edits, owner], [edit_metrics, metrics_note], api_name="edit_metrics",
+                                 ).then(h.job_files, [edit_concept, owner], [downloads], api_name="files_after_edit",
+                                        api_visibility="private")
 
         sweep_outputs = [sweep_json, sweep_headline, sweep_progress, sweep_losses, sweep_grid, sweep_tradeoff,
                          sweep_table, sweep_concept, sweep_timer]
-        start_sweep.click(
+        start_sweep.click(h.lock_start, None, [start_sweep], queue=False, api_name="lock_start_sweep",
+                          api_visibility="private").then(
             h.start_sweep,
             [image, mask, sweep_weights, sweep_prompts, sweep_steps, sweep_images, sweep_sample_steps, sweep_guidance,
              class_word, initializer, num_vectors, learning_rate, batch_size, resolution, seed, map_resolution,
              attention_layers, map_norm, init_reg, checkpoint_every, attention_res, mask_form, background_weight,
              owner],
             [sweep_id, sweep_json, sweep_timer, owner], api_name="start_sweep",
-        ).success(None, [sweep_id], None, js=Handlers.job_link_js())
+        ).then(h.job_controls, [sweep_json], [start_sweep, cancel_sweep, resume_sweep], api_name="start_sweep_controls",
+               api_visibility="private").then(None, [sweep_id], None, js=Handlers.job_link_js()).then(
+            h.my_runs, [owner], run_list, api_name="runs_after_sweep", **quiet)
         sweep_id.submit(h.sweep_results, [sweep_id, owner], sweep_outputs, api_name="sweep_results",
-                        concurrency_limit=None)
+                        concurrency_limit=None).then(h.restore, [sweep_id, owner], restored_outputs,
+                                                     api_name="restore_sweep", **quiet)
+        sweep_json.change(h.job_controls, [sweep_json], [start_sweep, cancel_sweep, resume_sweep],
+                          api_name="sweep_controls", api_visibility="private", show_progress="hidden").then(
+            h.sweep_files, [sweep_json, owner], [sweep_downloads], api_name="sweep_files", api_visibility="private",
+            show_progress="hidden")
+        resume_sweep.click(h.resume_job, [sweep_id, owner], [sweep_json, sweep_headline, sweep_timer],
+                           api_name="resume_sweep")
+        zip_sweep.click(h.run_zip, [sweep_id, owner], [sweep_zip], api_name="run_zip")
         sweep_id.submit(None, [sweep_id], None, js=Handlers.job_link_js())
         sweep_timer.tick(h.poll_sweep, [sweep_id, owner], sweep_outputs, api_name="poll_sweep",
                          api_visibility="private", concurrency_limit=None, show_progress="hidden")
@@ -283,7 +357,13 @@ def build_demo(backend: Backend, defaults: InversionConfig | None = None) -> gr.
         model_timer.tick(h.model_status, None, [model_status, model_timer], api_name="model_status",
                          show_progress="hidden")
         demo.load(None, None, [owner], js=Handlers.owner_js(), api_name="owner", api_visibility="private").then(
-            h.on_load, [owner], [job_id, timer, job_headline, sweep_id, sweep_timer, views], api_name="on_load",
-            api_visibility="private")
+            h.on_load, [owner], [job_id, timer, job_headline, sweep_id, sweep_timer, views, opened], api_name="on_load",
+            **quiet).then(
+            h.restore, [opened, owner], restored_outputs, api_name="restore_opened", **quiet).then(
+            h.my_runs, [owner], run_list, api_name="my_runs", **quiet)
+        refresh_runs.click(h.my_runs, [owner], run_list, api_name="refresh_runs", api_visibility="private")
+        runs.select(h.open_run, [run_ids, owner], [job_id, timer, sweep_id, sweep_timer, views, opened],
+                    api_name="open_run", **quiet).then(
+            h.restore, [opened, owner], restored_outputs, api_name="restore_run", **quiet)
     guard_inputs(demo)
     return demo

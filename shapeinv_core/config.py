@@ -62,6 +62,7 @@ class InversionConfig:
     lora_steps: int = 100
     lora_lr: float = 1e-4
     name: str = ""  # the concept's file name for other tools (NAME.safetensors); "" = "shape-concept"
+    preview_prompt: str = ""  # what the app's preview at each checkpoint draws; "" = the training prompt
 
     def validate(self) -> InversionConfig:
         """Raise `InputError` naming the first bad setting and its allowed range."""
@@ -73,6 +74,10 @@ class InversionConfig:
         for name in ("placeholder", "initializer", "class_word"):
             _check(len(getattr(self, name)) <= MAX_WORD_CHARS, f"{name} must be at most {MAX_WORD_CHARS} characters")
         _check(len(self.template) <= MAX_TEMPLATE_CHARS, f"template must be at most {MAX_TEMPLATE_CHARS} characters")
+        _check(not self.preview_prompt or (self.placeholder in self.preview_prompt
+                                           and len(self.preview_prompt) <= MAX_TEMPLATE_CHARS),
+               f"the preview prompt must use {self.placeholder} (e.g. 'a red chair in the shape of "
+               f"{self.placeholder}') and be at most {MAX_TEMPLATE_CHARS} characters; empty: the training prompt")
         _check("{token}" in self.template and _formats(self.template),
                f"template must contain '{{token}}' (and usually '{{cls}}') and no other {{...}} field, "
                f"e.g. '{DEFAULT_TEMPLATE}'")

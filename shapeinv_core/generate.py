@@ -45,11 +45,13 @@ def check_prompts(prompts: list[str], placeholder: str) -> list[str]:
 
 
 def generate(model: LoadedModel, concept: Concept, prompts: list[str], config: GenerationConfig | None = None,
-             on_image: Callable[[int, int], None] | None = None) -> list[GeneratedImage]:
+             on_image: Callable[[int, int], None] | None = None,
+             on_sampling_step: Callable[[int, int], None] | None = None) -> list[GeneratedImage]:
     """`num_images` images per prompt, in batches; image i of a prompt uses seed `seed + i`.
 
     Per-image seeds make every image reproducible on its own, whatever the batch size.
-    `on_image(done, total)` is called after each batch.
+    `on_image(done, total)` is called after each batch; `on_sampling_step(done, total)` after each
+    denoising step, counted over all batches (for a progress bar while a request draws).
     """
     config = (config or GenerationConfig()).validate()
     prompts = check_prompts(prompts, concept.token)
@@ -63,6 +65,7 @@ def generate(model: LoadedModel, concept: Concept, prompts: list[str], config: G
     work = [(prompt, config.seed + index) for prompt in prompts for index in range(config.num_images)]
     switch_at, shape_first = shape_schedule(config)
     results: list[GeneratedImage] = []
+    batches = -(-len(work) // config.batch_size)
     with lora_for_generation(pipe, concept.lora):
         for start in range(0, len(work), config.batch_size):
             batch = work[start:start + config.batch_size]
@@ -75,6 +78,9 @@ def generate(model: LoadedModel, concept: Concept, prompts: list[str], config: G
             if 0 < switch_at < config.steps:
                 embeds = pipe.encode_prompt(then, pipe._execution_device, 1, False)[0]
                 switch = _PromptSwitch(switch_at, embeds)
+            if on_sampling_step is not None:
+                switch = _StepCounter(switch, start // config.batch_size * config.steps, batches * config.steps,
+                                      on_sampling_step)
             output = pipe(
                 prompt=first,
                 negative_prompt=[config.negative_prompt] * len(batch) if config.negative_prompt else None,
@@ -118,6 +124,18 @@ class _PromptSwitch:
             unconditional = current[: current.shape[0] // 2]
             return {"prompt_embeds": torch.cat([unconditional, self.embeds.to(current.dtype)])}
         return {"prompt_embeds": self.embeds.to(current.dtype)}
+
+
+class _StepCounter:
+    """`callback_on_step_end` that reports steps done over all batches, then runs the wrapped callback."""
+
+    def __init__(self, inner: _PromptSwitch | None, before: int, total: int, report: Callable[[int, int], None]):
+        self.inner, self.before, self.total, self.report = inner, before, total, report
+
+    def __call__(self, pipe, step: int, timestep, callback_kwargs: dict) -> dict:
+        changed = self.inner(pipe, step, timestep, callback_kwargs) if self.inner is not None else {}
+        self.report(self.before + step + 1, self.total)
+        return changed
 
 
 def slug(text: str, limit: int = 48) -> str:

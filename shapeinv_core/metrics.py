@@ -21,8 +21,11 @@ import torch
 from PIL import Image
 
 from .errors import InputError, ModelLoadError, first_line
+from .masks.rembg_model import offline_reason
 from .models import TINY, choose_device
 from .tiny import build_tiny_clip
+
+HUB_HOST = ("huggingface.co", 443)
 
 DEFAULT_CLIP_MODEL = "openai/clip-vit-large-patch14"
 DEFAULT_PLACEHOLDER_RULE = " in the shape of {token}"
@@ -136,12 +139,18 @@ class ClipScorer:
 
         torch_device, _ = choose_device(device, "fp32")  # fp32 everywhere: scores should not depend on the card
         source, local = _resolve_clip_source(name)
-        try:
-            kwargs = {"local_files_only": True} if local else {}
+        offline = None if local else offline_reason(HUB_HOST, "the hub's models")
+        try:  # offline, the hub is not asked at all (no retries): the cache has the model or CLIP-T is off
+            kwargs = {"local_files_only": True} if local or offline else {}
             model = CLIPModel.from_pretrained(source, use_safetensors=True, **kwargs)
             tokenizer = CLIPTokenizer.from_pretrained(source, **kwargs)
             image_processor = CLIPImageProcessorPil.from_pretrained(source, **kwargs)
         except Exception as error:  # transformers raises many types; the user needs one message
+            if offline:
+                raise ModelLoadError(
+                    f"CLIP-T is off: the CLIP model {name!r} is not in the Hugging Face cache and {offline}. Fixes: "
+                    f"`hf download {name}` once with network, --clip-model with a local folder, or --clip-model none."
+                ) from error
             where = f"the folder {source}" if local else f"{name!r} from the Hugging Face hub or its cache"
             cause = first_line(error).rstrip(".")
             raise ModelLoadError(

@@ -210,11 +210,12 @@ def _from_hub(model_id: str, dtype: torch.dtype, revision: str | None):
             requires_safety_checker=False, use_safetensors=True,
         )
     except Exception as error:
+        cause = first_line(error)
         raise ModelLoadError(
-            f"Could not load {model_id!r} from the Hugging Face hub or its cache: {first_line(error)}. "
-            "Fixes: check the id; download it once with network (`hf download "
-            f"{model_id}`) so it is in the cache (HF_HOME); or pass a local diffusers folder or a .safetensors "
-            "file with --model; or use --model tiny for an offline test model."
+            f"Could not load {model_id!r} from the Hugging Face hub or its cache "
+            f"({cause if len(cause) <= 160 else cause[:157] + '...'}). Fixes: --model tiny (an offline test "
+            "model); --model with a local diffusers folder or .safetensors file; or fill the cache once with "
+            f"network: `hf download {model_id}`."
         ) from error
     commit = getattr(pipe, "_internal_dict", {}).get("_commit_hash") if hasattr(pipe, "_internal_dict") else None
     return pipe, commit or revision
@@ -245,7 +246,16 @@ def _folder_fingerprint(folder: Path) -> str | None:
 
 
 def quiet_library_logs() -> None:
-    """Silence warnings from diffusers/transformers that say nothing to a user of this tool."""
+    """Silence warnings and loading bars from diffusers/transformers that say nothing to a user of this tool.
+
+    Through the libraries' own switches: their loggers reset a level set before they are imported.
+    """
+    import diffusers.utils.logging
+    import transformers.utils.logging
+
     warnings.filterwarnings("ignore", category=FutureWarning, module="diffusers")
+    for library in (diffusers.utils.logging, transformers.utils.logging):
+        library.set_verbosity_error()
+        library.disable_progress_bar()
     for name in ("diffusers", "transformers"):
         logging.getLogger(name).setLevel(logging.ERROR)

@@ -217,11 +217,12 @@ def tradeoff_plot(points: Sequence[tuple[str, float | None, float | None]], titl
 
 
 def _padded_range(values: list[float]) -> tuple[float, float]:
-    """The data range with 10% room on each side (a fixed +-0.05 around a single value)."""
+    """The data range with 10% room on each side, at least +-0.02 (scores this close differ by noise, and
+    finer ticks would need six decimals); a fixed +-0.05 around a single value."""
     if not values:
         return 0.0, 1.0
     low, high = min(values), max(values)
-    room = (high - low) * 0.1 if high > low else 0.05
+    room = max((high - low) * 0.1, 0.02) if high > low else 0.05
     return low - room, high + room
 
 

@@ -101,11 +101,17 @@ def sweep(model: LoadedModel, image: Image.Image, mask: Image.Image, base: Inver
         scorer, clip_note = None, "No CLIP model was asked for; CLIP-T and CLIP-I are left empty."
 
     rows: list[dict] = []
+    total = len(weights) * len(seeds) * len(prompts) * generation.num_images
+    drawn = 0
     for weight, run, concept in zip(weights, runs, concepts):
-        announce(f"generating with weight {weight}")
+        announce(f"drawing images: {drawn} of {total} done (weight {weight:g} next)")
         images = []
         for seed in seeds:
-            images += generate(model, concept, prompts, replace(generation, seed=seed))
+            def progress(done: int, _: int, before: int = drawn + len(images), weight: float = weight) -> None:
+                announce(f"drawing images: {before + done} of {total} done (weight {weight:g})")
+
+            images += generate(model, concept, prompts, replace(generation, seed=seed), on_image=progress)
+        drawn += len(images)
         image_dir = run.path / "images"
         image_dir.mkdir(exist_ok=True)
         clip_t = scorer.clip_t([r.image for r in images], [strip_placeholder(r.prompt, base.placeholder)

@@ -72,7 +72,7 @@ def test_generate_with_an_uploaded_concept(client, finished_job, app_server, tmp
                                    prompts="a red chair in the shape of *s", num_images=1, seed=0, steps=2,
                                    guidance=7.5, owner=OWNER, api_name="/generate")
     assert len(gallery) == 1 and Path(gallery[0]["image"]).is_file()
-    assert "edits" in note
+    assert "kept on the server" in note and "/" not in note, "no server path on the page"
 
 
 def test_cancel_a_running_job(client, tmp_path, app_server):

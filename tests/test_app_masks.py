@@ -64,6 +64,7 @@ def test_clicks_pick_the_object_and_the_editor_paints_over_the_photo(app_server,
     from playwright.sync_api import expect, sync_playwright
 
     path, central, side = scene
+    expect.set_options(timeout=90_000)  # conditions with a limit generous for a busy CI machine (the default is 5 s)
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1280, "height": 1000})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
+import zipfile
 
 import numpy as np
 import pytest
@@ -65,16 +66,25 @@ def test_sweep_shows_grid_plot_table_and_its_concepts_edit_with_metrics(app_serv
     assert refs == [f"{sweep_id}/weight_0", f"{sweep_id}/weight_0.3"]
     assert concepts["__type__"] == "update" and concepts["value"] == refs[0], "nearest 0.1"
 
-    chosen = client.predict(concept=refs[1], owner=OWNER, api_name="/use_sweep_concept")
-    assert chosen == refs[1]
+    from gradio_client import Client
+
+    other_session = Client(app_server.url, verbose=False, download_files=str(tmp_path))  # never polled the sweep
+    chosen = other_session.predict(concept=refs[1], owner=OWNER, api_name="/use_sweep_concept")
+    assert chosen == refs[1], "any session of the owner can take a sweep's concept to Edit"
+    files = app_server.backend.sweep_downloads(sweep_id, OWNER)
+    assert sorted(path.name for path in files) == sorted(
+        ["chair_01-weight_0.safetensors", "chair_01-weight_0.3.safetensors", "grid.png", "tradeoff.png",
+         "metrics.csv"])
     gallery, note = client.predict(job_id=chosen, concept_file=None, prompts="a red chair in the shape of *s",
                                    num_images=1, seed=0, steps=2, guidance=7.5, owner=OWNER, api_name="/generate")
-    assert len(gallery) == 1 and f"jobs/{sweep_id}/weight_0.3/edits" in note
+    assert len(gallery) == 1 and "kept with the job" in note and "jobs/" not in note, "no server path"
     metrics, metrics_note = client.predict(owner=OWNER, api_name="/edit_metrics")  # this session's last generate
     assert metrics["headers"] == ["prompt", "seed", "image", "mask_iou", "clip_t"] and metrics_note == ""
     [[prompt, seed, name, mask_iou, clip_t]] = metrics["data"]
     image = Image.open(gallery[0]["image"]).convert("RGB")
     saved = folder / "weight_0.3" / "edits" / name
+    zipped = zipfile.ZipFile(client.predict(job_id=sweep_id, owner=OWNER, api_name="/run_zip")).namelist()
+    assert f"{sweep_id}/weight_0.3/edits/{name}" in zipped, "the zip is made on demand, with the edits"
     assert same_pixels(gallery[0]["image"], saved) and (prompt, seed) == ("a red chair in the shape of *s", 0)
     _, square_mask = pad_to_square(*RunFolder(folder / "weight_0.3").inputs()[:2])
     assert mask_iou == round(generated_mask_iou(image, square_mask), 4)

@@ -122,11 +122,10 @@ API_CASES = {
     "sweep results of a single run": (("/sweep_results", {"job_id": "FINISHED", "owner": OWNER}),
                                       r"is a single run, not a sweep"),
     "sweep results traversal": (("/sweep_results", {"job_id": "a/../b", "owner": OWNER}), r"not a job id"),
-    # a fresh session's weight list is empty: the dropdown refuses any value until sweep_results fills it
-    "use concept empty": (("/use_sweep_concept", {"concept": "", "owner": OWNER}),
-                          r"Weight: this value cannot be used; its choices appear .* sweep_results first"),
+    # any session of the owner may name a sweep's concept (issue 11): the handler checks what it names
+    "use concept empty": (("/use_sweep_concept", {"concept": "", "owner": OWNER}), r"Pick a weight first"),
     "use concept of a single run": (("/use_sweep_concept", {"concept": "FINISHED/weight_0.1", "owner": OWNER}),
-                                    r"Weight: this value cannot be used; its choices appear"),
+                                    r"is a single run; use its id alone"),
     # edits
     "edit without a concept": (edit(job_id=""), r"No concept yet"),
     "edit another's concept": (edit(owner=STRANGER), r"There is no job"),

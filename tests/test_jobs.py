@@ -114,3 +114,31 @@ def test_a_model_that_cannot_load_is_reported_and_refuses_work(tmp_path, inputs)
             worker.generate(concept, ["a *s"], GenerationConfig(steps=1))
     finally:
         worker.stop()
+
+
+def test_resume_requeues_a_stopped_job_at_the_back_and_my_runs_lists_only_the_owners(tmp_path, inputs):
+    from shapeinv_core.jobs import new_owner_token
+    from shapeinv_core.jobs.estimates import run_seconds, seconds_until_start
+
+    store = JobStore(tmp_path)
+    mine, theirs = new_owner_token(), new_owner_token()
+    first = store.create(*inputs, small_config(steps=10), owner=mine)
+    second = store.create(*inputs, small_config(steps=10), owner=theirs)
+    assert run_seconds(store, small_config())[0] is None, "no step timed yet: no estimate"
+    with pytest.raises(InputError, match="only a cancelled or failed job can be resumed"):
+        store.resume(first.id)
+    store.cancel(first.id)
+    resumed = store.resume(first.id)
+    assert (resumed.status, resumed.resumes, resumed.error) == (QUEUED, 1, None)
+    assert store.queue_position(first.id) == 2 and store.queue_position(second.id) == 1, "resumed: back of the queue"
+    assert [job.id for job in store.owned_jobs(mine)] == [first.id]
+    assert store.owned_jobs(None) == [] and store.owned_jobs("short") == []
+
+    # One timed job (2 steps in 4 s at 64 px x 1 timestep) sets the pace for estimates.
+    running = store.claim_next()
+    assert running.id == second.id
+    store.update_progress(second.id, 1, 10, 2.0, 1.0, 1.0, 0.1)
+    store.update_progress(second.id, 2, 10, 2.0, 1.0, 1.0, 0.1)
+    seconds, measured = run_seconds(store, small_config(steps=10, resolution=128))
+    assert measured == 1 and seconds == pytest.approx(2.0 * 4 * 10), "4x the pixels, 10 steps"
+    assert seconds_until_start(store, first.id) == pytest.approx(2.0 * 8), "the running job's 8 steps left"

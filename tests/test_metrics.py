@@ -182,6 +182,8 @@ def test_load_clip_scorer_fails_fast_with_a_reason(tmp_path, monkeypatch):
         assert scorer is None
         assert "\n" not in reason and "CLIP-T and CLIP-I are left empty" in reason
         assert "no-such" in reason or str(tmp_path) in reason
+        if name.startswith("no-such-org"):  # offline, a hub id is looked up in the cache only, and the reason says so
+            assert "CLIP-T is off" in reason and "_OFFLINE=1 is set" in reason, reason
     assert time.monotonic() - start < 15
     scorer, reason = load_clip_scorer("tiny", device="no-such-device")
     assert scorer is None and "device" in reason

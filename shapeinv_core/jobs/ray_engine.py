@@ -27,6 +27,7 @@ import secrets
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -399,8 +400,12 @@ class RayEngine:
 
     # --- edits ------------------------------------------------------------------------------
     def generate(self, concept: Concept, prompts: list[str], config: GenerationConfig,
-                 timeout: float | None = None) -> list[GeneratedImage]:
-        """Images for `prompts` from an idle actor if there is one, else between a busy one's steps."""
+                 timeout: float | None = None,
+                 on_progress: Callable[[int, int], None] | None = None) -> list[GeneratedImage]:
+        """Images for `prompts` from an idle actor if there is one, else between a busy one's steps.
+
+        `on_progress` is accepted for the embedded worker's interface; an actor's sampling steps are
+        not reported across processes (yet), so the page shows a wait until the images arrive."""
         prompts = check_prompts(prompts, concept.token)
         config = config.validate()
         limit = self.edit_timeout if timeout is None else timeout

@@ -396,6 +396,13 @@ class JobStore:
             args = states
         return [_job(row) for row in self._rows(query + " ORDER BY seq", args)]
 
+    def owned_jobs(self, owner: str | None, limit: int = 50) -> list[Job]:
+        """`owner`'s jobs and sweeps, newest first (none without a token: open jobs belong to nobody's list)."""
+        if not owner or not OWNER_TOKEN.match(owner.strip()):
+            return []
+        rows = self._rows("SELECT * FROM jobs WHERE owner = ? ORDER BY seq DESC LIMIT ?", (owner_hash(owner), limit))
+        return [_job(row) for row in rows]
+
     def count(self, status: str) -> int:
         return self._rows("SELECT COUNT(*) FROM jobs WHERE status = ?", (status,))[0][0]
 
@@ -510,6 +517,26 @@ class JobStore:
 
         with self._lock:
             self._transaction(cancel)
+        return self.get(job_id)
+
+    def resume(self, job_id: str) -> Job:
+        """Queue a cancelled or failed job again, at the back of the queue; its run continues from its checkpoint.
+
+        Callers acting for a user check ownership first (`owned`) and room in the queue (`check_room`).
+        """
+        job_id = validate_job_id(job_id)
+
+        def resume(db: sqlite3.Connection) -> int:
+            last = db.execute("SELECT MAX(seq) FROM jobs").fetchone()[0]
+            return db.execute(
+                "UPDATE jobs SET status = ?, seq = ?, finished = NULL, error = NULL, cancel_requested = 0, "
+                "resumes = resumes + 1, worker = NULL, phase = NULL WHERE id = ? AND status IN (?, ?)",
+                (QUEUED, last + 1, job_id, FAILED, CANCELLED)).rowcount
+
+        with self._lock:
+            if self._transaction(resume) != 1:
+                job = self.get(job_id)
+                raise InputError(f"Job {job.id} is {job.status}; only a cancelled or failed job can be resumed.")
         return self.get(job_id)
 
     def cancel_requested(self, job_id: str) -> bool:

@@ -165,9 +165,11 @@ class Worker:
 
     # --- requests from other threads --------------------------------------------------------
     def generate(self, concept: Concept, prompts: list[str], config: GenerationConfig,
-                 timeout: float | None = None) -> list[GeneratedImage]:
+                 timeout: float | None = None,
+                 on_progress: Callable[[int, int], None] | None = None) -> list[GeneratedImage]:
         """Images for `prompts`, made on the worker thread (between inversion steps if one runs).
 
+        `on_progress(done, total)` is called on the worker thread after each sampling step (over all images).
         The request is dropped with an `InputError` once `timeout` (default `edit_timeout`) seconds
         have passed, whether it is still waiting or stopped between two batches of images.
         """
@@ -177,7 +179,7 @@ class Worker:
             raise ModelLoadError(f"No model to generate with: {self.error}")
         limit = self.edit_timeout if timeout is None else timeout
         deadline = time.monotonic() + limit
-        return self.call(lambda: self._generate_now(concept, prompts, config, deadline), limit,
+        return self.call(lambda: self._generate_now(concept, prompts, config, deadline, on_progress), limit,
                          late=f"Your images were not ready within {limit:.0f} s (the server is busy). "
                               "Ask for fewer images or sampling steps, or try again later.")
 
@@ -215,6 +217,7 @@ class Worker:
             self.state = READY
         except ModelLoadError as error:
             self.state, self.error = LOAD_FAILED, str(error)
+            log.error("%s", error)  # one line in the terminal: the cause and the fixes
         except Exception as error:  # an unexpected failure must still reach the page
             log.exception("model load failed")
             self.state, self.error = LOAD_FAILED, f"{type(error).__name__}: {error}"
@@ -424,7 +427,8 @@ class Worker:
 
     # --- edits ------------------------------------------------------------------------------
     def _generate_now(self, concept: Concept, prompts: list[str], config: GenerationConfig,
-                      deadline: float | None = None) -> list[GeneratedImage]:
+                      deadline: float | None = None,
+                      on_progress: Callable[[int, int], None] | None = None) -> list[GeneratedImage]:
         token = f"<shapeinv-gen-{next(self._gen_ids)}>"
         renamed = [prompt.replace(concept.token, token) for prompt in prompts]
 
@@ -436,7 +440,7 @@ class Worker:
         try:
             with _plain_cross_attention(self.model.pipe.unet):
                 results = generate(self.model, dataclasses.replace(concept, token=token), renamed, config,
-                                   on_image=in_time)
+                                   on_image=in_time, on_sampling_step=on_progress)
         finally:
             if self._inverting:
                 self._pending_tokens.append(token)
@@ -452,14 +456,14 @@ class Worker:
         self._pending_tokens = []
 
     def _sample_preview(self, run, config, path: Path) -> None:
-        """One image of the training prompt with the latest checkpoint's vectors."""
+        """One image of the preview prompt (the training prompt by default) with the latest checkpoint's vectors."""
         loaded = run.load_checkpoint()
         if loaded is None:
             return
         step, state = loaded
         concept = Concept(token=config.placeholder, vectors=state["vectors"], settings=config)
         try:
-            [result] = self._generate_now(concept, [config.prompt()],
+            [result] = self._generate_now(concept, [config.preview_prompt or config.prompt()],
                                           GenerationConfig(steps=self.preview_steps, seed=config.seed))
         except ShapeInvError as error:  # a preview must never fail the job
             log.warning("preview failed: %s", error)

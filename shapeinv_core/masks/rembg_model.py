@@ -83,13 +83,15 @@ def download_hint(model: str = DEFAULT_REMBG_MODEL) -> str:
     )
 
 
-def offline_reason() -> str | None:
-    """Why a model must not be fetched now (one short clause), or None when fetching can work."""
+def offline_reason(host: tuple[str, int] = MODEL_HOST, what: str = "rembg's models") -> str | None:
+    """Why a model must not be fetched now (one short clause), or None when fetching can work.
+
+    `host` is where the model would come from (rembg's release server by default, the hub for CLIP)."""
     for name in OFFLINE_SWITCHES:
         if os.getenv(name, "").strip().lower() in ("1", "true", "yes", "on"):
             return f"{name}={os.environ[name]} is set"
-    if not _reachable(*MODEL_HOST):
-        return f"{MODEL_HOST[0]} (where rembg's models are) cannot be reached"
+    if not _reachable(*host):
+        return f"{host[0]} (where {what} are) cannot be reached"
     return None
 
 

@@ -1,0 +1,75 @@
+"""How long things take here: seconds per step measured on this server's finished jobs, and what follows from it.
+
+A step's cost grows with the pixels and the timesteps per step, so past runs are compared in
+seconds per (64 px square x timestep) and scaled to the asked run. Nothing is guessed without a
+measurement: before the first timed job the estimates are None and the page says so.
+"""
+
+from __future__ import annotations
+
+import statistics
+
+from ..config import InversionConfig, load_json
+from .store import CANCELLED, DONE, FAILED, QUEUED, RUNNING, SWEEP, Job, JobStore
+
+SAMPLE_JOBS = 20  # the newest timed jobs a measurement uses
+
+
+def _units(config: InversionConfig, concepts: int = 1) -> float:
+    """The work of one step relative to one 64 px timestep of one concept."""
+    return (config.resolution / 64) ** 2 * config.batch_size * concepts
+
+
+def _job_units(store: JobStore, job: Job) -> float | None:
+    try:
+        if job.kind == SWEEP:
+            spec = store.sweep_folder(job.id).spec()
+            return _units(spec.base, len(spec.weights))
+        return _units(load_json(InversionConfig, store.run(job.id).config_path))
+    except Exception:  # a folder deleted by retention or half written: no measurement from it
+        return None
+
+
+def seconds_per_unit(store: JobStore) -> tuple[float | None, int]:
+    """(median seconds per step unit over the newest timed jobs, how many jobs that is)."""
+    samples = []
+    for job in reversed(store.list(DONE, FAILED, CANCELLED, RUNNING)):
+        steps = job.step - job.first_step
+        if steps < 1 or job.run_seconds <= 0:
+            continue
+        units = _job_units(store, job)
+        if units:
+            samples.append(job.run_seconds / steps / units)
+        if len(samples) >= SAMPLE_JOBS:
+            break
+    return (statistics.median(samples), len(samples)) if samples else (None, 0)
+
+
+def run_seconds(store: JobStore, config: InversionConfig, concepts: int = 1) -> tuple[float | None, int]:
+    """(estimated seconds of stepping for a run with `config`, number of measured jobs behind it)."""
+    per_unit, count = seconds_per_unit(store)
+    if per_unit is None:
+        return None, 0
+    steps = config.steps + (config.lora_steps if config.tune == "lora" else 0)
+    return per_unit * _units(config, concepts) * steps, count
+
+
+def seconds_until_start(store: JobStore, job_id: str) -> float | None:
+    """Seconds until a queued job starts: what is left of the running jobs plus the whole of those ahead."""
+    job = store.get(job_id)
+    if job.status != QUEUED:
+        return None
+    per_unit, _ = seconds_per_unit(store)
+    if per_unit is None:
+        return None
+    total = 0.0
+    for other in store.list(RUNNING, QUEUED):
+        if other.status == QUEUED and other.seq >= job.seq:
+            continue
+        units = _job_units(store, other)
+        if units is None:
+            continue
+        left = other.remaining_seconds() if other.status == RUNNING else None
+        total += left if left is not None else per_unit * units * max(other.total_steps - other.step, 0)
+    return total
+

@@ -1,0 +1,37 @@
+"""The pictures' scales and the progress lines: noise must not look like swings, ticks and bars stay readable."""
+
+from __future__ import annotations
+
+import random
+
+from app.plots import axis_range, loss_plot, smoothed
+from shapeinv_core.report import _padded_range, _ticks
+
+
+def test_a_flat_noisy_loss_gets_an_axis_a_fifth_of_its_size_and_a_smoothed_curve():
+    noise = random.Random(0)
+    values = [0.1865 + noise.uniform(-0.0005, 0.0005) for _ in range(100)]
+    low, high = axis_range(values)
+    assert high - low >= 0.2 * max(values), "a 0.186-0.187 axis would make noise look like swings"
+    assert low <= min(values) and high >= max(values)
+    smooth = smoothed(values)
+    assert max(smooth[20:]) - min(smooth[20:]) < (max(values) - min(values)) / 2, "the smoothed curve is calmer"
+    assert axis_range([0.0, 0.0])[0] >= -0.01, "a loss axis does not dip far below 0"
+    plot = loss_plot([{"step": i + 1, "diffusion_loss": v, "mask_loss": v / 10} for i, v in enumerate(values)])
+    assert plot.size == (520, 300)
+
+
+def test_tradeoff_ticks_of_close_scores_need_at_most_two_decimals():
+    ticks = _ticks(_padded_range([0.35210, 0.35214]))
+    assert all(len(label.split(".")[-1]) <= 2 for _, label in ticks), ticks
+
+
+def test_a_sweep_drawing_its_images_shows_images_done_of_all_not_a_stalled_step_bar():
+    from app.handlers import Handlers
+
+    status = {"status": "running", "phase": "drawing images: 3 of 8 done (weight 0.3)", "step": 4, "total_steps": 4,
+              "elapsed_seconds": 40.0, "remaining_seconds": 0.0}
+    shown = Handlers._progress(status)
+    assert 'value="3" max="8"' in shown and "drawing images: 3 / 8" in shown and "remaining" not in shown
+    queued = Handlers._progress({"status": "queued", "queue_position": 2, "start_in_seconds": 125.0})
+    assert "number 2 in the queue; starts in about 2:05" in queued
