@@ -49,7 +49,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20, help="DPM-Solver++ steps")
     parser.add_argument("--guidance", type=float, default=7.5)
     parser.add_argument("--out", type=Path, default=Path("bench/toy"))
-    parser.add_argument("--classifier-images", type=int, default=1000)
+    parser.add_argument("--classifier-images", type=int, default=2000)
     args = parser.parse_args()
     torch.set_num_threads(1)
     cv2.setNumThreads(1)

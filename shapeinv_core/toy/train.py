@@ -43,9 +43,9 @@ class TrainConfig:
     """What a toy model is trained from. The defaults are the committed model's settings."""
 
     seed: int = 0
-    images: int = 5000  # rendered training chairs (each also used mirrored)
+    images: int = 6000  # rendered training chairs (each also used mirrored)
     minutes: float = 50.0  # wall-clock budget for everything (render, VAE, UNet)
-    vae_minutes: float = 6.0
+    vae_minutes: float = 10.0
     max_vae_steps: int = 100_000
     max_unet_steps: int = 1_000_000
     vae_channels: tuple[int, ...] = (16, 32, 64)  # 3 levels: 64x64 image -> 16x16x4 latent
@@ -60,7 +60,7 @@ class TrainConfig:
     context_tokens: int = 20  # the tokenizer's length: with SD's 77, a colour word was 1/77 of every attention row
     text_layers: int = 2
     batch: int = 32
-    lr: float = 6e-4
+    lr: float = 1e-3
     warmup: int = 100
     ema: float = 0.998
     empty_caption: float = 0.1  # caption dropout, so classifier-free guidance works
