@@ -101,9 +101,6 @@ def _dominant(images) -> list[str]:
     return found
 
 
-@pytest.mark.xfail(strict=True, reason="the committed toy model (657 UNet steps on ~0.4 of a shared CPU core) has not "
-                   "learned to follow its text yet: every prompt gives the same picture (bench/RESULTS.md, 'The toy "
-                   "world'). strict: once a better-trained model passes, this marker must go.")
 @pytest.mark.parametrize("colour", ["red", "blue"])
 def test_toy_model_loads_offline_and_draws_the_asked_colour(colour):
     assert (MODEL_DIR / "model_index.json").is_file()
