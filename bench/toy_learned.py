@@ -50,6 +50,9 @@ def main() -> None:
     parser.add_argument("--guidance", type=float, default=7.5)
     parser.add_argument("--out", type=Path, default=Path("bench/toy"))
     parser.add_argument("--classifier-images", type=int, default=2000)
+    parser.add_argument("--rembg-model", default=None,
+                        help="mask extractor's rembg model, e.g. u2netp with U2NET_HOME holding u2netp.onnx "
+                             "(default: the extractor's own choice; offline without weights, the classical fallback)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     cv2.setNumThreads(1)
@@ -78,7 +81,7 @@ def main() -> None:
                       guidance_scale=args.guidance,
                       generator=[torch.Generator().manual_seed(s) for _, _, s in batch]).images
         for (colour, pattern, seed), image in zip(batch, images):
-            check = one_object(image)
+            check = one_object(image, rembg_model=args.rembg_model)
             rows.append({"colour": colour, "pattern": pattern, "seed": seed, "image": image,
                          "one_object": check.one_object, "mask": check.mask,
                          "found_colour": dominant_colour(image, check.mask) if check.mask else "none"})
@@ -94,7 +97,8 @@ def main() -> None:
     colour_ok = sum(r["colour"] == r["found_colour"] for r in rows) / n
     pattern_ok = sum(r["pattern"] == r["found_pattern"] for r in rows) / n
     objects = sum(r["one_object"] for r in rows) / n
-    rendered_objects = sum(one_object(c.image).one_object for c in rendered[:100]) / 100
+    rendered_objects = sum(one_object(c.image, rembg_model=args.rembg_model).one_object
+                           for c in rendered[:100]) / 100
     print(f"model {args.model}: {n} images, {args.steps} DPM-Solver++ steps, guidance {args.guidance} "
           f"({seconds:.0f} s incl. checks)\n")
     print("| check | generated | rendered chairs (same check) |\n|---|---|---|")

@@ -62,12 +62,17 @@ class ObjectCheck:
     why: str
 
 
-def one_object(image: Image.Image, min_share: float = 0.9) -> ObjectCheck:
-    """Run the project's mask extractor; one object = its largest connected part holds >= `min_share` of the mask."""
+def one_object(image: Image.Image, min_share: float = 0.9, rembg_model: str | None = None) -> ObjectCheck:
+    """Run the project's mask extractor; one object = its largest connected part holds >= `min_share` of the mask.
+
+    `rembg_model` as in `extract_mask` (e.g. "u2netp" when its weights are in rembg's folder); by
+    default the extractor's own choice, which offline without weights is the classical fallback.
+    """
     from scipy import ndimage
 
     try:
-        mask = extract_mask(image, fetch=False).mask  # never downloads: the same answer offline and online
+        # never downloads: the same answer offline and online
+        mask = extract_mask(image, rembg_model=rembg_model, fetch=False).mask
     except InputError as error:
         return ObjectCheck(None, False, str(error))
     binary = np.asarray(mask) > 127
