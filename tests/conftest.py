@@ -59,7 +59,7 @@ def app_server(tmp_path_factory):
     from app.backend import Limits
 
     data = tmp_path_factory.mktemp("app-data")
-    limits = Limits(max_upload="500kb", max_pixels=2_000_000, max_steps=400, max_images=4, max_queued=3,
+    limits = Limits(max_upload="500kb", max_pixels=2_000_000, max_steps=3000, max_images=4, max_queued=3,
                     max_queued_per_owner=3)
     backend, demo = create(data, "tiny", device="cpu", limits=limits, preview_steps=2, clip_model="tiny")
     _, url, _ = demo.launch(prevent_thread_lock=True, quiet=True,

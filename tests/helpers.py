@@ -54,3 +54,13 @@ def small_config(**changes) -> InversionConfig:
     """Settings sized for a 2-core CPU: 64 px, a few steps."""
     settings = {"resolution": 64, "steps": 4, "batch_size": 2, "checkpoint_every": 2, **changes}
     return InversionConfig(**settings).validate()
+
+
+def open_app(page, url: str, timeout_ms: int = 300_000) -> None:
+    """Load the app in a browser page and wait until Gradio has mounted it (its status line exists).
+
+    Waits for a condition, with a limit for a busy machine: in a CI run at load 20 the first page of
+    the session stayed at Gradio's "Loading..." for over 90 s.
+    """
+    page.goto(url, timeout=timeout_ms)
+    page.locator("#model-status").wait_for(state="attached", timeout=timeout_ms)

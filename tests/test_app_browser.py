@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 from tests.conftest import ARTIFACTS, example_image
+from tests.helpers import open_app
 
 CHROMIUM = Path("/usr/bin/chromium")
 pytestmark = pytest.mark.skipif(not CHROMIUM.exists(),
@@ -35,7 +36,7 @@ def page():
 def test_upload_learn_and_edit_in_the_browser(app_server, page, tmp_path):
     from playwright.sync_api import expect
 
-    page.goto(app_server.url)
+    open_app(page, app_server.url)
     expect(page.locator("#model-status")).to_contain_text("ready")
     image = example_image(tmp_path)
     if image.parent.name == "assets":  # one click on the example
@@ -85,12 +86,12 @@ def test_upload_learn_and_edit_in_the_browser(app_server, page, tmp_path):
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "app_finished.png"), full_page=True)
 
-    page.goto(f"{app_server.url}?job={job_id}")  # the link shows the job again
+    open_app(page, f"{app_server.url}?job={job_id}")  # the link shows the job again
     expect(page.locator("#job-status")).to_contain_text(f"Job {job_id}: done")
     expect(page.locator("#job-id textarea")).to_have_value(job_id)
 
     stranger = page.context.browser.new_page()  # another browser profile: another owner secret
-    stranger.goto(f"{app_server.url}?job={job_id}")
+    open_app(stranger, f"{app_server.url}?job={job_id}")
     expect(stranger.locator("#job-status")).to_contain_text("There is no job")
     expect(stranger.locator("#job-id textarea")).to_have_value("")
 
@@ -98,7 +99,7 @@ def test_upload_learn_and_edit_in_the_browser(app_server, page, tmp_path):
 def test_compare_weights_tab_runs_a_sweep_and_hands_a_concept_to_edit(app_server, page, tmp_path):
     from playwright.sync_api import expect
 
-    page.goto(app_server.url)
+    open_app(page, app_server.url)
     expect(page.locator("#model-status")).to_contain_text("ready")
     page.locator("#image input[type=file]").set_input_files(str(example_image(tmp_path)))
     expect(page.locator("#overlay img")).to_be_visible()
@@ -119,5 +120,5 @@ def test_compare_weights_tab_runs_a_sweep_and_hands_a_concept_to_edit(app_server
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "app_compare.png"), full_page=True)
 
-    page.goto(f"{app_server.url}?job={sweep_id}")  # a sweep's link opens its tab
+    open_app(page, f"{app_server.url}?job={sweep_id}")  # a sweep's link opens its tab
     expect(page.locator("#sweep-status")).to_contain_text(f"Sweep {sweep_id}: done")

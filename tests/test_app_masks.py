@@ -14,6 +14,7 @@ from PIL import Image
 
 from mask_scenes import bounds, iou, two_chairs
 from tests.conftest import ARTIFACTS
+from tests.helpers import open_app
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -69,7 +70,7 @@ def test_clicks_pick_the_object_and_the_editor_paints_over_the_photo(app_server,
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1280, "height": 1000})
         page.set_default_timeout(60_000)
-        page.goto(app_server.url)
+        open_app(page, app_server.url)
         page.locator("#image input[type=file]").set_input_files(str(path))
         overlay = page.locator("#overlay img")
         expect(overlay).to_be_visible()

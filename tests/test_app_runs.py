@@ -12,6 +12,7 @@ import re
 import pytest
 
 from tests.conftest import ARTIFACTS, OWNER, SMALL, example_image
+from tests.helpers import open_app
 from tests.test_app_browser import CHROMIUM, CHROMIUM_ARGS
 
 pytestmark = pytest.mark.skipif(not CHROMIUM.exists(),
@@ -43,13 +44,13 @@ def test_double_click_cancel_resume_progress_and_reopening(app_server, browser, 
     context.add_init_script(f"window.localStorage.setItem('shapeinv-owner', '{OWNER}')")
     page = context.new_page()
     page.set_default_timeout(120_000)
-    page.goto(app_server.url)
+    open_app(page, app_server.url)
     expect(page.locator("#model-status")).to_contain_text("ready")
     expect(page.locator("#cancel")).to_be_hidden()  # no job yet: nothing to cancel
     page.locator("#image input[type=file]").set_input_files(str(example_image(tmp_path)))
     expect(page.locator("#overlay img")).to_be_visible()
     page.locator("#mask-weight input[type=range]").fill("0.2")
-    page.locator("#steps input").fill("300")
+    page.locator("#steps input").fill("3000")  # the most allowed: still running when Cancel lands, on a fast machine
     page.get_by_text("Advanced").first.click()
     page.locator("#checkpoint-every input").fill("3")
     expect(page.locator("#estimate")).to_contain_text(re.compile(r"Duration: about \d+:\d\d"))  # the session timed some
@@ -61,7 +62,7 @@ def test_double_click_cancel_resume_progress_and_reopening(app_server, browser, 
     job_id = page.locator("#job-id textarea").input_value()
     expect(page.locator("#start")).to_be_disabled()
     expect(page.locator("#cancel")).to_be_visible()
-    expect(page.locator("#progress")).to_contain_text(re.compile(r"step ([4-9]|\d\d+) / 300"))
+    expect(page.locator("#progress")).to_contain_text(re.compile(r"step ([4-9]|\d\d+) / 3000"))
     new = [job.id for job in store.list() if job.id not in before]
     assert new == [job_id], f"a double click made {len(new)} jobs"
     shot(page, "1_running")
@@ -79,7 +80,7 @@ def test_double_click_cancel_resume_progress_and_reopening(app_server, browser, 
     # Resume goes on from the checkpoint, not from step 0 (then it is stopped: the rest would only cost time).
     page.locator("#resume").click()
     expect(page.locator("#cancel")).to_be_visible()
-    expect(page.locator("#progress")).to_contain_text(re.compile(rf"step (?!{stopped_at} )\d+ / 300"))
+    expect(page.locator("#progress")).to_contain_text(re.compile(rf"step (?!{stopped_at} )\d+ / 3000"))
     job = store.get(job_id)
     assert job.status == "running" and job.resumes >= 1 and job.first_step >= 3, "resumed from a checkpoint"
     page.locator("#cancel").click()
@@ -101,7 +102,7 @@ def test_double_click_cancel_resume_progress_and_reopening(app_server, browser, 
 
     # ?job= on a fresh page of the same browser: photo, mask, settings and edits come back.
     reopened = context.new_page()
-    reopened.goto(f"{app_server.url}?job={finished_job}")
+    open_app(reopened, f"{app_server.url}?job={finished_job}")
     expect(reopened.locator("#job-status")).to_contain_text(f"Job {finished_job}: done")
     expect(reopened.locator("#mask-weight input[type=number]")).to_have_value(str(SMALL["mask_weight"]))
     expect(reopened.locator("#steps input")).to_have_value(str(SMALL["steps"]))
@@ -112,9 +113,9 @@ def test_double_click_cancel_resume_progress_and_reopening(app_server, browser, 
 
     # My runs on a plain page lists the jobs, newest first; a click opens one with its settings.
     plain = context.new_page()
-    plain.goto(app_server.url)
+    open_app(plain, app_server.url)
     plain.get_by_text("My runs").click()
-    expect(plain.locator("#runs-gallery")).to_contain_text("cancelled · weight 0.2 · 300 steps")
+    expect(plain.locator("#runs-gallery")).to_contain_text("cancelled · weight 0.2 · 3000 steps")
     plain.locator("#runs-gallery img").first.click()
     expect(plain.locator("#job-id textarea")).to_have_value(job_id)
     expect(plain.locator("#mask-weight input[type=number]")).to_have_value("0.2")
