@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import fields
 
-from .train import TrainConfig, finetune_decoder, load_dataset, render_dataset, render_to_file, train
+from .train import TrainConfig, finetune_decoder, load_dataset, load_vae, render_dataset, render_to_file, train
 
 # A handful of steps on a tiny model: the end-to-end check the tests run.
 TINY_CONFIG = dict(images=16, vae_channels=(8, 8, 8), vae_batch=4, unet_channels=(16, 16), text_width=16,
@@ -70,13 +70,12 @@ def finetune_saved_decoder(args: argparse.Namespace) -> None:
     from pathlib import Path
 
     import torch
-    from diffusers import AutoencoderKL
 
     torch.set_num_threads(1)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     deadline = time.monotonic() + args.minutes * 60
-    vae = AutoencoderKL.from_pretrained(Path(args.model) / "vae", use_safetensors=True)
+    vae = load_vae(Path(args.model))
     if args.dataset:
         images, _ = load_dataset(Path(args.dataset))
     else:

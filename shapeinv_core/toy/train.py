@@ -57,7 +57,7 @@ class TrainConfig:
     unet_channels: tuple[int, ...] = (32, 64, 128)  # cross-attention at 16x16, 8x8 and the 4x4 middle
     unet_heads: int = 4
     text_width: int = 64
-    context_tokens: int = 20  # the tokenizer's length: with SD's 77, a colour word was 1/77 of every attention row
+    context_tokens: int = 20  # the tokenizer's length (SD's is 77): this world's prompts fit; cheaper
     text_layers: int = 2
     batch: int = 32
     lr: float = 1e-3
@@ -92,11 +92,9 @@ def train(out: str | Path, config: TrainConfig, progress: bool = True) -> Path:
         vae, unet, text_encoder, tokenizer = load_components(Path(config.resume))
         latents = encode_dataset(vae, images)
     elif config.vae_from:
-        from diffusers import AutoencoderKL
-
         tokenizer = build_tokenizer(out / "tokenizer-src", config.context_tokens)
         _, unet, text_encoder = build_components(config, tokenizer)
-        vae = AutoencoderKL.from_pretrained(Path(config.vae_from) / "vae", use_safetensors=True).eval()
+        vae = load_vae(Path(config.vae_from))
         latents = encode_dataset(vae, images)
     else:
         tokenizer = build_tokenizer(out / "tokenizer-src", config.context_tokens)
@@ -136,13 +134,20 @@ def load_dataset(path: Path) -> tuple[np.ndarray, list[dict]]:
 
 def load_components(folder: Path):
     """VAE, UNet, text encoder and tokenizer of a saved toy pipeline, to continue training it."""
-    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from diffusers import UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTokenizer
 
-    vae = AutoencoderKL.from_pretrained(folder / "vae", use_safetensors=True).eval()
+    vae = load_vae(folder)
     unet = UNet2DConditionModel.from_pretrained(folder / "unet", use_safetensors=True)
     text_encoder = CLIPTextModel.from_pretrained(folder / "text_encoder", use_safetensors=True)
     return vae, unet, text_encoder, CLIPTokenizer.from_pretrained(folder / "tokenizer")
+
+
+def load_vae(folder: Path):
+    """The trained VAE of a saved toy pipeline folder, in eval mode."""
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL.from_pretrained(folder / "vae", use_safetensors=True).eval()
 
 
 def _render_one(job: tuple[int, int]) -> tuple[np.ndarray, dict]:
@@ -154,9 +159,9 @@ def _render_one(job: tuple[int, int]) -> tuple[np.ndarray, dict]:
 def build_tokenizer(folder: Path, context_tokens: int = 77):
     """A real CLIP BPE tokenizer over this world's words (every other word is spelt in bytes).
 
-    Its context is shorter than SD's 77 tokens: cross-attention starts out spread evenly over the
-    context, so in a 77-token context a colour word gets 1/77 of it and a model trained from scratch
-    learned to ignore the text (every prompt drew the same picture after 800 steps).
+    `context_tokens` may be shorter than SD's 77: this world's captions and prompts are short, and
+    every cross-attention row gets cheaper. (It was shortened while hunting why the first model ignored
+    its text; the cause turned out to be mismatched captions, see `encode_dataset`.)
     """
     from transformers import CLIPTokenizer
 
@@ -219,10 +224,15 @@ def train_vae(vae, images: np.ndarray, config: TrainConfig, deadline: float, log
             pixels = _to_pixels(images[pick, y:y + crop, x:x + crop])
             posterior = vae.encode(pixels).latent_dist
             recon = vae.decode(posterior.sample()).sample
-            loss = F.l1_loss(recon, pixels) + F.mse_loss(recon, pixels) + config.vae_kl * posterior.kl().mean()
-            loss = loss + config.vae_colour * F.mse_loss(F.avg_pool2d(recon, 4), F.avg_pool2d(pixels, 4))
+            loss = reconstruction_loss(recon, pixels, config.vae_colour) + config.vae_kl * posterior.kl().mean()
             step = _step_and_log(optimizer, loss, step, log, bar)
     vae.eval()
+
+
+def reconstruction_loss(recon: torch.Tensor, pixels: torch.Tensor, colour_weight: float) -> torch.Tensor:
+    """L1 + MSE per pixel, plus `colour_weight` x MSE of 4x4-pixel averages (hue errors cost extra)."""
+    loss = F.l1_loss(recon, pixels) + F.mse_loss(recon, pixels)
+    return loss + colour_weight * F.mse_loss(F.avg_pool2d(recon, 4), F.avg_pool2d(pixels, 4))
 
 
 def _step_and_log(optimizer, loss: torch.Tensor, step: int, log, bar: _bar) -> int:
@@ -263,8 +273,7 @@ def finetune_decoder(vae, images: np.ndarray, deadline: float, log_path: Path, s
             with torch.no_grad():
                 latents = vae.encode(pixels).latent_dist.mean
             recon = vae.decode(latents).sample
-            loss = F.l1_loss(recon, pixels) + F.mse_loss(recon, pixels)
-            loss = loss + colour_weight * F.mse_loss(F.avg_pool2d(recon, 4), F.avg_pool2d(pixels, 4))
+            loss = reconstruction_loss(recon, pixels, colour_weight)
             step = _step_and_log(optimizer, loss, step, log, bar)
     vae.requires_grad_(False)
     vae.eval()
