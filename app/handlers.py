@@ -143,7 +143,6 @@ RESTORED_SETTINGS = ("mask_weight", "steps", "class_word", "initializer", "num_v
                      "batch_size", "resolution", "seed", "map_resolution", "attention_layers", "map_norm", "init_reg",
                      "checkpoint_every", "attention_res", "mask_form", "background_weight", "tune", "lora_rank",
                      "lora_steps", "lora_lr", "name", "preview_prompt")
-RESTORE_SECONDS = 10.0  # how long after a restore the photo's change event keeps the restored mask
 
 def _sampling_progress(steps_done: dict) -> tuple[tuple[int, int] | float, str]:
     """(value, text) for gr.Progress while images are drawn: steps done of all, and the time left at this pace."""
@@ -160,10 +159,6 @@ CLICK_OBJECT, CLICK_BACKGROUND, CLICK_BOX = "a point on the object", "a point on
 CLICK_MODES = (CLICK_OBJECT, CLICK_BACKGROUND, CLICK_BOX)
 
 
-def _just_restored(restored_at: float | None) -> bool:
-    return isinstance(restored_at, (int, float)) and 0 <= time.time() - restored_at < RESTORE_SECONDS
-
-
 def _append(points: str | None, point: str) -> str:
     return f"{points.strip()}; {point}" if points and points.strip() else point
 
@@ -173,16 +168,16 @@ class Handlers:
         self.backend = backend
 
     # --- image and mask -----------------------------------------------------------------------
-    def new_photo(self, image: str | None, restored_at: float | None = None):
+    def new_photo(self, image: str | None, restored: bool = False):
         """A new photo (or 'clear'): its points, box and pending box corner start afresh (not a restored job's)."""
-        if _just_restored(restored_at):
+        if restored:
             return (gr.skip(),) * 4
         return "", "", "", None
 
     def mask_pending(self, image: str | None, points: str | None = None, background_points: str | None = None,
-                     box: str | None = None, restored_at: float | None = None):
+                     box: str | None = None, restored: bool = False):
         """A word on the page before the mask arrives; a model download on first use takes a while."""
-        if image is None or _just_restored(restored_at):
+        if image is None or restored:
             return gr.skip()
         if self.backend.mask_model_needs_fetch(any((text or "").strip() for text in (points, background_points, box))):
             return ("Downloading the segmentation model (first use on this server, this can take a few minutes); "
@@ -191,12 +186,13 @@ class Handlers:
 
     @user_errors
     def extract_mask(self, image: str | None, points: str | None = None, background_points: str | None = None,
-                     box: str | None = None, restored_at: float | None = None):
+                     box: str | None = None, restored: bool = False):
         """Photo (+ object points, background points and a box, as 'x,y; x,y' and 'x0,y0,x1,y1' in the
         photo's pixels) -> (overlay, editor value, mask, note for the visitor).
 
-        Right after a job was restored (`restored_at`, the page's state) its own mask stays."""
-        if _just_restored(restored_at):
+        When the photo is a restored job's (`restored`, the page's state until this change is handled), its own
+        mask stays."""
+        if restored:
             return (gr.skip(),) * 4
         if image is None:
             return None, None, None, ""
@@ -422,8 +418,8 @@ class Handlers:
     def restore(self, job_id: str | None, owner: str | None = None):
         """An opened job's photo, mask, settings and edits back on the page (see `RESTORED` in ui for the order).
 
-        The first output is the time of the restore: the photo's change event skips making a new mask
-        for a few seconds after it, so the job's own mask stays.
+        The first output is the page's `restored` flag: the change event of the restored photo (each restore
+        serves a fresh copy, so the event always fires) keeps the job's own mask and then clears the flag.
         """
         skip = (gr.skip(),) * self.restore_count
         if not job_id or not job_id.strip():
@@ -443,7 +439,7 @@ class Handlers:
         else:
             sweep_fields = [gr.skip()] * 6
         gallery = [(self.backend.outbox(path), caption) for path, caption in restored["edits"]]
-        return (time.time(), self.backend.outbox(restored["image"]), self.backend.overlay(picture, mask),
+        return (True, self.backend.outbox(restored["image"]), self.backend.overlay(picture, mask),
                 self.backend.editor_value(picture, mask), mask, "The mask this job learned from.", *settings,
                 *sweep_fields, gallery or None)
 

@@ -58,7 +58,7 @@ def build_demo(backend: Backend, defaults: InversionConfig | None = None) -> gr.
             refresh_runs = gr.Button("Refresh", size="sm", elem_id="refresh-runs")
         run_ids = gr.State([])  # the ids behind the gallery's pictures, in its order
         opened = gr.State("")  # the job or sweep opened from the address bar or My runs, to restore on the form
-        restored_at = gr.State(None)  # when a job was restored: the photo's change event then keeps its mask
+        restored = gr.State(False)  # a job's photo was just restored: its change event keeps the job's mask
 
         gr.Markdown("## 1. Image")
         with gr.Row():
@@ -261,7 +261,7 @@ def build_demo(backend: Backend, defaults: InversionConfig | None = None) -> gr.
         gr.Markdown(limits.describe() + " Programs can use the same endpoints: see *Use via API* below.")
 
         # --- events -----------------------------------------------------------------------------
-        restored_outputs = [restored_at, image, overlay, mask_editor, mask, mask_note, mask_weight, steps, class_word,
+        restored_outputs = [restored, image, overlay, mask_editor, mask, mask_note, mask_weight, steps, class_word,
                             initializer, num_vectors, learning_rate, batch_size, resolution, seed, map_resolution,
                             attention_layers, map_norm, init_reg, checkpoint_every, attention_res, mask_form,
                             background_weight, tune, lora_rank, lora_steps, lora_lr, name, preview_prompt,
@@ -269,12 +269,12 @@ def build_demo(backend: Backend, defaults: InversionConfig | None = None) -> gr.
                             sweep_prompts, sweep_steps, sweep_images, sweep_sample_steps, sweep_guidance, gallery]
         status_outputs = [status_json, job_headline, progress, losses, plot, preview, attention, downloads, timer]
         mask_outputs, prompt_inputs = [overlay, mask_editor, mask, mask_note], [image, points, background_points, box]
-        image.change(h.new_photo, [image, restored_at], [points, background_points, box, corner], api_name="new_photo",
+        image.change(h.new_photo, [image, restored], [points, background_points, box, corner], api_name="new_photo",
                      api_visibility="private").then(
-            h.mask_pending, [*prompt_inputs, restored_at], [mask_note], api_name="mask_pending",
+            h.mask_pending, [*prompt_inputs, restored], [mask_note], api_name="mask_pending",
             api_visibility="private").then(
-            h.extract_mask, [*prompt_inputs, restored_at], mask_outputs, api_name="extract_mask").then(
-            lambda: None, None, [restored_at], api_name="restore_done", api_visibility="private")
+            h.extract_mask, [*prompt_inputs, restored], mask_outputs, api_name="extract_mask").then(
+            lambda: False, None, [restored], api_name="restore_done", api_visibility="private")
         overlay.select(h.click_photo, [image, points, background_points, box, click_mode, corner],
                        [points, background_points, box, corner, *mask_outputs], api_name="click_photo",
                        api_visibility="private")
