@@ -7,10 +7,13 @@ measurement: before the first timed job the estimates are None and the page says
 
 from __future__ import annotations
 
+import functools
 import statistics
+from pathlib import Path
 
 from ..config import InversionConfig, load_json
-from .store import CANCELLED, DONE, FAILED, QUEUED, RUNNING, SWEEP, Job, JobStore
+from ..runs import RunFolder
+from .store import CANCELLED, DONE, FAILED, QUEUED, RUNNING, SWEEP, Job, JobStore, SweepFolder
 
 SAMPLE_JOBS = 20  # the newest timed jobs a measurement uses
 
@@ -20,13 +23,20 @@ def _units(config: InversionConfig, concepts: int = 1) -> float:
     return (config.resolution / 64) ** 2 * config.batch_size * concepts
 
 
+@functools.lru_cache(maxsize=4096)
+def _folder_units(folder: Path, sweep: bool) -> float:
+    """A job folder's step units, read once: the settings they depend on (resolution, timesteps per step,
+    weights) never change for a folder, and the estimates are asked for on each status poll of a queued job."""
+    if sweep:
+        spec = SweepFolder(folder).spec()
+        return _units(spec.base, len(spec.weights))
+    return _units(load_json(InversionConfig, RunFolder(folder).config_path))
+
+
 def _job_units(store: JobStore, job: Job) -> float | None:
     try:
-        if job.kind == SWEEP:
-            spec = store.sweep_folder(job.id).spec()
-            return _units(spec.base, len(spec.weights))
-        return _units(load_json(InversionConfig, store.run(job.id).config_path))
-    except Exception:  # a folder deleted by retention or half written: no measurement from it
+        return _folder_units(store.job_dir(job.id), job.kind == SWEEP)
+    except Exception:  # a folder deleted by retention or half written: no measurement from it (and none cached)
         return None
 
 
