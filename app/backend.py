@@ -403,21 +403,24 @@ class Backend:
         return (f"Duration: about {format_duration(seconds)} of learning at this server's pace "
                 f"(measured on {runs} earlier run{'s' if runs != 1 else ''}), plus any wait in the queue.")
 
+    def settings(self, job: Job) -> tuple[InversionConfig, SweepSpec | None]:
+        """(the job's inversion settings, a sweep's shared ones; its spec, or None for a single run)."""
+        if job.kind == SWEEP:
+            spec = self.store.sweep_folder(job.id).spec()
+            return spec.base, spec
+        return load_json(InversionConfig, self.store.run(job.id).config_path), None
+
     def runs(self, owner: str | None) -> list[dict]:
         """`owner`'s jobs and sweeps, newest first: id, kind, status, weights, steps, created, thumbnail path."""
         rows = []
         for job in self.store.owned_jobs(owner):
             try:
-                if job.kind == SWEEP:
-                    spec = self.store.sweep_folder(job.id).spec()
-                    weights, steps = spec.weights, spec.base.steps
-                else:
-                    config = load_json(InversionConfig, self.store.run(job.id).config_path)
-                    weights, steps = [config.mask_weight], config.steps
+                config, spec = self.settings(job)
             except Exception:  # a folder being deleted by retention: leave it out
                 continue
             thumbnail = self.store.job_dir(job.id) / "input.png"
-            rows.append({"id": job.id, "kind": job.kind, "status": job.status, "weights": weights, "steps": steps,
+            rows.append({"id": job.id, "kind": job.kind, "status": job.status,
+                         "weights": spec.weights if spec else [config.mask_weight], "steps": config.steps,
                          "created": job.created, "thumbnail": thumbnail if thumbnail.is_file() else None})
         return rows
 
@@ -428,8 +431,7 @@ class Backend:
         """
         job = self.store.owned(job_id, owner)
         folder = self.store.job_dir(job.id)
-        spec = self.store.sweep_folder(job.id).spec() if job.kind == SWEEP else None
-        config = spec.base if spec else load_json(InversionConfig, self.store.run(job.id).config_path)
+        config, spec = self.settings(job)
         edit_dirs = [folder / run_folder_name(weight) / "edits" for weight in spec.weights] if spec else \
             [folder / "edits"]
         edits = sorted((path for directory in edit_dirs if directory.is_dir() for path in directory.glob("*.png")),
@@ -484,11 +486,7 @@ class Backend:
     def run_zip(self, job_id: str, owner: str | None) -> Path:
         """The whole job folder (a sweep's too) as a zip, made now, so it holds every edit made so far."""
         job = self.store.owned(job_id, owner)
-        if job.kind == SWEEP:
-            name = self.store.sweep_folder(job.id).spec().base.name or DEFAULT_NAME
-        else:
-            name = load_json(InversionConfig, self.store.run(job.id).config_path).name or DEFAULT_NAME
-        return self.export_zip(job.id, name)
+        return self.export_zip(job.id, self.settings(job)[0].name or DEFAULT_NAME)
 
     def export_zip(self, job_id: str, name: str = DEFAULT_NAME) -> Path:
         """NAME-JOB.zip of the job folder; rebuilt only when a file in the folder is newer than the zip."""
