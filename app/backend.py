@@ -325,10 +325,7 @@ class Backend:
     def status(self, job_id: str, owner: str | None) -> dict:
         """Everything a status page or a program needs about one of `owner`'s jobs, JSON-ready (no paths)."""
         job = self.store.owned(job_id, owner)
-        now = time.time()
-        elapsed = None
-        if job.started is not None:
-            elapsed = (job.finished or now) - job.started
+        elapsed = None if job.started is None else (job.finished or time.time()) - job.started
         run = self.store.run(job.id)
         return {
             "id": job.id,
@@ -337,8 +334,8 @@ class Backend:
             "start_in_seconds": _rounded(seconds_until_start(self.store, job.id)),  # None until a step was timed
             "step": job.step,
             "total_steps": job.total_steps,
-            "elapsed_seconds": None if elapsed is None else round(elapsed, 1),
-            "remaining_seconds": None if job.remaining_seconds() is None else round(job.remaining_seconds(), 1),
+            "elapsed_seconds": _rounded(elapsed),
+            "remaining_seconds": _rounded(job.remaining_seconds()),
             "loss": job.loss,
             "diffusion_loss": job.diffusion_loss,
             "mask_loss": job.mask_loss,
