@@ -12,6 +12,7 @@ embedded worker would have left it.
 from __future__ import annotations
 
 import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -76,11 +77,11 @@ class FolderMirror:
             if _temporary(path.name):
                 continue
             try:
-                stat = path.stat()
+                info = path.stat()
             except FileNotFoundError:  # replaced or deleted while we looked: the next look sees it
                 continue
-            if path.is_file():
-                found[path.relative_to(self.folder).as_posix()] = (stat.st_size, stat.st_mtime_ns, stat.st_ino)
+            if stat.S_ISREG(info.st_mode):  # from the same stat: one system call a file, on every step
+                found[path.relative_to(self.folder).as_posix()] = (info.st_size, info.st_mtime_ns, info.st_ino)
         return found
 
     def changes(self) -> FolderChanges:
