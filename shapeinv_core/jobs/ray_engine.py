@@ -28,7 +28,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import ray
@@ -62,7 +62,6 @@ class _Slot:
     error: str | None = None
     status: str = ""
     job_id: str | None = None
-    jobs: list[str] = field(default_factory=list)  # every job this slot ran, in order
 
 
 class RayEngine:
@@ -213,6 +212,9 @@ class RayEngine:
         """The actors (their indices) a job was handed to, in order: for tests, the bench and the log."""
         return [index for handed, index in self.assignments if handed == job_id]
 
+    def _jobs_run(self, slot: _Slot) -> int:
+        return sum(index == slot.index for _, index in self.assignments)
+
     # --- the drivers: one thread per actor --------------------------------------------------
     def _drive(self, slot: _Slot) -> None:
         while not self._stopping.is_set():
@@ -275,7 +277,6 @@ class RayEngine:
                 helpers = idle[:len(self.store.sweep_folder(job.id).spec().weights) - 1]
             for each in (slot, *helpers):
                 each.job_id = job.id
-                each.jobs.append(job.id)
                 self.assignments.append((job.id, each.index))
         return job, helpers
 
@@ -441,8 +442,8 @@ class RayEngine:
                 raise ModelLoadError(f"No model to work with: {self.status_line()}")
             ready = [slot for slot in self.slots if slot.state == READY and slot.actor is not None]
             idle = [slot for slot in ready if slot.job_id is None]
-            if idle or ready:
-                return min(idle or ready, key=lambda slot: len(slot.jobs))
+            if ready:
+                return min(idle or ready, key=self._jobs_run)
             if time.monotonic() > deadline:
                 raise InputError("No model is ready yet (it is still loading). Try again in a minute.")
             time.sleep(0.2)
