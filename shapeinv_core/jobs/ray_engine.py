@@ -331,10 +331,8 @@ class RayEngine:
     def _run_split(self, job: Job, slots: list[_Slot]) -> None:
         """A sweep on several actors, one part of its weights each (`split_sweep`); joined when all are over."""
         applying = True
-        lent = slots
         try:
-            split = SplitSweep(self.store, job, len(slots))
-            slots = slots[:len(split.parts)]
+            split = SplitSweep(self.store, job, len(slots))  # one part per slot: `_claim` lent no more than weights
             files = self._job_files(job)
             waiting = {}
             for index, slot in enumerate(slots):
@@ -382,7 +380,7 @@ class RayEngine:
         except Exception:
             log.exception("sweep %s: the head could not run it; it will be requeued when its lease runs out", job.id)
         finally:
-            for slot in lent:
+            for slot in slots:
                 slot.job_id = None
             self._wake.set()
 
