@@ -22,7 +22,6 @@ from ..generate import check_prompts
 from ..report import read_metrics_csv
 from ..sweep import weight_of_folder, write_report
 from .mirror import FolderChanges, apply_changes
-from .ray_actor import ENDED
 from .store import CANCELLED, DONE, FAILED, SWEEP_FILE, Job, JobStore
 
 REPORT_FILES = ("metrics.csv", "grid.png", "tradeoff.png")  # a part's own report: joined by the head instead
@@ -48,8 +47,7 @@ class _Part:
     note: str | None = None
     metrics: bytes | None = None  # the part's metrics.csv once it is written
     outcome: tuple | None = None  # (status, error) from `finish`; None after `requeue` or before either
-    settled: bool = False  # `finish` or `requeue` came
-    ended: bool = False  # the actor let go of the part
+    ended: bool = False  # the actor let go of the part (set by the engine, which sees every event)
     died: bool = False  # the actor died
 
 
@@ -72,10 +70,6 @@ class SplitSweep:
                 chosen[name] = data
         chosen[SWEEP_FILE] = dataclasses.replace(self.spec, weights=weights).to_json().encode()
         return chosen
-
-    @property
-    def over(self) -> bool:
-        return all(part.ended or part.died for part in self.parts)
 
     @property
     def failed(self) -> bool:
@@ -101,11 +95,7 @@ class SplitSweep:
         elif name == "set_note":
             part.note = args[1]
         elif name == "finish":
-            part.outcome, part.settled = (args[1], args[2] if len(args) > 2 else None), True
-        elif name == "requeue":
-            part.outcome, part.settled = None, True
-        elif name == ENDED:
-            part.ended = True
+            part.outcome = (args[1], args[2] if len(args) > 2 else None)
 
     def _record_progress(self, part: _Part) -> None:
         """The slowest part's step; the first part's losses (the sweep's first weight, as one actor reports)."""
@@ -119,7 +109,7 @@ class SplitSweep:
         outcomes = [part.outcome for part in self.parts]
         if any(part.died for part in self.parts):
             self.store.requeue(self.job.id, resumed=True)
-        elif all(part.settled for part in self.parts) and all(o and o[0] == DONE for o in outcomes):
+        elif all(o and o[0] == DONE for o in outcomes):
             self._write_report()
             self.store.update_phase(self.job.id, None)
             self.store.set_note(self.job.id, next((part.note for part in self.parts if part.note), None))
