@@ -51,7 +51,9 @@ def build_demo(backend: Backend, defaults: InversionConfig | None = None) -> gr.
         gr.Markdown(INTRO)
         model_status = gr.Markdown(backend.worker.status_line(), elem_id="model-status")
         model_timer = gr.Timer(1.0, active=True)
-        with gr.Accordion("My runs (the jobs and sweeps started in this browser)", open=False, elem_id="my-runs"):
+        # Listed when opened (each thumbnail is a served copy), not on every page load.
+        with gr.Accordion("My runs (the jobs and sweeps started in this browser)", open=False,
+                          elem_id="my-runs") as my_runs:
             runs_note = gr.Markdown(elem_id="runs-note")
             runs = gr.Gallery(label="Click one to open it", columns=8, height=220, object_fit="contain",
                               allow_preview=False, elem_id="runs-gallery")
@@ -359,8 +361,8 @@ def build_demo(backend: Backend, defaults: InversionConfig | None = None) -> gr.
         demo.load(None, None, [owner], js=Handlers.owner_js(), api_name="owner", api_visibility="private").then(
             h.on_load, [owner], [job_id, timer, job_headline, sweep_id, sweep_timer, views, opened], api_name="on_load",
             **quiet).then(
-            h.restore, [opened, owner], restored_outputs, api_name="restore_opened", **quiet).then(
-            h.my_runs, [owner], run_list, api_name="my_runs", **quiet)
+            h.restore, [opened, owner], restored_outputs, api_name="restore_opened", **quiet)
+        my_runs.expand(h.my_runs, [owner], run_list, api_name="my_runs", **quiet)
         refresh_runs.click(h.my_runs, [owner], run_list, api_name="refresh_runs", api_visibility="private")
         runs.select(h.open_run, [run_ids, owner], [job_id, timer, sweep_id, sweep_timer, views, opened],
                     api_name="open_run", **quiet).then(
