@@ -53,7 +53,9 @@ class RelayStore:
 
     # --- from the head -------------------------------------------------------------------------
     def hand(self, job: Job, files: dict[str, bytes]) -> None:
-        """Lay out the job's folder from the head's bytes and queue it for the worker."""
+        """Lay out the job's folder from the head's bytes and queue it for the worker (a fresh start for the job)."""
+        self.cancelled.discard(job.id)
+        self.released.discard(job.id)
         shutil.rmtree(self.jobs_dir, ignore_errors=True)  # the previous job's copy: the head has it all
         folder = self.job_dir(job.id)
         folder.mkdir(parents=True)
@@ -156,8 +158,6 @@ class ModelActor:
                 "name": self.worker.name}
 
     def hand(self, job: Job, files: dict[str, bytes]) -> None:
-        self.relay.cancelled.discard(job.id)
-        self.relay.released.discard(job.id)
         self.relay.hand(job, files)
         self.worker.wake()
 
