@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import os
 import tempfile
+import time
 from pathlib import Path
 
 from PIL import Image, ImageDraw
@@ -64,3 +65,12 @@ def open_app(page, url: str, timeout_ms: int = 300_000) -> None:
     """
     page.goto(url, timeout=timeout_ms)
     page.locator("#model-status").wait_for(state="attached", timeout=timeout_ms)
+
+
+def wait_until(condition, what: str = "condition", timeout: float = 300.0, poll: float = 0.05):
+    """Poll `condition()` until it is truthy and return its value; the limit is generous for a busy CI machine."""
+    deadline = time.monotonic() + timeout
+    while not (value := condition()):
+        assert time.monotonic() < deadline, f"gave up waiting for {what}"
+        time.sleep(poll)
+    return value

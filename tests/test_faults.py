@@ -26,7 +26,7 @@ from shapeinv_core.jobs.worker import PAUSED_DISK_FULL
 from shapeinv_core.models import load_model
 from shapeinv_core.runs import RunFolder
 from shapeinv_core.workflow import learn
-from tests.helpers import chair_like, small_config, tiny_folder
+from tests.helpers import chair_like, small_config, tiny_folder, wait_until
 
 
 @pytest.fixture(scope="module")
@@ -36,17 +36,6 @@ def inputs():
 
 def make_worker(store: JobStore, **options) -> Worker:
     return Worker(store, model=str(tiny_folder()), device="cpu", preview_every=2, preview_steps=0, **options).start()
-
-
-def wait_until(condition, timeout: float = 300.0, what: str = "condition"):
-    """Poll `condition()` until it is truthy; generous, because CI runs on a busy machine."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"gave up waiting for {what}"
-        time.sleep(0.05)
 
 
 def reference_vectors(tmp_path, inputs, config) -> torch.Tensor:

@@ -8,7 +8,6 @@ worker's code, and `ray.kill` really kills one.
 
 from __future__ import annotations
 
-import time
 from contextlib import contextmanager
 
 import numpy as np
@@ -25,7 +24,7 @@ from shapeinv_core.models import load_model
 from shapeinv_core.report import read_metrics_csv
 from shapeinv_core.sweep import sweep
 from shapeinv_core.workflow import learn
-from tests.helpers import chair_like, small_config, tiny_folder
+from tests.helpers import chair_like, small_config, tiny_folder, wait_until
 
 ray = pytest.importorskip("ray", reason="Ray is not installed: pip install -r requirements-ray.txt (the [ray] extra)")
 from shapeinv_core.jobs.ray_engine import RayEngine  # noqa: E402  (imports Ray)
@@ -33,14 +32,6 @@ from shapeinv_core.jobs.ray_engine import RayEngine  # noqa: E402  (imports Ray)
 pytestmark = pytest.mark.ray
 LIMIT = 300.0  # seconds: generous, the machine is busy
 PROMPTS = ["a photo of chair in the shape of *s", "a red chair in the shape of *s"]
-
-
-def wait_until(condition, what: str, timeout: float = LIMIT, poll: float = 0.1):
-    deadline = time.monotonic() + timeout
-    while not (value := condition()):
-        assert time.monotonic() < deadline, f"gave up waiting for {what}"
-        time.sleep(poll)
-    return value
 
 
 @pytest.fixture(scope="module")
