@@ -30,7 +30,7 @@ from PIL import Image
 from shapeinv_core import masks
 from shapeinv_core.concept import Concept
 from shapeinv_core.config import DEFAULT_PLACEHOLDER, GenerationConfig, InversionConfig, load_json
-from shapeinv_core.errors import InputError
+from shapeinv_core.errors import InputError, ModelLoadError
 from shapeinv_core.exports import DEFAULT_NAME, named_files, write_named_files
 from shapeinv_core.generate import check_prompts, slug
 from shapeinv_core.images import fit_within, open_image
@@ -304,9 +304,8 @@ class Backend:
 
     def check_room(self, owner: str) -> None:
         """Refuse a new job early (before reading uploads): a failed model, a full queue, the disk budget."""
-        if self.worker.state == "failed":
-            log.error("a job was asked for, but the model did not load: %s", self.worker.error)  # the terminal, again
-            raise InputError(f"Jobs cannot run: {self.worker.error}")
+        if self.worker.state == "failed":  # the page says so plainly; the terminal gets the cause and fixes again
+            raise ModelLoadError(f"A job was asked for, but the model did not load: {self.worker.error}")
         self.store.check_room(owner)
         check_budget(self.data_dir, self.limits.max_disk_gb)
 

@@ -23,7 +23,7 @@ import gradio as gr
 from PIL import Image
 
 from shapeinv_core.config import GenerationConfig
-from shapeinv_core.errors import InputError, ShapeInvError
+from shapeinv_core.errors import InputError, ModelLoadError, ShapeInvError
 from shapeinv_core.exports import name_from_photo
 from shapeinv_core.jobs import CANCELLED, FAILED, FINISHED, QUEUED, RUNNING, SWEEP, validate_job_id
 from shapeinv_core.report import METRICS_COLUMNS
@@ -34,6 +34,9 @@ from .plots import loss_plot
 EDIT_METRICS_COLUMNS = ["prompt", "seed", "image", "mask_iou", "clip_t"]
 UNEXPECTED = "Something went wrong on the server; it has been logged. Try again, and report it if it persists."
 DISK_FULL = "The server's disk is full. Try again later; nothing of your jobs is lost."
+# A visitor cannot fix a model that did not load; the terminal has the cause and the operator's fixes.
+MODEL_UNAVAILABLE = ("No model could be loaded on this server, so nothing can be learned or drawn now (masks still "
+                     "work). Whoever runs the app finds the cause and the fix in its terminal.")
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +50,9 @@ def user_errors(function):
             return function(*args, **kwargs)
         except gr.Error:
             raise
+        except ModelLoadError as error:
+            log.error("%s", error)  # the terminal, again: the cause and the fixes
+            raise gr.Error(MODEL_UNAVAILABLE, print_exception=False) from error
         except ShapeInvError as error:
             raise gr.Error(str(error), print_exception=False) from error
         except OSError as error:
@@ -634,9 +640,7 @@ class Handlers:
     def model_status(self):
         """(status line, timer): polled until the model is ready or has failed."""
         worker = self.backend.worker
-        line = worker.status_line()
-        if worker.state == "failed":
-            line = f"**{line}**"
+        line = f"**{MODEL_UNAVAILABLE}**" if worker.state == "failed" else worker.status_line()
         return line, gr.Timer(active=worker.state == "loading")
 
     @staticmethod

@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import functools
 import os
+import subprocess
+import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 from PIL import Image, ImageDraw
@@ -74,3 +77,24 @@ def wait_until(condition, what: str = "condition", timeout: float = 300.0, poll:
         assert time.monotonic() < deadline, f"gave up waiting for {what}"
         time.sleep(poll)
     return value
+
+
+def serve(data: Path, port: int, log: Path, model: str = "tiny") -> subprocess.Popen:
+    """`python -m app` as a separate process, its terminal written to `log`; returns once its API answers."""
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "PYTHONPATH": str(root), "GRADIO_ANALYTICS_ENABLED": "False"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "app", "--model", model, "--device", "cpu", "--data", str(data), "--port", str(port)],
+        cwd=root, env=env, stdout=log.open("a"), stderr=subprocess.STDOUT,
+    )
+
+    def answers() -> bool:
+        assert process.poll() is None, f"the app exited: {log.read_text()[-2000:]}"
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/gradio_api/info", timeout=2) as response:
+                return response.status == 200
+        except OSError:
+            return False
+
+    wait_until(answers, "the app to start", poll=0.5)
+    return process

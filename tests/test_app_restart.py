@@ -2,13 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
-import time
-import urllib.request
-from pathlib import Path
 
 import torch
 from gradio_client import Client
@@ -17,27 +11,8 @@ from shapeinv_core.concept import Concept
 from shapeinv_core.models import load_model
 from shapeinv_core.runs import RunFolder
 from shapeinv_core.workflow import learn
-from tests.conftest import ROOT, example_image, free_port, start_job, wait_for_status
-
-
-def serve(data: Path, port: int, log: Path) -> subprocess.Popen:
-    """`python -m app` as a separate process; returns once its API answers."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "GRADIO_ANALYTICS_ENABLED": "False"}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "app", "--model", "tiny", "--device", "cpu", "--data", str(data), "--port", str(port)],
-        cwd=ROOT, env=env, stdout=log.open("a"), stderr=subprocess.STDOUT,
-    )
-    deadline = time.monotonic() + 300
-    while True:
-        assert process.poll() is None, f"the app exited: {log.read_text()[-2000:]}"
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/gradio_api/info", timeout=2) as response:
-                if response.status == 200:
-                    return process
-        except OSError:
-            pass
-        assert time.monotonic() < deadline, f"the app did not start: {log.read_text()[-2000:]}"
-        time.sleep(0.5)
+from tests.conftest import example_image, free_port, start_job, wait_for_status
+from tests.helpers import serve
 
 
 def test_killed_mid_job_resumes_from_checkpoint_and_matches_an_uninterrupted_run(tmp_path):
