@@ -25,7 +25,7 @@ from shapeinv_core.models import TINY, TOY, native_resolution_of  # noqa: E402
 
 from .backend import Backend, Limits  # noqa: E402
 
-DOWNLOADS = ("#downloads", "#sweep-downloads", "#sweep-zip")
+DOWNLOADS = ("#downloads", "#run-zip", "#sweep-downloads", "#sweep-zip")
 PICTURES = ("#loss-plot", "#attention", "#sweep-grid", "#sweep-tradeoff", "#preview")
 CSS = "\n".join([
     "#job-status p { margin: 0.4em 0; }",
@@ -36,6 +36,7 @@ CSS = "\n".join([
     ".toast-messages > div:not(:last-child), .toast-count, .toast-separator { display: none !important; }",
     # A download's whole row is its link (Gradio links only the size): the link's box is stretched over the row.
     ", ".join(f"{files} tr" for files in DOWNLOADS) + " { position: relative; cursor: pointer; }",
+    ", ".join(f"{files} tr a" for files in DOWNLOADS) + " { position: static !important; }",  # Gradio sets relative
     ", ".join(f"{files} tr a::after" for files in DOWNLOADS) + ' { content: ""; position: absolute; inset: 0; }',
     # A phone's first screen: the upload, and Start kept at the bottom edge; the mask tools once there is a photo.
     "@media (max-width: 600px) {"

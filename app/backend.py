@@ -468,19 +468,18 @@ class Backend:
                 final if final.is_file() else attention if attention.is_file() else None)
 
     def downloads(self, job_id: str, owner: str | None) -> list[Path]:
-        """NAME.safetensors (NAME-lora.safetensors) for other tools and the whole run as NAME-JOB.zip once done
-        (remade when the folder changed, so it holds later edits); a stopped job's concept at its last checkpoint."""
+        """NAME.safetensors (NAME-lora.safetensors) for other tools; a stopped job's concept at its last checkpoint.
+        The whole run is zipped only when asked (`run_zip`): a zip remade after every edit would cost each edit."""
         job = self.store.owned(job_id, owner)
         run = self.store.run(job.id)
         if not run.has_concept():
             partial = self.checkpoint_concept(job.id, owner) if job.status in (CANCELLED, FAILED) else None
             return [partial] if partial else []
         name = load_json(InversionConfig, run.config_path).name or DEFAULT_NAME
-        return [path for path in named_files(run.path, name, with_lora=True) if path.is_file()] + \
-            [self.export_zip(job.id, name)]
+        return [path for path in named_files(run.path, name, with_lora=True) if path.is_file()]
 
     def run_zip(self, job_id: str, owner: str | None) -> Path:
-        """The whole job folder (a sweep's too) as a zip, made now, so it holds every edit made so far."""
+        """The whole job folder (a sweep's too) as NAME-JOB.zip, made now, so it holds every edit made so far."""
         job = self.store.owned(job_id, owner)
         return self.export_zip(job.id, self.settings(job)[0].name or DEFAULT_NAME)
 

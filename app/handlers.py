@@ -341,14 +341,6 @@ class Handlers:
         """The whole run folder (a sweep's too) as a zip made now, with every edit so far."""
         return self.backend.outbox(self.backend.run_zip(validate_job_id(text(job_id, "Job id")), owner))
 
-    def job_files(self, job_id: str, owner: str | None = None):
-        """The downloads of the shown job, again (after an edit the zip holds the new images)."""
-        try:
-            paths = self.backend.downloads(validate_job_id(job_id), owner) if job_id and "/" not in job_id else []
-        except ShapeInvError:
-            return gr.skip()
-        return [self.backend.outbox(path) for path in paths] or None
-
     def sweep_files(self, status: dict | None, owner: str | None = None):
         """A finished sweep's concepts, grid, plot and CSV as downloads (None before it is done)."""
         if not status or status.get("status") != "done" or status.get("kind") != SWEEP:

@@ -249,8 +249,12 @@ def build_demo(backend: Backend, defaults: InversionConfig | None = None) -> gr.
         with gr.Row():
             concept_file = gr.File(label="Or edit with a concept you have (learned_embeds or NAME.safetensors)",
                                    file_types=[".safetensors"], type="filepath", elem_id="concept-file")
-            downloads = gr.File(label="Downloads: the concept and the whole run", file_count="multiple",
-                                interactive=False, elem_id="downloads")
+            downloads = gr.File(label="Downloads: the concept", file_count="multiple", interactive=False,
+                                elem_id="downloads")
+            with gr.Column():
+                run_zip = gr.File(label="The whole run: photo, mask, settings, log, every edit so far",
+                                  interactive=False, elem_id="run-zip")
+                zip_run = gr.Button("Zip the whole run", size="sm", elem_id="zip-run")
         generate = gr.Button("Generate", variant="primary", elem_id="generate")
         edit_note = gr.Markdown(label="Saved to", elem_id="edit-note")
         gallery = gr.Gallery(label="Results", columns=4, elem_id="gallery")
@@ -323,9 +327,8 @@ def build_demo(backend: Backend, defaults: InversionConfig | None = None) -> gr.
         generate.click(h.generate, [edit_concept, concept_file, prompts, num_images, gen_seed, gen_steps, guidance,
                                     shape_steps, shape_order, owner],
                        [gallery, edit_note, edits], api_name="generate",
-                       ).success(h.edit_metrics, [edits, owner], [edit_metrics, metrics_note], api_name="edit_metrics",
-                                 ).then(h.job_files, [edit_concept, owner], [downloads], api_name="files_after_edit",
-                                        api_visibility="private")
+                       ).success(h.edit_metrics, [edits, owner], [edit_metrics, metrics_note], api_name="edit_metrics")
+        zip_run.click(h.run_zip, [job_id, owner], [run_zip], api_name="run_zip")
 
         sweep_outputs = [sweep_json, sweep_headline, sweep_progress, sweep_losses, sweep_grid, sweep_tradeoff,
                          sweep_table, sweep_concept, sweep_timer]
@@ -349,7 +352,7 @@ def build_demo(backend: Backend, defaults: InversionConfig | None = None) -> gr.
             show_progress="hidden")
         resume_sweep.click(h.resume_job, [sweep_id, owner], [sweep_json, sweep_headline, sweep_timer],
                            api_name="resume_sweep")
-        zip_sweep.click(h.run_zip, [sweep_id, owner], [sweep_zip], api_name="run_zip")
+        zip_sweep.click(h.run_zip, [sweep_id, owner], [sweep_zip], api_name="sweep_zip")
         sweep_id.submit(None, [sweep_id], None, js=Handlers.job_link_js())
         sweep_timer.tick(h.poll_sweep, [sweep_id, owner], sweep_outputs, api_name="poll_sweep",
                          api_visibility="private", concurrency_limit=None, show_progress="hidden")

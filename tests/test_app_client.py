@@ -44,10 +44,7 @@ def test_upload_mask_start_poll_generate(app_server, client, tmp_path):
     outputs = client.predict(job_id=job_id, owner=owner, api_name="/job_status")
     headline, loss_plot, attention, downloads = outputs[1], outputs[4], outputs[6], outputs[7]
     assert "done" in headline and Image.open(loss_plot).size == (520, 300) and Image.open(attention).width > 256
-    names = sorted(Path(path).name for path in downloads)
-    assert names == sorted(["chair_01.safetensors", f"chair_01-{job_id}.zip"])  # named after the photo
-    zipped = zipfile.ZipFile(next(p for p in downloads if p.endswith(".zip"))).namelist()
-    assert f"{job_id}/learned_embeds.safetensors" in zipped and f"{job_id}/config.json" in zipped
+    assert [Path(path).name for path in downloads] == ["chair_01.safetensors"]  # named after the photo
 
     run_dir = app_server.data / "jobs" / job_id
     concept = Concept.load(run_dir)  # the CLI's layout: `shapeinv generate DATA/jobs/<id>` reads the same
@@ -62,6 +59,13 @@ def test_upload_mask_start_poll_generate(app_server, client, tmp_path):
         "a leopard-print chair in the shape of *s (seed 3)", "a leopard-print chair in the shape of *s (seed 4)"]
     saved = sorted((run_dir / "edits").glob("*.png"))
     assert len(saved) == 4 and all(Image.open(path).size == (64, 64) for path in saved)
+
+    # The whole run is zipped when asked, so it holds the edits made since the job ended.
+    zipped = client.predict(job_id=job_id, owner=owner, api_name="/run_zip")
+    assert Path(zipped).name == f"chair_01-{job_id}.zip"
+    names = zipfile.ZipFile(zipped).namelist()
+    assert f"{job_id}/learned_embeds.safetensors" in names and f"{job_id}/config.json" in names
+    assert {f"{job_id}/edits/{path.name}" for path in saved} <= set(names)
 
 
 def test_generate_with_an_uploaded_concept(client, finished_job, app_server, tmp_path):
@@ -178,7 +182,7 @@ def test_the_new_knobs_lora_under_advanced_the_gradient_ratio_and_the_shape_sche
     losses, downloads = outputs[3], outputs[7]
     assert "gradient ratio" in losses
     assert sorted(Path(path).name for path in downloads) == sorted(
-        ["oak-chair-lora.safetensors", "oak-chair.safetensors", f"oak-chair-{job_id}.zip"])
+        ["oak-chair-lora.safetensors", "oak-chair.safetensors"])
     settings = Concept.load(app_server.data / "jobs" / job_id).settings
     assert (settings.tune, settings.attention_res, settings.mask_form, settings.background_weight) == \
         ("lora", "8", "outside", 0.5)

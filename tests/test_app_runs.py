@@ -100,6 +100,14 @@ def test_double_click_cancel_resume_progress_and_reopening(app_server, browser, 
     expect(page.locator("#edit-note")).not_to_contain_text("/")  # no server path on the page
     shot(page, "3_generated")
 
+    # The whole run is zipped when asked; a download's name (not only its size) is the link.
+    page.locator("#zip-run").click()
+    expect(page.locator("#run-zip")).to_contain_text(re.compile(rf"chair_01-{job_id}\s*\.zip"))
+    name = page.locator("#run-zip td.filename").first.bounding_box()
+    with page.expect_download() as download:  # a click where the name is written, as a person would
+        page.mouse.click(name["x"] + name["width"] / 2, name["y"] + name["height"] / 2)
+    assert download.value.suggested_filename == f"chair_01-{job_id}.zip"
+
     # ?job= on a fresh page of the same browser: photo, mask, settings and edits come back.
     reopened = context.new_page()
     open_app(reopened, f"{app_server.url}?job={finished_job}")
@@ -121,4 +129,31 @@ def test_double_click_cancel_resume_progress_and_reopening(app_server, browser, 
     expect(plain.locator("#mask-weight input[type=number]")).to_have_value("0.2")
     expect(plain.locator("#resume")).to_be_visible()
     shot(plain, "5_my_runs")
+    context.close()
+
+
+def test_a_phone_first_sees_the_upload_and_start_and_errors_come_one_at_a_time(app_server, browser):
+    from playwright.sync_api import expect
+
+    context = browser.new_context(viewport={"width": 390, "height": 844})
+    page = context.new_page()
+    page.set_default_timeout(120_000)
+    open_app(page, app_server.url)
+    expect(page.locator("#model-status")).to_contain_text("ready")
+    upload, start = page.locator("#image").bounding_box(), page.locator("#start").bounding_box()
+    assert upload["y"] + upload["height"] <= 844 and start["y"] + start["height"] <= 844, \
+        "the upload and Start are on the first screen"
+    expect(page.locator("#overlay")).to_be_hidden()  # the mask tools wait for a photo
+
+    # Three failed requests in a row: one error message is shown, not three stacked.
+    page.locator("#edit-concept textarea").fill("0123456789ab")
+    message = page.locator(".toast-message-text").filter(has_text="There is no job 0123456789ab")
+    for count in (1, 2, 3):
+        page.locator("#generate").click()
+        expect(message).to_have_count(count)  # Gradio keeps each one...
+    visible = page.evaluate("(texts) => texts.filter(e => e.checkVisibility()).length",
+                            message.element_handles())
+    assert visible == 1, f"{visible} error messages shown at once"  # ...and the page shows only the newest
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "runs_6_phone.png"))
     context.close()

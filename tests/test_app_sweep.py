@@ -83,7 +83,7 @@ def test_sweep_shows_grid_plot_table_and_its_concepts_edit_with_metrics(app_serv
     [[prompt, seed, name, mask_iou, clip_t]] = metrics["data"]
     image = Image.open(gallery[0]["image"]).convert("RGB")
     saved = folder / "weight_0.3" / "edits" / name
-    zipped = zipfile.ZipFile(client.predict(job_id=sweep_id, owner=OWNER, api_name="/run_zip")).namelist()
+    zipped = zipfile.ZipFile(client.predict(job_id=sweep_id, owner=OWNER, api_name="/sweep_zip")).namelist()
     assert f"{sweep_id}/weight_0.3/edits/{name}" in zipped, "the zip is made on demand, with the edits"
     assert same_pixels(gallery[0]["image"], saved) and (prompt, seed) == ("a red chair in the shape of *s", 0)
     _, square_mask = pad_to_square(*RunFolder(folder / "weight_0.3").inputs()[:2])
