@@ -7,6 +7,7 @@ import time
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from shapeinv_core.concept import Concept
 from shapeinv_core.config import GenerationConfig
@@ -89,6 +90,22 @@ def test_edits_are_served_between_steps_and_do_not_change_the_run(tmp_path, inpu
     assert (store.job_dir(running.id) / "previews" / "sample.png").is_file()
 
 
+def test_the_preview_draws_the_preview_prompt(tmp_path, inputs):
+    store = JobStore(tmp_path)
+    worker = make_worker(store)
+    red = "a red chair in the shape of *s"
+    try:  # the same run three times: only the preview prompt differs
+        jobs = [store.create(*inputs, small_config(steps=2, batch_size=1, preview_prompt=prompt))
+                for prompt in ("", small_config().prompt(), red)]
+        assert all(wait_for(store, job.id).status == DONE for job in jobs)
+    finally:
+        worker.stop()
+    default, template, edited = (np.asarray(Image.open(store.job_dir(job.id) / "previews" / "sample.png"))
+                                 for job in jobs)
+    assert np.array_equal(default, template), "no preview prompt: the training prompt is drawn"
+    assert not np.array_equal(default, edited), "a preview prompt is drawn instead"
+
+
 def test_stopping_the_worker_requeues_the_running_job_with_a_checkpoint(tmp_path, inputs):
     store = JobStore(tmp_path)
     worker = make_worker(store)
@@ -131,6 +148,7 @@ def test_resume_requeues_a_stopped_job_at_the_back_and_my_runs_lists_only_the_ow
     resumed = store.resume(first.id)
     assert (resumed.status, resumed.resumes, resumed.error) == (QUEUED, 1, None)
     assert store.queue_position(first.id) == 2 and store.queue_position(second.id) == 1, "resumed: back of the queue"
+    assert [job.id for job in store.newest(QUEUED, limit=1)] == [first.id], "newest first, at most the limit"
     assert [job.id for job in store.owned_jobs(mine)] == [first.id]
     assert store.owned_jobs(None) == [] and store.owned_jobs("short") == []
 

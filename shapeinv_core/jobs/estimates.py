@@ -43,7 +43,8 @@ def _job_units(store: JobStore, job: Job) -> float | None:
 def seconds_per_unit(store: JobStore) -> tuple[float | None, int]:
     """(median seconds per step unit over the newest timed jobs, how many jobs that is)."""
     samples = []
-    for job in reversed(store.list(DONE, FAILED, CANCELLED, RUNNING)):
+    # The newest few times the sample count, since jobs stopped before their first step carry no timing.
+    for job in store.newest(DONE, FAILED, CANCELLED, RUNNING, limit=4 * SAMPLE_JOBS):
         steps = job.step - job.first_step
         if steps < 1 or job.run_seconds <= 0:
             continue

@@ -396,6 +396,11 @@ class JobStore:
             args = states
         return [_job(row) for row in self._rows(query + " ORDER BY seq", args)]
 
+    def newest(self, *states: str, limit: int) -> list[Job]:
+        """At most `limit` jobs in `states`, newest first: a page poll must not read every job ever run."""
+        query = f"SELECT * FROM jobs WHERE status IN ({', '.join('?' * len(states))}) ORDER BY seq DESC LIMIT ?"
+        return [_job(row) for row in self._rows(query, (*states, limit))]
+
     def owned_jobs(self, owner: str | None, limit: int = 50) -> list[Job]:
         """`owner`'s jobs and sweeps, newest first (none without a token: open jobs belong to nobody's list)."""
         if not owner or not OWNER_TOKEN.match(owner.strip()):
