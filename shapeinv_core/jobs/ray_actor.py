@@ -149,6 +149,7 @@ class ModelActor:
     def __init__(self, model: str, device: str = "auto", dtype: str = "auto", **worker_options):
         self.scratch = Path(tempfile.mkdtemp(prefix="shapeinv-actor-"))
         self.relay = RelayStore(self.scratch)
+        self.sampling: dict[str, tuple[int, int]] = {}  # request -> (steps done, total) of generates running now
         self.worker = _RelayedWorker(self.relay, model=model, device=device, dtype=dtype, **worker_options).start()
 
     def ready(self, timeout: float | None = None) -> dict:
@@ -171,8 +172,19 @@ class ModelActor:
         self.worker.release(job_id)
 
     def generate(self, concept: Concept, prompts: list[str], config: GenerationConfig,
-                 timeout: float | None = None) -> list[GeneratedImage]:
-        return self.worker.generate(concept, prompts, config, timeout)
+                 timeout: float | None = None, request: str | None = None) -> list[GeneratedImage]:
+        """The worker's images; with a `request` name, its sampling steps are kept for `generate_progress`."""
+        def on_progress(done: int, total: int) -> None:
+            self.sampling[request] = (done, total)
+
+        try:
+            return self.worker.generate(concept, prompts, config, timeout, on_progress if request else None)
+        finally:
+            self.sampling.pop(request, None)
+
+    def generate_progress(self, request: str) -> tuple[int, int] | None:
+        """(sampling steps done, total) of a running `generate` (the actor is threaded: this answers meanwhile)."""
+        return self.sampling.get(request)
 
     def clip_t(self, images: list, prompts: list[str], timeout: float | None = None) -> tuple[list | None, str | None]:
         return self.worker.clip_t(images, prompts, timeout)

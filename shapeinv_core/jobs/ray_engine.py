@@ -403,24 +403,34 @@ class RayEngine:
                  on_progress: Callable[[int, int], None] | None = None) -> list[GeneratedImage]:
         """Images for `prompts` from an idle actor if there is one, else between a busy one's steps.
 
-        `on_progress` is accepted for the embedded worker's interface; an actor's sampling steps are
-        not reported across processes (yet), so the page shows a wait until the images arrive."""
+        `on_progress(done, total)` is called here, on the caller's thread, as the actor's sampling steps
+        are polled (about 4 times a second)."""
         prompts = check_prompts(prompts, concept.token)
         config = config.validate()
         limit = self.edit_timeout if timeout is None else timeout
-        return self._call("generate", limit, concept, prompts, config, limit)
+        request = secrets.token_hex(8) if on_progress else None
+        return self._call("generate", limit, concept, prompts, config, limit, request,
+                          progress=(request, on_progress) if on_progress else None)
 
     def clip_t(self, images: list, prompts: list[str], timeout: float | None = None) -> tuple[list | None, str | None]:
         limit = self.edit_timeout if timeout is None else timeout
         return self._call("clip_t", limit, images, prompts, limit)
 
-    def _call(self, method: str, limit: float, *args):
-        """`method` on the best actor for a request; its own errors come back as they were raised."""
+    def _call(self, method: str, limit: float, *args, progress: tuple[str, Callable] | None = None):
+        """`method` on the best actor for a request; its own errors come back as they were raised.
+
+        `progress` (request name, callback): while waiting, the actor's `generate_progress` is passed on."""
         deadline = time.monotonic() + limit
         slot = self._request_slot(deadline)
         try:
-            return ray.get(getattr(slot.actor, method).remote(*args), timeout=max(1.0, deadline - time.monotonic())
-                           + 60)
+            result = getattr(slot.actor, method).remote(*args)
+            if progress is not None:
+                request, on_progress = progress
+                while not ray.wait([result], timeout=0.25)[0] and time.monotonic() < deadline + 60:
+                    steps = ray.get(slot.actor.generate_progress.remote(request), timeout=30)
+                    if steps is not None:
+                        on_progress(*steps)
+            return ray.get(result, timeout=max(1.0, deadline - time.monotonic()) + 60)
         except RayTaskError as error:
             cause = error.cause
             if isinstance(cause, Exception):
