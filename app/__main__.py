@@ -12,9 +12,13 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
 from pathlib import Path
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+# urllib3 warns, when some library first imports requests, that SOCKS proxies would need PySocks: noise at
+# start-up for a server that uses no proxy (seen in 1 of 6 starts by tests/test_app_restart.py).
+warnings.filterwarnings("ignore", message="SOCKS support in urllib3 requires")
 
 from shapeinv_core.config import DEFAULT_MODEL, InversionConfig  # noqa: E402
 from shapeinv_core.errors import ShapeInvError  # noqa: E402

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -98,3 +99,8 @@ def serve(data: Path, port: int, log: Path, model: str = "tiny") -> subprocess.P
 
     wait_until(answers, "the app to start", poll=0.5)
     return process
+
+
+def python_warnings(terminal: str) -> list[str]:
+    """Lines of a process's output that are Python warnings (`UserWarning:`, `DependencyWarning:`, ...)."""
+    return [line for line in terminal.splitlines() if re.search(r"\b[A-Z]\w*Warning\b", line)]

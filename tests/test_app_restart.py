@@ -12,7 +12,7 @@ from shapeinv_core.models import load_model
 from shapeinv_core.runs import RunFolder
 from shapeinv_core.workflow import learn
 from tests.conftest import example_image, free_port, start_job, wait_for_status
-from tests.helpers import serve
+from tests.helpers import python_warnings, serve
 
 
 def test_killed_mid_job_resumes_from_checkpoint_and_matches_an_uninterrupted_run(tmp_path):
@@ -40,6 +40,7 @@ def test_killed_mid_job_resumes_from_checkpoint_and_matches_an_uninterrupted_run
         process.terminate()
         process.wait(30)
     assert status["status"] == "done" and status["resumed"] == 1, status
+    assert python_warnings(log.read_text()) == [], "two start-ups, a full model load and a job: no Python warnings"
     steps_logged = [record["step"] for record in run.read_log()]
     assert steps_logged == list(range(1, 25)), "each step is logged once across the two processes"
 
