@@ -601,7 +601,7 @@ class Handlers:
                 except FutureTimeout:
                     progress(*_sampling_progress(steps_done))
         gallery = [(self.backend.outbox(edit.path), f"{edit.prompt} (seed {edit.seed})") for edit in saved]
-        kept = "with the job: the run's zip holds them" if saved and saved[0].source else "on the server"
+        kept = "with the job ('Zip the whole run' takes them along)" if saved and saved[0].source else "on the server"
         return gallery, f"{len(saved)} images, kept {kept} for {self.backend.limits.keep_days:g} days.", saved
 
     @user_errors

@@ -408,24 +408,23 @@ class RayEngine:
         prompts = check_prompts(prompts, concept.token)
         config = config.validate()
         limit = self.edit_timeout if timeout is None else timeout
-        request = secrets.token_hex(8) if on_progress else None
-        return self._call("generate", limit, concept, prompts, config, limit, request,
-                          progress=(request, on_progress) if on_progress else None)
+        return self._call("generate", limit, concept, prompts, config, limit, on_progress=on_progress)
 
     def clip_t(self, images: list, prompts: list[str], timeout: float | None = None) -> tuple[list | None, str | None]:
         limit = self.edit_timeout if timeout is None else timeout
         return self._call("clip_t", limit, images, prompts, limit)
 
-    def _call(self, method: str, limit: float, *args, progress: tuple[str, Callable] | None = None):
+    def _call(self, method: str, limit: float, *args, on_progress: Callable[[int, int], None] | None = None):
         """`method` on the best actor for a request; its own errors come back as they were raised.
 
-        `progress` (request name, callback): while waiting, the actor's `generate_progress` is passed on."""
+        With `on_progress`, the call gets a `request` name and, while it runs, the actor's
+        `generate_progress` for that name is passed on."""
         deadline = time.monotonic() + limit
         slot = self._request_slot(deadline)
+        call, request = getattr(slot.actor, method), secrets.token_hex(8)
         try:
-            result = getattr(slot.actor, method).remote(*args)
-            if progress is not None:
-                request, on_progress = progress
+            result = call.remote(*args, request=request) if on_progress else call.remote(*args)
+            if on_progress is not None:
                 while not ray.wait([result], timeout=0.25)[0] and time.monotonic() < deadline + 60:
                     steps = ray.get(slot.actor.generate_progress.remote(request), timeout=30)
                     if steps is not None:
