@@ -66,6 +66,24 @@ def test_thin_legs_survive_the_fallback():
     assert (predicted[foot_rows] & legs[foot_rows]).sum() >= 0.8 * legs[foot_rows].sum()
 
 
+def test_refining_a_blurry_network_mask_never_breaks_a_striped_object_into_pieces():
+    """Black and white stripes on a white wall: the white stripes have the wall's colour, so GrabCut
+    alone keeps only the black ones (five parts, IoU 0.5). The network's whole outline is kept instead."""
+    import cv2
+
+    from shapeinv_core.masks.fallback import largest_part_share, refine_soft_mask
+
+    rgb = np.full((128, 128, 3), 236, np.uint8)
+    exact = np.zeros((128, 128), bool)
+    exact[24:104, 44:84] = True
+    dark = (np.arange(128) // 4 % 2 == 0)[:, None] & exact
+    rgb[dark] = 24
+    soft = cv2.GaussianBlur(cv2.dilate(exact.astype(np.uint8) * 255, np.ones((5, 5), np.uint8)), (0, 0), 2)
+    refined = refine_soft_mask(Image.fromarray(rgb), soft)
+    assert largest_part_share(refined) == 1.0
+    assert (refined & exact).sum() / (refined | exact).sum() >= 0.85
+
+
 def test_auto_without_rembg_model_uses_fallback_and_says_how_to_get_rembg(empty_rembg_home):
     image, _ = render_chair(1, size=256)
     result = extract_mask(image)

@@ -23,6 +23,7 @@ SHADOW_DARKEST = 0.55  # a same-hue pixel down to this share of the background's
 GRABCUT_ITERATIONS = 4
 SHARP_STEP = 5.0  # Lab lightness change per pixel that no soft shadow edge reaches
 GRAINY = 2.5  # estimated noise (0..255 grey levels) above which the photo is denoised first; clean JPEGs are ~1
+WHOLE = 0.9  # a mask whose largest part holds this share of it is one object
 
 
 def fallback_mask(
@@ -62,7 +63,8 @@ def refine_soft_mask(image: Image.Image, soft: np.ndarray) -> np.ndarray:
     Low-resolution salient-object models (U^2-Net at 320 px) get the object right and its outline
     wrong: the gap between a backrest and the seat comes back filled, thin legs blurred. Their
     mask only says where the object probably is; the colour models of both sides then decide each
-    pixel, and pixels the network is sure are background stay background.
+    pixel, and pixels the network is sure are background stay background. When that breaks one
+    object into pieces (stripes of the wall's colour), the network's own mask is returned.
     """
     rgb = np.asarray(image.convert("RGB"))
     init = np.full(soft.shape, cv2.GC_PR_BGD, dtype=np.uint8)
@@ -77,7 +79,22 @@ def refine_soft_mask(image: Image.Image, soft: np.ndarray) -> np.ndarray:
     except cv2.error:
         return soft >= 128
     lab = cv2.cvtColor(rgb.astype(np.float32) / 255.0, cv2.COLOR_RGB2Lab)
-    return refine_edges((init == cv2.GC_FGD) | (init == cv2.GC_PR_FGD), lab)
+    refined = refine_edges((init == cv2.GC_FGD) | (init == cv2.GC_PR_FGD), lab)
+    network = soft >= 128
+    if largest_part_share(network) >= WHOLE and largest_part_share(refined) < WHOLE:
+        # GrabCut broke one object into pieces: its colours are the background's too (white
+        # stripes or checks on a white wall). The network's outline is blurry but whole.
+        return network
+    return refined
+
+
+def largest_part_share(mask: np.ndarray) -> float:
+    """The share of the mask's pixels in its largest 8-connected part (0 for an empty mask)."""
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+    if count <= 1:
+        return 0.0
+    areas = stats[1:, cv2.CC_STAT_AREA]
+    return float(areas.max() / areas.sum())
 
 
 def noise_level(rgb: np.ndarray) -> float:
