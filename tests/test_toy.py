@@ -14,7 +14,15 @@ from shapeinv_core.toy import MODEL_DIR
 from shapeinv_core.toy.__main__ import TINY_CONFIG
 from shapeinv_core.toy.checks import OTHER, dominant_colour, held_out_test_set, one_object
 from shapeinv_core.toy.render import COLOURS, HELD_OUT_FAMILIES, PATTERNS, TRAIN_FAMILIES, caption, render_toy_chair
-from shapeinv_core.toy.train import WORDS, TrainConfig, build_components, build_tokenizer, encode_dataset, train
+from shapeinv_core.toy.train import (
+    WORDS,
+    TrainConfig,
+    build_components,
+    build_tokenizer,
+    encode_dataset,
+    learning_rate,
+    train,
+)
 
 
 def test_renderer_draws_the_asked_attributes_with_an_exact_mask():
@@ -83,6 +91,20 @@ def test_training_runs_end_to_end_and_writes_a_loadable_pipeline(tmp_path):
     assert model.pipe.vae.config.scaling_factor != 0.18215  # measured on the encoded training images
     image = model.pipe("a red chair", num_inference_steps=2, output_type="np").images[0]
     assert image.shape == (64, 64, 3) and np.isfinite(image).all()
+
+
+def test_the_lr_warms_up_then_stays_or_falls_by_cosine_to_lr_end():
+    constant = TrainConfig(lr=1e-3, warmup=100)
+    assert learning_rate(constant, 0, 0.0) == pytest.approx(1e-5)
+    assert learning_rate(constant, 500, 0.9) == pytest.approx(1e-3)
+    annealed = TrainConfig(lr=1e-3, lr_end=1e-4, warmup=100)
+    assert learning_rate(annealed, 49, 0.0) == pytest.approx(5e-4)  # still warming up
+    assert learning_rate(annealed, 500, 0.0) == pytest.approx(1e-3)
+    assert learning_rate(annealed, 500, 0.5) == pytest.approx(5.5e-4)  # halfway down the cosine
+    assert learning_rate(annealed, 500, 1.0) == pytest.approx(1e-4)
+    assert learning_rate(annealed, 500, 1.3) == pytest.approx(1e-4)  # past the deadline: no overshoot
+    falling = [learning_rate(annealed, 500, t / 10) for t in range(11)]
+    assert all(a > b for a, b in zip(falling, falling[1:]))
 
 
 def _generated(model_name: str, prompt: str, seeds: list[int]):

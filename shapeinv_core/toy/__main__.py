@@ -29,6 +29,8 @@ def main(argv: list[str] | None = None) -> None:
     cmd.add_argument("--vae-from", help="keep this pipeline folder's trained VAE (fresh UNet/text encoder)")
     cmd.add_argument("--dataset", help="a rendered set written by `render` (default: render one now)")
     cmd.add_argument("--lr", type=float, default=defaults.lr, help="UNet/text encoder peak lr (default: %(default)s)")
+    cmd.add_argument("--lr-end", type=float, default=defaults.lr_end,
+                     help="anneal: the lr falls by cosine to this over the UNet phase's minutes (default: constant)")
     cmd.add_argument("--threads", type=int, default=defaults.threads,
                      help="torch threads; 1 on a shared machine, the core count on an idle one (default: %(default)s)")
     cmd.add_argument("--tiny", action="store_true", help="a tiny model for a few steps (a smoke test)")
@@ -56,7 +58,7 @@ def main(argv: list[str] | None = None) -> None:
     overrides = {"seed": args.seed, "minutes": args.minutes, "vae_minutes": args.vae_minutes,
                  "images": args.images, "batch": args.batch, "resume": args.resume, "dataset": args.dataset,
                  "vae_from": args.vae_from,
-                 "lr": args.lr, "threads": args.threads}
+                 "lr": args.lr, "lr_end": args.lr_end, "threads": args.threads}
     if args.tiny:
         overrides = {**overrides, **TINY_CONFIG}
     config = TrainConfig(**{f.name: overrides[f.name] for f in fields(TrainConfig) if f.name in overrides})

@@ -61,6 +61,7 @@ class TrainConfig:
     text_layers: int = 2
     batch: int = 32
     lr: float = 1e-3
+    lr_end: float | None = None  # if set, the lr falls by cosine from `lr` to this over the UNet phase's time
     warmup: int = 100
     ema: float = 0.998
     empty_caption: float = 0.1  # caption dropout, so classifier-free guidance works
@@ -309,7 +310,8 @@ def train_unet(unet, text_encoder, tokenizer, vae, latents: torch.Tensor, chairs
     ema = [p.detach().clone() for p in params]
     unet.train()
     text_encoder.train()
-    next_save = time.monotonic() + config.save_every_minutes * 60
+    began = time.monotonic()
+    next_save = began + config.save_every_minutes * 60
     pipeline_dir = out / "pipeline"
     with open(out / "loss.csv", "w", newline="") as handle, _bar(progress, deadline, "UNet") as bar:
         log = csv.writer(handle)
@@ -327,7 +329,7 @@ def train_unet(unet, text_encoder, tokenizer, vae, latents: torch.Tensor, chairs
             prediction = unet(noisy, timesteps, text_encoder(ids)[0]).sample
             loss = F.mse_loss(prediction, noise)
 
-            lr = config.lr * min(1.0, (step + 1) / config.warmup)
+            lr = learning_rate(config, step, (time.monotonic() - began) / max(deadline - began, 1e-9))
             for group in optimizer.param_groups:
                 group["lr"] = lr
             optimizer.zero_grad(set_to_none=True)
@@ -346,6 +348,20 @@ def train_unet(unet, text_encoder, tokenizer, vae, latents: torch.Tensor, chairs
                 next_save = time.monotonic() + config.save_every_minutes * 60
     save_pipeline(pipeline_dir, vae, unet, text_encoder, tokenizer, ema, params, step)
     return pipeline_dir
+
+
+def learning_rate(config: TrainConfig, step: int, elapsed: float) -> float:
+    """Linear warm-up, then constant, or a cosine fall to `lr_end` over the phase's wall-clock budget.
+
+    `elapsed` is the share of the UNet phase's time already spent (0..1). The budget is time, not steps, because
+    a run is sized by the minutes a machine can give it; annealing at the end is what turns a plateaued loss into
+    a lower one.
+    """
+    warm = min(1.0, (step + 1) / config.warmup)
+    if config.lr_end is None:
+        return config.lr * warm
+    cosine = 0.5 * (1.0 + math.cos(math.pi * min(max(elapsed, 0.0), 1.0)))
+    return warm * (config.lr_end + (config.lr - config.lr_end) * cosine)
 
 
 def caption_for(chair: dict, rng: np.random.Generator, empty: float) -> str:
