@@ -46,6 +46,7 @@ def main(argv: list[str] | None = None) -> None:
     dec.add_argument("--images", type=int, default=1500, help="rendered chairs (default: %(default)s)")
     dec.add_argument("--seed", type=int, default=1, help="(default: %(default)s)")
     dec.add_argument("--dataset", help="a rendered set written by `render` (default: render one now)")
+    dec.add_argument("--lr", type=float, default=1e-3, help="(default: %(default)s)")
     args = parser.parse_args(argv)
     if args.command == "decoder":
         finetune_saved_decoder(args)
@@ -82,7 +83,7 @@ def finetune_saved_decoder(args: argparse.Namespace) -> None:
         images, _ = load_dataset(Path(args.dataset))
     else:
         images, _ = render_dataset(args.images, args.seed, 64, workers=2)
-    finetune_decoder(vae, images, deadline, out / "decoder_loss.csv", seed=args.seed)
+    finetune_decoder(vae, images, deadline, out / "decoder_loss.csv", seed=args.seed, lr=args.lr)
     vae.save_pretrained(out / "vae", safe_serialization=True)
     print(f"decoder written to {out / 'vae'}")
 
