@@ -88,9 +88,9 @@ def refine_soft_mask(image: Image.Image, soft: np.ndarray) -> np.ndarray:
     return refined
 
 
-def largest_part_share(mask: np.ndarray) -> float:
-    """The share of the mask's pixels in its largest 8-connected part (0 for an empty mask)."""
-    count, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+def largest_part_share(mask: np.ndarray, connectivity: int = 8) -> float:
+    """The share of the mask's pixels in its largest connected part (0 for an empty mask)."""
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=connectivity)
     if count <= 1:
         return 0.0
     areas = stats[1:, cv2.CC_STAT_AREA]

@@ -17,6 +17,7 @@ from PIL import Image
 
 from ..errors import InputError
 from ..masks import extract_mask
+from ..masks.fallback import WHOLE, largest_part_share
 from .render import COLOURS, HELD_OUT_FAMILIES, PATTERNS, TRAIN_FAMILIES, render_toy_chair
 
 OTHER = "other"  # grey, or a hue between the named ones
@@ -62,26 +63,22 @@ class ObjectCheck:
     why: str
 
 
-def one_object(image: Image.Image, min_share: float = 0.9, rembg_model: str | None = None) -> ObjectCheck:
-    """Run the project's mask extractor; one object = its largest connected part holds >= `min_share` of the mask.
+def one_object(image: Image.Image, min_share: float = WHOLE, rembg_model: str | None = None) -> ObjectCheck:
+    """Run the project's mask extractor; one object = its largest 4-connected part holds >= `min_share` of the mask.
 
+    4-connected, so checks touching only at their corners do not count as one object.
     `rembg_model` as in `extract_mask` (e.g. "u2netp" when its weights are in rembg's folder); by
     default the extractor's own choice, which offline without weights is the classical fallback.
     """
-    from scipy import ndimage
-
     try:
         # never downloads: the same answer offline and online
         mask = extract_mask(image, rembg_model=rembg_model, fetch=False).mask
     except InputError as error:
         return ObjectCheck(None, False, str(error))
-    binary = np.asarray(mask) > 127
-    labels, count = ndimage.label(binary)
-    if count == 0:
+    share = largest_part_share(np.asarray(mask) > 127, connectivity=4)
+    if share == 0.0:
         return ObjectCheck(mask, False, "empty mask")
-    sizes = np.bincount(labels.ravel())[1:]
-    share = sizes.max() / sizes.sum()
-    return ObjectCheck(mask, bool(share >= min_share), f"{count} parts, largest {share:.0%}")
+    return ObjectCheck(mask, share >= min_share, f"largest part {share:.0%}")
 
 
 class _PatternNet(torch.nn.Module):
