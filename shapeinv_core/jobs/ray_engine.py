@@ -421,10 +421,13 @@ class RayEngine:
         `generate_progress` for that name is passed on."""
         deadline = time.monotonic() + limit
         slot = self._request_slot(deadline)
-        call, request = getattr(slot.actor, method), secrets.token_hex(8)
+        call = getattr(slot.actor, method)
         try:
-            result = call.remote(*args, request=request) if on_progress else call.remote(*args)
-            if on_progress is not None:
+            if on_progress is None:
+                result = call.remote(*args)
+            else:
+                request = secrets.token_hex(8)
+                result = call.remote(*args, request=request)
                 while not ray.wait([result], timeout=0.25)[0] and time.monotonic() < deadline + 60:
                     steps = ray.get(slot.actor.generate_progress.remote(request), timeout=30)
                     if steps is not None:
