@@ -12,6 +12,7 @@ does not serve at all. A housekeeping thread bounds the data folder (`retention`
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import re
 import secrets
@@ -55,6 +56,7 @@ from shapeinv_core.jobs.engines import EMBEDDED, create_engine
 from shapeinv_core.jobs.estimates import run_seconds, seconds_until_start
 from shapeinv_core.jobs.retention import DEFAULT_KEEP_DAYS, check_budget, clean_data_folder
 from shapeinv_core.metrics import DEFAULT_CLIP_MODEL, generated_mask_iou, strip_placeholder
+from shapeinv_core.models import ModelLayout, check_for_model, model_layout
 from shapeinv_core.report import read_metrics_csv
 from shapeinv_core.runs import RunFolder
 from shapeinv_core.sweep import DEFAULT_WEIGHTS, run_folder_name
@@ -300,7 +302,13 @@ class Backend:
         for name in ("num_vectors", "map_resolution", "batch_size", "seed", "resolution", "checkpoint_every",
                      "steps", "balance_every", "lora_rank", "lora_steps"):
             setattr(config, name, int(getattr(config, name)))
-        return config.validate()
+        check_for_model(config.validate(), self.layout)
+        return config
+
+    @functools.cached_property
+    def layout(self) -> ModelLayout | None:
+        """The served model's shapes from its config files (read once), so settings are checked before queueing."""
+        return model_layout(self.model)
 
     def check_room(self, owner: str) -> None:
         """Refuse a new job early (before reading uploads): a failed model, a full queue, the disk budget."""

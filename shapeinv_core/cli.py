@@ -258,6 +258,18 @@ def inversion_config(args: argparse.Namespace) -> InversionConfig:
     ).validate()
 
 
+def check_model_settings(config: InversionConfig, args: argparse.Namespace) -> None:
+    """What the model's config files rule out (grids, resolution, LoRA rank), refused before any weight loads."""
+    from dataclasses import replace
+
+    from .models import check_for_model, model_layout
+
+    layout = model_layout(args.model, args.model_config)
+    if layout is not None and args.resolution is None:
+        config = replace(config, resolution=layout.native_resolution)
+    check_for_model(config, layout)
+
+
 def at_native_resolution(config: InversionConfig, args: argparse.Namespace, model) -> InversionConfig:
     """Without --resolution, learn at the loaded model's native image size (read from its UNet and VAE)."""
     from dataclasses import replace
@@ -323,6 +335,7 @@ def run_invert(args: argparse.Namespace) -> int:
     from .workflow import learn
 
     config = inversion_config(args)
+    check_model_settings(config, args)
     output_folder(args.output)
     image, mask = image_and_mask(args, args.output)
     quiet_library_logs()
@@ -426,6 +439,7 @@ def run_sweep(args: argparse.Namespace) -> int:
     config = inversion_config(args)
     generation = GenerationConfig(num_images=args.num_images, steps=args.sample_steps, guidance=args.guidance)
     check_sweep_settings(config, args.weights, args.seeds, generation, args.rows_per_pass)
+    check_model_settings(config, args)
     prompts = check_prompts(args.prompts or list(DEFAULT_PROMPTS), config.placeholder)
     output_folder(args.output)
     image, mask = image_and_mask(args, args.output / "_")

@@ -20,6 +20,9 @@ from .errors import ModelLoadError, first_line
 
 TINY = "tiny"
 TOY = "toy"
+# What an offline user is told to run: the trained toy world first (real chairs), the random tiny one for tests.
+OFFLINE_MODELS = ("--model toy (offline: a small model trained on rendered chairs that ships with shapeinv, 64 px, "
+                  "draws real chairs) or --model tiny (random weights, for tests: noise)")
 log = logging.getLogger(__name__)
 
 
@@ -88,7 +91,7 @@ def load_model(model: str = DEFAULT_MODEL, device: str = "auto", dtype: str = "a
         source_revision = None
     elif _looks_like_a_path(source):
         raise ModelLoadError(f"Model folder not found: {source}. Check the path, or pass a hub id such as "
-                             f"{DEFAULT_MODEL}, or --model tiny / --model toy for an offline test model.")
+                             f"{DEFAULT_MODEL}, or {OFFLINE_MODELS}.")
     else:
         pipe, source_revision = _from_hub(source, torch_dtype, revision)
     _check_is_stable_diffusion(pipe, source)
@@ -115,10 +118,77 @@ def native_resolution(pipe) -> int:
     return int(pipe.unet.config.sample_size) * vae_scale
 
 
-def native_resolution_of(model: str) -> int | None:
-    """`native_resolution` read from a local model's config files without loading weights; None if unknown."""
+def native_resolution_of(model: str, single_file_config: str | None = None) -> int | None:
+    """`native_resolution` read from the model's config files without loading weights; None if unknown."""
+    layout = model_layout(model, single_file_config)
+    return layout.native_resolution if layout else None
+
+
+@dataclass(frozen=True)
+class ModelLayout:
+    """The shapes a model's config files state, so settings can be checked before any weight is loaded."""
+
+    sample_size: int  # the UNet's latent side at the native resolution
+    vae_scale: int  # pixels per latent cell
+    down_cross: tuple[bool, ...]  # whether each down block has cross-attention
+    up_cross: tuple[bool, ...]
+    mid_cross: bool
+    cross_attention_dim: int
+    channels: tuple[int, ...]  # the UNet's block_out_channels
+
+    @property
+    def native_resolution(self) -> int:
+        return self.sample_size * self.vae_scale
+
+    @property
+    def pixel_multiple(self) -> int:
+        """Image sides must be a multiple of this: the VAE's factor times the UNet's downsamplers."""
+        return self.vae_scale * 2 ** (len(self.down_cross) - 1)
+
+    def grid_sides(self, resolution: int, which: str = "all") -> list[int]:
+        """The grid sides of the cross-attention layers in `which` (down/mid/up/all) at `resolution` pixels.
+
+        diffusers gives every down block but the last a downsampler and every up block but the last
+        an upsampler; the same rule as `attention.layer_grid_sides`, read from the configs.
+        """
+        side = resolution // self.vae_scale
+        down = [side // 2 ** index for index, cross in enumerate(self.down_cross) if cross]
+        bottom = side // 2 ** (len(self.down_cross) - 1)
+        up = [bottom * 2 ** index for index, cross in enumerate(self.up_cross) if cross]
+        parts = {"down": down, "mid": [bottom] if self.mid_cross else [], "up": up}
+        chosen = parts.values() if which == "all" else [parts.get(which, [])]
+        return sorted({side for part in chosen for side in part})
+
+    @property
+    def max_lora_rank(self) -> int:
+        """The rank of a cross-attention key/value projection: min(text width, the narrowest such layer)."""
+        widths = [width for width, cross in zip(self.channels, self.down_cross) if cross]
+        widths += [width for width, cross in zip(reversed(self.channels), self.up_cross) if cross]
+        return min([self.cross_attention_dim, *(widths or self.channels)])
+
+
+def model_layout(model: str, single_file_config: str | None = None) -> ModelLayout | None:
+    """`ModelLayout` from the UNet's and VAE's config.json (local, or a hub id's cached or small downloaded
+    files); None when they cannot be read here (a single file without its base model's configs)."""
     import json
 
+    unet, vae = _config_file(model, "unet", single_file_config), _config_file(model, "vae", single_file_config)
+    if unet is None or vae is None:
+        return None
+    try:
+        unet, vae = json.loads(unet.read_text()), json.loads(vae.read_text())
+        down, up = unet["down_block_types"], unet["up_block_types"]
+        return ModelLayout(
+            sample_size=int(unet["sample_size"]), vae_scale=2 ** (len(vae["block_out_channels"]) - 1),
+            down_cross=tuple("CrossAttn" in kind for kind in down), up_cross=tuple("CrossAttn" in kind for kind in up),
+            mid_cross="CrossAttn" in (unet.get("mid_block_type", "UNetMidBlock2DCrossAttn") or ""),
+            cross_attention_dim=int(unet["cross_attention_dim"]), channels=tuple(unet["block_out_channels"]))
+    except (OSError, KeyError, ValueError, TypeError):
+        return None
+
+
+def _config_file(model: str, part: str, single_file_config: str | None) -> Path | None:
+    """`part/config.json` of a model, without loading it; a hub id's from the cache, else fetched alone."""
     if model == TOY:
         from .toy import MODEL_DIR as folder
     elif model == TINY:
@@ -127,14 +197,51 @@ def native_resolution_of(model: str) -> int | None:
         folder = build_tiny_pipeline()
     elif Path(model).is_dir():
         folder = Path(model)
+    elif model.endswith((".safetensors", ".ckpt")) or Path(model).exists():
+        return _config_file(single_file_config, part, None) if single_file_config else None
+    elif _looks_like_a_path(model):
+        return None
     else:
-        return None
-    try:
-        unet = json.loads((folder / "unet" / "config.json").read_text())
-        vae = json.loads((folder / "vae" / "config.json").read_text())
-        return int(unet["sample_size"]) * 2 ** (len(vae["block_out_channels"]) - 1)
-    except (OSError, KeyError, ValueError, TypeError):
-        return None
+        return _hub_config(model, part)
+    path = folder / part / "config.json"
+    return path if path.is_file() else None
+
+
+def _hub_config(model_id: str, part: str) -> Path | None:
+    """A hub model's small config file: from the cache, else downloaded alone (unless offline); None if neither."""
+    from huggingface_hub import hf_hub_download
+
+    for local in (True, False):
+        if not local and os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on"):
+            return None
+        try:
+            return Path(hf_hub_download(model_id, f"{part}/config.json", local_files_only=local))
+        except Exception:  # not cached, no network, no such repo: the model's own load says which
+            continue
+    return None
+
+
+def check_for_model(config, layout: ModelLayout | None) -> None:
+    """Refuse settings that the model's configs rule out (an `InversionConfig`): its attention grids at the
+    training resolution, the resolution's multiple, the LoRA rank; nothing when the layout is unknown."""
+    from .errors import InputError
+
+    if layout is None:
+        return
+    if config.resolution % layout.pixel_multiple:
+        raise InputError(f"Invalid setting: resolution {config.resolution} does not fit this model, whose image "
+                         f"sides must be a multiple of {layout.pixel_multiple}; its own size is "
+                         f"{layout.native_resolution}.")
+    present = layout.grid_sides(config.resolution, config.attention_layers)
+    missing = [side for side in config.map_sides() if side not in present]
+    if missing:
+        raise InputError(
+            f"Invalid setting: attention_res {config.attention_res}: this model has no cross-attention layer in "
+            f"'{config.attention_layers}' with a {'/'.join(map(str, missing))} grid at {config.resolution} px; its "
+            f"layers have {', '.join(map(str, present))}. Pick one of those, or 'all'.")
+    if config.tune == "lora" and config.lora_rank > layout.max_lora_rank:
+        raise InputError(f"Invalid setting: lora_rank {config.lora_rank} is more than this model's cross-attention "
+                         f"layers hold (at most {layout.max_lora_rank}); 4 is the default.")
 
 
 def speed_up_unet(unet, compile_unet: bool = False, channels_last: bool = False) -> None:
@@ -167,7 +274,7 @@ def _from_folder(folder: Path, dtype: torch.dtype):
         raise ModelLoadError(
             f"{folder} is not a diffusers pipeline folder (no model_index.json). Point --model at the folder "
             "that holds model_index.json, unet/, vae/, text_encoder/ and tokenizer/, at a single .safetensors "
-            "checkpoint, or use --model tiny for an offline test model."
+            f"checkpoint, or {OFFLINE_MODELS}."
         )
     try:
         return _pipeline_class().from_pretrained(
@@ -199,7 +306,7 @@ def _from_single_file(path: Path, dtype: torch.dtype, config: str | None):
         raise ModelLoadError(
             f"Could not load the checkpoint {path}: {first_line(error)}. A single-file checkpoint needs its "
             "pipeline configuration from the hub (or the hub cache) the first time; offline, pass the base "
-            "model's diffusers folder with --model-config, or use a local diffusers folder or --model tiny."
+            f"model's diffusers folder with --model-config, or use a local diffusers folder, or {OFFLINE_MODELS}."
         ) from error
 
 
@@ -213,8 +320,8 @@ def _from_hub(model_id: str, dtype: torch.dtype, revision: str | None):
         cause = first_line(error)
         raise ModelLoadError(
             f"Could not load {model_id!r} from the Hugging Face hub or its cache "
-            f"({cause if len(cause) <= 160 else cause[:157] + '...'}). Fixes: --model tiny (an offline test "
-            "model); --model with a local diffusers folder or .safetensors file; or fill the cache once with "
+            f"({cause if len(cause) <= 160 else cause[:157] + '...'}). Fixes: {OFFLINE_MODELS}; --model with a local "
+            "diffusers folder or .safetensors file; or fill the cache once with "
             f"network: `hf download {model_id}`."
         ) from error
     commit = getattr(pipe, "_internal_dict", {}).get("_commit_hash") if hasattr(pipe, "_internal_dict") else None

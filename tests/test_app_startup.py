@@ -29,7 +29,8 @@ def test_a_model_that_cannot_load_is_explained_to_the_operator_and_plainly_to_th
         assert str(tmp_path) not in line and "--model" not in line, "no server path or operator command on the page"
 
         [failure] = wait_until(failure_lines, "the terminal line")  # one line: the cause and the fixes
-        assert "--model tiny" in failure
+        assert "--model toy" in failure and failure.index("--model toy") < failure.index("--model tiny"), \
+            "the trained offline model is named first"
 
         image = example_image(tmp_path)
         with pytest.raises(AppError) as refused:

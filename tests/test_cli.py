@@ -127,6 +127,31 @@ def test_bad_input_gets_one_line_and_exit_code_2(photo, tmp_path, capsys):
     _one_line_error(capsys, invert_args(image, tmp_path / "r6", "--model", str(tmp_path / "nowhere")), "not found")
 
 
+@pytest.mark.parametrize("command, flags, words", [
+    ("invert", ["--attention-res", "16"], ["attention_res 16", "its layers have 4, 8", "'all'"]),
+    ("invert", ["--attention-layers", "mid", "--attention-res", "8"], ["attention_res 8", "'mid'", "have 4"]),
+    ("invert", ["--tune", "lora", "--lora-rank", "64"], ["lora_rank 64", "at most 32"]),
+    ("sweep", ["--attention-res", "64", "--weights", "0,0.1"], ["attention_res 64", "its layers have 4, 8"]),
+])
+def test_what_the_models_configs_rule_out_is_refused_before_it_loads(photo, tmp_path, capsys, monkeypatch, command,
+                                                                     flags, words):
+    def load_model(*args, **kwargs):
+        raise AssertionError("the model was loaded before the settings were checked")
+
+    monkeypatch.setattr("shapeinv_core.models.load_model", load_model)
+    image, mask = photo
+    args = invert_args(image, tmp_path / "run", "--mask", str(mask), *flags)
+    capsys.readouterr()  # building the tiny model's folder (first use) may have printed
+    code, out, err = run_cli(capsys, [command, *args[1:]])
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    for word in words:
+        assert word in lines[0], (word, lines[0])
+    assert "loading" not in out and "step/s" not in err and "it/s" not in err, "no model load, no progress bar"
+    assert not (tmp_path / "run").exists(), "refused before the run folder was made"
+
+
 def test_generate_refuses_a_prompt_without_the_placeholder(photo, tmp_path, capsys):
     image, mask = photo
     run_dir = tmp_path / "run"

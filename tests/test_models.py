@@ -75,7 +75,9 @@ def test_an_unknown_hub_id_offline_names_the_fixes(monkeypatch):
     with pytest.raises(ModelLoadError) as caught:
         load_model("shapeinv-tests/no-such-model", device="cpu")
     message = str(caught.value)
-    assert "no-such-model" in message and "--model tiny" in message and "local diffusers folder" in message
+    assert "no-such-model" in message and "local diffusers folder" in message
+    assert "--model toy" in message and message.index("--model toy") < message.index("--model tiny"), \
+        "the trained offline model is named first"
     assert "\n" not in message
 
 
