@@ -28,6 +28,7 @@ from shapeinv_core.metrics import DEFAULT_CLIP_MODEL  # noqa: E402
 from shapeinv_core.models import TINY, TOY, native_resolution_of  # noqa: E402
 
 from .backend import Backend, Limits  # noqa: E402
+from .guard import EXCEPTION_HANDLERS  # noqa: E402
 
 DOWNLOADS = ("#downloads", "#run-zip", "#sweep-downloads", "#sweep-zip")
 PICTURES = ("#loss-plot", "#attention", "#sweep-grid", "#sweep-tradeoff", "#preview")
@@ -141,7 +142,8 @@ def launch_options(backend: Backend, host: str, port: int, auth: tuple[str, str]
     (`Backend.outbox`), so no URL of the data folder exists to guess.
     """
     options = {"server_name": host, "server_port": port, "max_file_size": backend.limits.max_upload,
-               "ssr_mode": False, "css": CSS, "show_error": True}
+               "ssr_mode": False, "css": CSS, "show_error": True,
+               "app_kwargs": {"exception_handlers": EXCEPTION_HANDLERS}}
     if auth:
         options["auth"] = [auth]
         options["auth_message"] = "This ShapeInversion server is private: log in with the name and password you got."

@@ -34,7 +34,7 @@ from shapeinv_core.config import DEFAULT_PLACEHOLDER, GenerationConfig, Inversio
 from shapeinv_core.errors import InputError, ModelLoadError
 from shapeinv_core.exports import DEFAULT_NAME, named_files, write_named_files
 from shapeinv_core.generate import check_prompts, slug
-from shapeinv_core.images import fit_within, open_image
+from shapeinv_core.images import check_object_size, fit_within, open_image
 from shapeinv_core.inversion import pad_to_square
 from shapeinv_core.jobs import (
     ATTENTION_PREVIEW,
@@ -262,8 +262,8 @@ class Backend:
     def read_mask(self, path: str | Path | None, image: Image.Image) -> Image.Image:
         """An uploaded (or edited) mask, at the image's size, 0/255; extracted automatically if None."""
         if path is None:
-            return self.extract_mask(image).mask
-        return masks.load_mask(open_image(path, max_pixels=self.limits.max_pixels), image.size)
+            return check_object_size(self.extract_mask(image).mask)
+        return check_object_size(masks.load_mask(open_image(path, max_pixels=self.limits.max_pixels), image.size))
 
     @staticmethod
     def mask_from_painting(layer: Image.Image | np.ndarray, image: Image.Image) -> Image.Image:
@@ -621,13 +621,12 @@ class Backend:
 
     def check_prompts(self, prompts_text: str, placeholder: str) -> list[str]:
         """Prompts one per line, each using the placeholder and at most `max_prompt_chars` long."""
-        prompts = check_prompts((prompts_text or "").splitlines(), placeholder)
-        for prompt in prompts:
-            if len(prompt) > self.limits.max_prompt_chars:
-                raise InputError(f"A prompt of {len(prompt)} characters is longer than this server takes "
+        for prompt in (prompts_text or "").splitlines():
+            if len(prompt.strip()) > self.limits.max_prompt_chars:
+                raise InputError(f"A prompt of {len(prompt.strip())} characters is longer than this server takes "
                                  f"({self.limits.max_prompt_chars}); the model reads about 75 words anyway. "
                                  "Shorten it.")
-        return prompts
+        return check_prompts((prompts_text or "").splitlines(), placeholder, max_chars=self.limits.max_prompt_chars)
 
     def generate(self, job_id: str | None, upload: str | Path | None, prompts_text: str,
                  config: GenerationConfig, owner: str | None, on_progress=None) -> list[Edit]:

@@ -12,6 +12,8 @@ from __future__ import annotations
 import logging
 
 import gradio as gr
+from fastapi.responses import JSONResponse
+from gradio.route_utils import FnIndexInferError
 from gradio.utils import get_upload_folder, is_in_or_equal
 
 log = logging.getLogger(__name__)
@@ -77,6 +79,11 @@ def _guard_preprocess(component) -> None:
         return
 
     def preprocess(payload):
+        payload = _as_choice(component, payload)
+        if isinstance(component, gr.Number) and component.precision == 0 and isinstance(payload, float) \
+                and not payload.is_integer():  # Gradio would round 2.5 to 2 without a word
+            name = getattr(component, "label", None) or "This value"
+            raise gr.Error(f"{name} must be a whole number, not {payload:g}.", print_exception=False)
         try:
             return original(payload)
         except Exception as error:  # noqa: BLE001 - gr.Error included: it does not name the field
@@ -84,6 +91,15 @@ def _guard_preprocess(component) -> None:
 
     preprocess.guarded = True
     component.preprocess = preprocess
+
+
+def _as_choice(component, payload):
+    """A dropdown's number sent as text ("16", the type the API page documents for it) as that number."""
+    if isinstance(component, gr.Dropdown) and isinstance(payload, str) and not component.multiselect:
+        for _, value in component.choices:
+            if not isinstance(value, str) and str(value) == payload.strip():
+                return value
+    return payload
 
 
 def _which_input(block_fn, inputs: list) -> gr.Error:
@@ -101,3 +117,13 @@ def _which_input(block_fn, inputs: list) -> gr.Error:
             return input_error(component, ValueError("not an uploaded file"))
     return gr.Error("A value sent to this endpoint cannot be used. Check each value against the app's API page; "
                     "files must be uploaded first (from Python, handle_file(path)).", print_exception=False)
+
+
+def unknown_endpoint(request, error: FnIndexInferError) -> JSONResponse:
+    """A call to an endpoint this app does not have: a 404 that says where the list is, not a 500 and a traceback."""
+    return JSONResponse({"error": "This app has no such endpoint. Its endpoints and their parameters are on its API "
+                                  "page ('Use via API' at the foot of the page)."}, status_code=404)
+
+
+# For `launch(app_kwargs=...)`: Gradio's own routes raise these for a caller's mistake.
+EXCEPTION_HANDLERS = {FnIndexInferError: unknown_endpoint}

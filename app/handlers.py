@@ -101,6 +101,15 @@ def text(value, name: str) -> str:
     return value
 
 
+def given_id(value, kind: str, start: str) -> str:
+    """A job or sweep id someone asked about; an empty one is told, not answered with an empty status."""
+    job_id = text(value, f"{kind.capitalize()} id").strip()
+    if not job_id:
+        raise InputError(f"No {kind} id given. Type the id that Start gave (it is in the address bar as "
+                         f"?job=...); from a program, the id {start} returned.")
+    return job_id
+
+
 def checked_image(**options) -> gr.Image:
     """A `gr.Image` that answers a file Pillow cannot open with a message instead of a bare 'Error'.
 
@@ -300,7 +309,7 @@ class Handlers:
     @user_errors
     def job_status(self, job_id: str, owner: str | None = None):
         """(status dict, headline, progress bar, loss terms, loss plot, preview, attention, downloads, timer)."""
-        return self._status_outputs(text(job_id, "Job id"), owner)
+        return self._status_outputs(given_id(job_id, "job", "start_inversion"), owner)
 
     def poll_job(self, job_id: str, owner: str | None = None):
         """`job_status` for the page's timer: a bad id stops the polling with a note, not an error a second."""
@@ -518,7 +527,7 @@ class Handlers:
         The status dict gains `concepts`: [{weight, concept}], where `concept` is what `generate`
         takes as `job_id` to edit with that weight's `*s`. Pictures and table are None until done.
         """
-        return self._sweep_outputs(text(job_id, "Sweep id"), owner)
+        return self._sweep_outputs(given_id(job_id, "sweep", "start_sweep"), owner)
 
     def poll_sweep(self, job_id: str, owner: str | None = None):
         """`sweep_results` for the page's timer: a bad id stops the polling with a note."""

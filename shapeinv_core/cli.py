@@ -303,7 +303,7 @@ def run_mask(args: argparse.Namespace) -> int:
 
 def image_and_mask(args: argparse.Namespace, run_dir: Path):
     """The image, and the mask: --mask, else the run's own mask when resuming, else extracted."""
-    from .images import open_image
+    from .images import check_object_size, open_image
     from .masks import extract_mask, load_mask
 
     image = open_image(args.image)
@@ -312,7 +312,7 @@ def image_and_mask(args: argparse.Namespace, run_dir: Path):
         if raw.size != image.size:
             print(f"note: the mask is {raw.size[0]}x{raw.size[1]}, the image {image.size[0]}x{image.size[1]}; "
                   "the mask was resized to the image.")
-        return image, load_mask(raw, image.size)
+        return image, check_object_size(load_mask(raw, image.size))
     earlier = run_dir / "mask.png"
     if earlier.is_file() and (run_dir / "checkpoints").is_dir():
         print(f"resuming with the run's mask {earlier}")
@@ -321,7 +321,7 @@ def image_and_mask(args: argparse.Namespace, run_dir: Path):
     print(f"mask extracted with {result.method}")
     if result.note:
         print(f"note: {result.note}")
-    return image, result.mask
+    return image, check_object_size(result.mask)
 
 
 # --- invert -------------------------------------------------------------------------------
@@ -360,10 +360,10 @@ def run_invert(args: argparse.Namespace) -> int:
     try:
         concept = learn(model, image, mask, config, args.output, on_step=on_step, should_stop=lambda: interrupted[0])
     except Cancelled as error:
-        bar.close()
         print(f"{error} Run the same command again to continue.", file=sys.stderr)
         return 130
-    bar.close()
+    finally:
+        bar.close()  # ends the bar's line, so a message after it is a line of its own
     losses = ", ".join(f"{key} {value:.4f}" for key, value in concept.final_losses.items())
     print(f"learned {concept.token} -> {args.output} ({losses})")
     named = named_files(args.output, concept_name(concept), bool(concept.lora))
@@ -410,9 +410,8 @@ def run_generate(args: argparse.Namespace) -> int:
     print(f"loading {model_name} ...")
     model = load_model(model_name, device=args.device, dtype=args.dtype, single_file_config=args.model_config,
                        compile_unet=args.compile_unet, channels_last=args.channels_last)
-    bar = tqdm(total=len(prompts) * config.num_images, unit="image", dynamic_ncols=True)
-    results = generate(model, concept, prompts, config, on_image=lambda done, total: bar.update(done - bar.n))
-    bar.close()
+    with tqdm(total=len(prompts) * config.num_images, unit="image", dynamic_ncols=True) as bar:
+        results = generate(model, concept, prompts, config, on_image=lambda done, total: bar.update(done - bar.n))
 
     rows = []
     for prompt_index, prompt in enumerate(prompts):
@@ -455,10 +454,12 @@ def run_sweep(args: argparse.Namespace) -> int:
         bar.set_postfix({f"w{w:g}": f"{t.mask_loss:.3f}" for w, t in zip(args.weights, report.terms)})
 
     clip_model = None if args.clip_model == "none" else args.clip_model
-    result = sweep(model, image, mask, config, args.weights, prompts, args.output,
-                   generation=generation, seeds=args.seeds, clip_model=clip_model, mask_method=args.mask_method,
-                   on_step=on_step, on_phase=lambda text: bar.write(text), rows_per_pass=args.rows_per_pass)
-    bar.close()
+    try:
+        result = sweep(model, image, mask, config, args.weights, prompts, args.output,
+                       generation=generation, seeds=args.seeds, clip_model=clip_model, mask_method=args.mask_method,
+                       on_step=on_step, on_phase=lambda text: bar.write(text), rows_per_pass=args.rows_per_pass)
+    finally:
+        bar.close()  # ends the bar's line, so an error after it is a line of its own
     if result.clip_note:
         print(f"note: {result.clip_note}")
     print(f"{len(result.rows)} images; grid.png, metrics.csv and tradeoff.png -> {args.output}")

@@ -29,13 +29,20 @@ class GeneratedImage:
     image: Image.Image
 
 
-def check_prompts(prompts: list[str], placeholder: str) -> list[str]:
-    """Refuse prompts that do not use the learned word, showing how to write one."""
+MAX_PROMPT_CHARS = 500  # the text encoder reads 77 tokens (about 75 words); longer text would be cut silently
+MAX_NORM_RATIO = 100.0  # a concept vector this many times longer than the model's longest word draws black
+
+
+def check_prompts(prompts: list[str], placeholder: str, max_chars: int = MAX_PROMPT_CHARS) -> list[str]:
+    """Refuse prompts that do not use the learned word, showing how to write one, and prompts too long to read."""
     prompts = [prompt.strip() for prompt in prompts if prompt and prompt.strip()]
     if not prompts:
         raise InputError(f"No prompt given. Write one that uses {placeholder}, e.g. "
                          f"'a red chair in the shape of {placeholder}'.")
     for prompt in prompts:
+        if len(prompt) > max_chars:
+            raise InputError(f"A prompt of {len(prompt)} characters is longer than {max_chars}; the model reads "
+                             "about 75 words, the rest would be dropped without a word. Shorten it.")
         if placeholder not in prompt:
             raise InputError(
                 f"The prompt {prompt!r} does not use the learned word {placeholder}, so it would ignore the "
@@ -144,11 +151,22 @@ def slug(text: str, limit: int = 48) -> str:
 
 
 def _check_dimensions(pipe, concept: Concept) -> None:
-    expected = pipe.text_encoder.get_input_embeddings().weight.shape[-1]
+    """The vectors fit the text encoder: the same width, and a length near the model's own words' (finite but
+    huge values pass every other check and draw black images)."""
+    table = pipe.text_encoder.get_input_embeddings().weight
+    expected = table.shape[-1]
     if concept.vectors.shape[-1] != expected:
         raise InputError(
             f"This concept has {concept.vectors.shape[-1]}-dimensional vectors but the model's text encoder "
             f"uses {expected}. Load the model it was learned with ({concept.model or 'see concept.json'})."
+        )
+    longest = float(table.detach().float().norm(dim=-1).max())
+    length = float(concept.vectors.float().norm(dim=-1).max())
+    if not length <= MAX_NORM_RATIO * longest:  # also refuses a length that overflowed to inf
+        raise InputError(
+            f"This concept's vectors are {length:.3g} long, over {MAX_NORM_RATIO:g} times the longest word of this "
+            f"model ({longest:.3g}); they would draw black images. Use a concept learned by textual inversion for "
+            "this model (its vectors are about as long as the model's words)."
         )
 
 

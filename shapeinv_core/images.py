@@ -21,6 +21,8 @@ from .errors import InputError
 MAX_PIXELS = 100_000_000
 
 ImageSource = str | Path | bytes | Image.Image | np.ndarray
+# An object under a thousandth of the photo (16x16 px of 512x512) fills less than a cell of the 16x16 map grid.
+MIN_OBJECT_SHARE = 0.001
 
 
 def open_image(source: ImageSource, max_pixels: int = MAX_PIXELS) -> Image.Image:
@@ -128,3 +130,19 @@ def _scale_to_uint8(array: np.ndarray) -> np.ndarray:
     elif top > 255:
         values = values / 257.0  # 16-bit data (65535 -> 255)
     return np.nan_to_num(values).clip(0, 255).round().astype(np.uint8)
+
+
+def check_object_size(mask: Image.Image) -> Image.Image:
+    """Refuse a mask whose object is a speck: too few pixels to give the attention map a shape to follow.
+
+    (The empty and the whole-frame mask are `masks.check_mask`'s.)
+    """
+    white = np.asarray(mask.convert("L")) > 127
+    share = float(white.mean())
+    if 0 < share < MIN_OBJECT_SHARE:
+        count = int(white.sum())
+        raise InputError(f"The mask's object is a speck ({count} pixel{'s' if count > 1 else ''}, {share:.3%} of "
+                         "the picture); "
+                         f"it must cover at least {MIN_OBJECT_SHARE:.1%} to carry a shape. Make the whole object "
+                         "white in the mask.")
+    return mask

@@ -206,3 +206,20 @@ def test_served_copies_and_gradios_cache_are_cleaned(app_server, client, finishe
     assert not any(outbox.iterdir())
     assert app_server.demo.delete_cache == (3600, 86400), "Gradio empties its cache of day-old files every hour"
     assert job_status(client, finished_job)["status"] == "done", "a recent finished job is kept"
+
+
+def test_a_number_dropdown_takes_its_value_as_text_as_the_api_page_documents(client, app_server, tmp_path):
+    from shapeinv_core.config import InversionConfig, load_json
+
+    job_id = start_job(client, example_image(tmp_path), steps=1, map_resolution="16")
+    assert wait_for_status(client, job_id)["status"] == "done"
+    assert load_json(InversionConfig, app_server.backend.store.run(job_id).config_path).map_resolution == 16
+
+
+def test_an_unknown_endpoint_is_a_404_that_points_to_the_api_page(app_server):
+    request = urllib.request.Request(f"{app_server.url.rstrip('/')}/gradio_api/call/no_such_endpoint",
+                                     data=b'{"data": []}', headers={"Content-Type": "application/json"}, method="POST")
+    with pytest.raises(urllib.error.HTTPError) as answered:
+        urllib.request.urlopen(request, timeout=60)
+    assert answered.value.code == 404, "a caller's mistake, not a server error"
+    assert "API page" in answered.value.read().decode()

@@ -40,6 +40,7 @@ def concept_files(folder: Path) -> dict[str, Path]:
         "two": {"*s": torch.zeros(1, 32), "*t": torch.zeros(1, 32)},
         "integers": {"*s": torch.zeros(1, 32, dtype=torch.int64)},
         "wrong_dim": {"*s": torch.zeros(1, 768)},
+        "huge_vectors": {"*s": torch.full((1, 32), 1e30)},  # finite, but a black image
     }
     files = {}
     for name, content in tensors.items():
@@ -53,6 +54,10 @@ def concept_files(folder: Path) -> dict[str, Path]:
     Image.new("RGB", (2000, 1500), "white").save(files["huge"])  # 3 MP; the test app allows 2 MP
     files["empty_mask"] = folder / "empty_mask.png"
     Image.new("L", (96, 96), 0).save(files["empty_mask"])
+    files["speck_mask"] = folder / "speck_mask.png"  # one white pixel in 512x512, the example photo's size
+    speck = Image.new("L", (512, 512), 0)
+    speck.putpixel((300, 200), 255)
+    speck.save(files["speck_mask"])
     return files
 
 
@@ -80,6 +85,7 @@ API_CASES = {
     "steps over the limit": (start(steps=5000), r"5000 steps.* is more than this server allows"),
     "steps not a number": (start(steps="many"), r"Steps"),
     "steps missing": (start(steps=None), r"Steps is missing; give a number"),
+    "steps 2.5": (start(steps=2.5), r"Steps must be a whole number, not 2.5"),
     "mask weight above 1": (start(mask_weight=1.5), r"mask.weight"),
     "mask weight below 0": (start(mask_weight=-0.1), r"mask.weight"),
     "mask weight nan": (start(mask_weight="nan"), r"mask.weight"),
@@ -114,6 +120,7 @@ API_CASES = {
                             r"(uploaded|Photo)"),
     "mask is text": (start(mask="not_image"), r"Mask"),
     "mask empty": (start(mask="empty_mask"), r"The mask is empty"),
+    "mask a speck": (start(mask="speck_mask"), r"The mask's object is a speck \(1 pixel,"),
     "owner malformed": (start(owner="short"), r"owner token is missing or malformed"),
     "owner traversal": (start(owner="../../etc/passwd/../../.."), r"owner token is missing or malformed"),
     # job ids and owners
@@ -122,6 +129,11 @@ API_CASES = {
     "status of another's job": (("/job_status", {"job_id": "FINISHED", "owner": STRANGER}), r"There is no job"),
     "status without owner": (("/job_status", {"job_id": "FINISHED", "owner": None}), r"There is no job"),
     "status 10k-char id": (("/job_status", {"job_id": "a" * 10_000, "owner": OWNER}), r"not a job id"),
+    "status empty id": (("/job_status", {"job_id": "", "owner": OWNER}), r"No job id given"),
+    "status blank id": (("/job_status", {"job_id": "   ", "owner": OWNER}), r"No job id given"),
+    "status None id": (("/job_status", {"job_id": None, "owner": OWNER}), r"No job id given"),
+    "sweep results empty id": (("/sweep_results", {"job_id": "", "owner": OWNER}), r"No sweep id given"),
+    "sweep results None id": (("/sweep_results", {"job_id": None, "owner": OWNER}), r"No sweep id given"),
     "cancel another's job": (("/cancel_job", {"job_id": "FINISHED", "owner": STRANGER}), r"There is no job"),
     "cancel empty id": (("/cancel_job", {"job_id": "", "owner": OWNER}), r"not a job id"),
     "sweep results of a single run": (("/sweep_results", {"job_id": "FINISHED", "owner": OWNER}),
@@ -150,6 +162,7 @@ API_CASES = {
     "concept two tensors": (edit(job_id="", concept_file="two"), r"holds 2 tensors"),
     "concept integers": (edit(job_id="", concept_file="integers"), r"floating-point"),
     "concept wrong width": (edit(job_id="", concept_file="wrong_dim"), r"768-dimensional vectors"),
+    "concept huge values": (edit(job_id="", concept_file="huge_vectors"), r"over 100 times the longest word"),
     "concept not safetensors": (edit(job_id="", concept_file="text_file"), r"not a readable safetensors file"),
     # sweeps
     "sweep weights not numbers": (sweep(weights="0, abc"), r"Mask weights are numbers"),
@@ -211,12 +224,16 @@ def cli_files(tmp_path_factory):
     image, mask = chair_like((64, 64))
     image.save(folder / "chair.png")
     mask.save(folder / "mask.png")
+    speck = Image.new("L", (64, 64), 0)
+    speck.putpixel((30, 30), 255)
+    speck.save(folder / "speck64.png")
     (folder / "a_file").write_text("x")
     (folder / "a_folder.png").mkdir()
     good = folder / "good"
     good.mkdir()
     save_file({"*s": torch.zeros(1, 32)}, str(good / "learned_embeds.safetensors"))
-    return {**files, "folder": folder, "image": folder / "chair.png", "mask": folder / "mask.png", "good": good}
+    return {**files, "folder": folder, "image": folder / "chair.png", "mask": folder / "mask.png", "good": good,
+            "speck64": folder / "speck64.png"}
 
 
 def invert(*extra: str) -> list[str]:
@@ -239,6 +256,7 @@ CLI_CASES = {
     "image is text": (invert()[:1] + ["{not_image}"] + invert()[2:], r"not an image Pillow can read"),
     "mask missing": (invert("--mask", "{folder}/nope.png"), r"Image not found"),
     "mask empty": (invert("--mask", "{empty_mask}"), r"The mask is empty"),
+    "mask a speck": (invert("--mask", "{speck64}"), r"The mask's object is a speck"),
     "-o is a file": (invert()[:3] + ["{folder}/a_file"] + invert()[4:], r"is a file; give a folder"),
     "-o inside a file": (invert()[:3] + ["{folder}/a_file/run"] + invert()[4:], r"Cannot create the folder"),
     "seed 2**63": (invert("--seed", str(2**63)), r"seed must be between 0 and 4294967295"),
@@ -264,6 +282,9 @@ CLI_CASES = {
     "concept NaN": (generate_cli("{nan_vectors}"), r"NaN or infinite"),
     "concept not safetensors": (generate_cli("{text_file}"), r"not a readable safetensors file"),
     "concept folder missing": (generate_cli("{folder}/nowhere"), r"No learned concept"),
+    "generate prompt 600 chars": (generate_cli("{good}")[:2] + ["a red chair in the shape of *s " + "x" * 600]
+                                  + generate_cli("{good}")[3:], r"A prompt of 631 characters is longer than 500"),
+    "sweep prompt 600 chars": (sweep_cli("--prompts", "a *s " + "x" * 600), r"longer than 500"),
     "generate seed 2**63": (generate_cli("{good}", "--seed", str(2**63)), r"seed must be between"),
     "generate guidance 50": (generate_cli("{good}", "--guidance", "50"), r"guidance must be between 0 and 30"),
     "generate height 100": (generate_cli("{good}", "--height", "100"), r"height must be a multiple of 8"),

@@ -152,6 +152,21 @@ def test_what_the_models_configs_rule_out_is_refused_before_it_loads(photo, tmp_
     assert not (tmp_path / "run").exists(), "refused before the run folder was made"
 
 
+def test_an_error_after_the_model_loaded_is_a_line_of_its_own(tmp_path, capsys):
+    # Huge but finite vectors pass the file's checks and are refused against the loaded model's words,
+    # after the progress bar has started.
+    from safetensors.torch import save_file
+
+    save_file({"*s": torch.full((1, 32), 1e30)}, str(tmp_path / "huge.safetensors"))
+    args = ["generate", str(tmp_path / "huge.safetensors"), "a red chair in the shape of *s", "-o",
+            str(tmp_path / "out"), "--model", str(tiny_folder()), "--device", "cpu", "--steps", "2"]
+    code, _, err = run_cli(capsys, args)
+    assert code == 2, err
+    [line] = [line for line in err.split("\n") if "error:" in line]
+    assert line.startswith("error: ") and "over 100 times the longest word" in line, err
+    assert not list((tmp_path / "out").glob("*.png")), "no black image was drawn"
+
+
 def test_generate_refuses_a_prompt_without_the_placeholder(photo, tmp_path, capsys):
     image, mask = photo
     run_dir = tmp_path / "run"
