@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import warnings
 from pathlib import Path
@@ -163,6 +164,8 @@ def main(argv: list[str] | None = None) -> int:
     except ShapeInvError as error:  # e.g. --engine ray without Ray installed
         print(f"error: {error}", file=sys.stderr)
         return 2
+    # A container's stop (SIGTERM) ends the server as Ctrl-C does: the job checkpointed, the outbox removed.
+    signal.signal(signal.SIGTERM, lambda signum, frame: demo.close())
     engine = "" if args.engine == EMBEDDED else f" on Ray ({args.ray_address or 'local'})"
     print(f"data folder: {args.data.resolve()}; model {args.model} loading in the background{engine}", flush=True)
     try:

@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
+import io
 import logging
+import os
 import re
 import secrets
 import shutil
 import sys
-import tempfile
 import threading
 import time
 import zipfile
@@ -54,6 +56,7 @@ from shapeinv_core.jobs import (
 )
 from shapeinv_core.jobs.engines import EMBEDDED, create_engine
 from shapeinv_core.jobs.estimates import run_seconds, seconds_until_start
+from shapeinv_core.jobs.folders import hold_data_folder, new_outbox
 from shapeinv_core.jobs.retention import DEFAULT_KEEP_DAYS, check_budget, clean_data_folder
 from shapeinv_core.metrics import DEFAULT_CLIP_MODEL, generated_mask_iou, strip_placeholder
 from shapeinv_core.models import ModelLayout, check_for_model, model_layout
@@ -152,6 +155,7 @@ class Backend:
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir)
+        self._data_lock = hold_data_folder(self.data_dir)  # a second server on this folder is refused here
         self.store = JobStore(self.data_dir, max_queued=self.limits.max_queued,
                               max_queued_per_owner=self.limits.max_queued_per_owner)
         # The one place the engine is chosen: the embedded worker thread, or Ray actors (`--engine ray`).
@@ -159,7 +163,7 @@ class Backend:
                                     model=self.model, device=self.device, dtype=self.dtype,
                                     preview_every=self.preview_every, preview_steps=self.preview_steps,
                                     clip_model=self.clip_model, edit_timeout=self.limits.edit_timeout)
-        self.outbox_dir = Path(tempfile.mkdtemp(prefix="shapeinv-outbox-"))
+        self.outbox_dir, self._outbox_lock = new_outbox()  # the outboxes of servers that died are removed
         self._stop_cleaning = threading.Event()
 
     def start(self) -> Backend:
@@ -171,6 +175,8 @@ class Backend:
         self._stop_cleaning.set()
         self.worker.stop()
         shutil.rmtree(self.outbox_dir, ignore_errors=True)
+        self._outbox_lock.close()
+        self._data_lock.close()  # another server may have the data folder now
 
     def clean(self, now: float | None = None) -> None:
         """One housekeeping pass: old finished jobs, edits and exports; old private copies of served files."""
@@ -178,7 +184,7 @@ class Backend:
                           now=now)
         cutoff = (time.time() if now is None else now) - self.outbox_max_age
         for folder in list(self.outbox_dir.iterdir()) if self.outbox_dir.is_dir() else []:
-            if folder.stat().st_mtime < cutoff:
+            if folder.is_dir() and folder.stat().st_mtime < cutoff:
                 shutil.rmtree(folder, ignore_errors=True)
 
     def _housekeeping(self) -> None:
@@ -197,6 +203,29 @@ class Backend:
         folder = self.outbox_dir / secrets.token_hex(16)
         folder.mkdir(parents=True)
         return str(shutil.copy2(path, folder / Path(path).name))
+
+    def picture(self, image: Image.Image | None, name: str = "picture") -> str | None:
+        """A picture for the page as a file written once per content, never rewritten while it may be served.
+
+        Gradio writes a returned PIL image to one cache path per content at every call, truncating the
+        file while another response may still be sending it: the blank loss plot of every queued job broke
+        1 poll in 30 under 20 clients. A file path is copied into Gradio's cache once, atomically.
+        """
+        if image is None:
+            return None
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG")
+        data = buffer.getvalue()
+        folder = self.outbox_dir / f"picture-{hashlib.sha256(data).hexdigest()[:32]}"
+        path = folder / f"{name}.png"
+        if path.is_file():
+            os.utime(folder)  # still handed out: the outbox's cleaning keeps it
+            return str(path)
+        folder.mkdir(parents=True, exist_ok=True)
+        staging = folder / f".{secrets.token_hex(8)}.tmp"
+        staging.write_bytes(data)
+        os.replace(staging, path)
+        return str(path)
 
     @staticmethod
     def owner_token(owner: str | None) -> str:
