@@ -24,7 +24,7 @@ from PIL import Image
 
 from shapeinv_core.config import GenerationConfig
 from shapeinv_core.errors import InputError, ModelLoadError, ShapeInvError
-from shapeinv_core.exports import name_from_photo
+from shapeinv_core.exports import file_name
 from shapeinv_core.jobs import CANCELLED, FAILED, FINISHED, QUEUED, RUNNING, SWEEP, validate_job_id
 from shapeinv_core.report import METRICS_COLUMNS
 
@@ -284,7 +284,8 @@ class Handlers:
                               background_weight=real(background_weight, "Background weight"),
                               tune=text(tune, "Tune"), lora_rank=whole(lora_rank, "LoRA rank"),
                               lora_steps=whole(lora_steps, "LoRA steps"), lora_lr=real(lora_lr, "LoRA learning rate"),
-                              name=text(name, "Name").strip() or name_from_photo(image),
+                              name=file_name(text(name, "Name").strip(), image,
+                                             (text(class_word, "Class word"), text(initializer, "Initializer"))),
                               preview_prompt=text(preview_prompt, "Preview prompt").strip())
         self.backend.check_room(owner)
         picture = self.backend.read_image(image)
@@ -509,7 +510,8 @@ class Handlers:
                               attention_res=text(attention_res, "Attention map sides").strip(),
                               mask_form=text(mask_form, "Mask term"),
                               background_weight=real(background_weight, "Background weight"),
-                              name=name_from_photo(image))
+                              name=file_name(None, image, (text(class_word, "Class word"),
+                                                           text(initializer, "Initializer"))))
         generation = GenerationConfig(num_images=whole(num_images, "Images per prompt", 1, 4),
                                       steps=whole(sample_steps, "Sampling steps", 1, 100),
                                       guidance=real(guidance, "Guidance"), seed=config.seed).validate()

@@ -244,7 +244,7 @@ def _add_generation_options(parser: argparse.ArgumentParser) -> None:
 
 
 def inversion_config(args: argparse.Namespace) -> InversionConfig:
-    from .exports import name_from_photo
+    from .exports import file_name
 
     return InversionConfig(
         placeholder=args.placeholder, initializer=args.initializer, class_word=args.class_word,
@@ -254,7 +254,7 @@ def inversion_config(args: argparse.Namespace) -> InversionConfig:
         resolution=args.resolution or InversionConfig.resolution, checkpoint_every=args.checkpoint_every,
         attention_res=args.attention_res, mask_form=args.mask_form, background_weight=args.background_weight,
         balance_every=args.balance_every, tune=args.tune, lora_rank=args.lora_rank, lora_steps=args.lora_steps,
-        lora_lr=args.lora_lr, name=args.name if args.name is not None else name_from_photo(args.image),
+        lora_lr=args.lora_lr, name=file_name(args.name, args.image, (args.class_word, args.initializer)),
     ).validate()
 
 

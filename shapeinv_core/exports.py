@@ -16,6 +16,8 @@ from safetensors.torch import save_file
 
 from .concept import Concept
 from .config import RESERVED_NAMES
+from .errors import InputError
+from .files import like_other_files
 from .lora import kohya_state
 
 DEFAULT_NAME = "shape-concept"
@@ -26,6 +28,23 @@ def name_from_photo(path: str | Path | None) -> str:
     stem = Path(path).stem if path else ""
     name = re.sub(r"[^a-z0-9_]+", "-", stem.lower()).strip("-_")[:64]
     return name if name and name not in RESERVED_NAMES else DEFAULT_NAME
+
+
+def file_name(name: str | None, photo: str | Path | None, words: tuple[str, ...]) -> str:
+    """NAME of NAME.safetensors: `name` if given, else made from the photo's file name.
+
+    A concept named after its class word or initializer (`words`) would take that word over in
+    AUTOMATIC1111 and ComfyUI (every "chair" in a prompt would become the concept): a given name is
+    refused, a name from the photo ('chair.jpg') gets '-shape' added.
+    """
+    taken = {word.strip().lower() for word in words if word}
+    if name:
+        if name.lower() in taken:
+            raise InputError(f"The file name {name!r} is the class word or the initializer: other tools would read "
+                             f"every {name!r} in a prompt as this concept. Choose another, e.g. '{name}-shape'.")
+        return name
+    made = name_from_photo(photo)
+    return f"{made}-shape" if made in taken else made
 
 
 def concept_name(concept: Concept) -> str:
@@ -46,4 +65,5 @@ def write_named_files(folder: Path, concept: Concept) -> list[Path]:
     save_file({"emb_params": concept.vectors.detach().float().cpu().contiguous()}, str(files[0]))
     if concept.lora:
         save_file(kohya_state(concept.lora), str(files[1]))
+    like_other_files(*files)
     return files

@@ -23,6 +23,7 @@ from safetensors.torch import save_file
 from .concept import EMBEDS_FILE
 from .config import InversionConfig, load_json, save_json, to_dict
 from .errors import InputError
+from .files import like_other_files
 from .images import open_image
 
 CHECKPOINT_PATTERN = re.compile(r"^step_(\d{6,})\.safetensors$")
@@ -132,6 +133,7 @@ class RunFolder:
         tensors = {key: state[key].detach().float().cpu().contiguous() for key in STATE_KEYS}
         try:
             save_file(tensors, str(tmp), metadata={"step": str(step)})
+            like_other_files(tmp)
             os.replace(tmp, path)
         finally:
             tmp.unlink(missing_ok=True)  # a partial file from a full disk

@@ -7,10 +7,12 @@ from pathlib import Path
 
 from PIL import Image
 
-from .concept import Concept
+from .concept import EMBEDS_FILE, Concept
 from .config import InversionConfig
 from .exports import write_named_files
+from .files import like_other_files
 from .inversion import StepCallback, invert, pad_to_square
+from .lora import LORA_FILE
 from .models import LoadedModel
 from .previews import attention_figure
 from .runs import RunFolder
@@ -38,6 +40,7 @@ def learn(model: LoadedModel, image: Image.Image, mask: Image.Image, config: Inv
 def finish(run: RunFolder, concept: Concept, image: Image.Image, mask: Image.Image) -> None:
     """Save the concept files (diffusers' and the named ones other tools load) and the attention picture."""
     concept.save(run.path)
+    like_other_files(run.path / EMBEDS_FILE, run.path / LORA_FILE)
     write_named_files(run.path, concept)
     if concept.attention_map is not None:
         _, square_mask = pad_to_square(image, mask)

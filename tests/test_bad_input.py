@@ -107,6 +107,7 @@ API_CASES = {
     "checkpoint every 0": (start(checkpoint_every=0), r"checkpoint.every"),
     "class word 200 chars": (start(class_word="x" * 200), r"class_word must be at most 100 characters"),
     "initializer empty": (start(initializer=" "), r"initializer must be a word"),
+    "name is the class word": (start(name="chair"), r"file name 'chair' is the class word or the initializer"),
     # what the served model's configs rule out, refused before queueing (the tiny model's grids: 8 and 4 at 64 px)
     "attention res 64 at 64 px": (start(resolution=64, attention_res="64"), r"attention_res 64: this model has no"),
     "attention res 16 on this model": (start(attention_res="16"), r"its layers have 4, 8"),

@@ -152,6 +152,24 @@ def test_what_the_models_configs_rule_out_is_refused_before_it_loads(photo, tmp_
     assert not (tmp_path / "run").exists(), "refused before the run folder was made"
 
 
+def test_concept_files_are_as_readable_as_the_runs_other_files_and_not_named_after_the_class_word(photo, tmp_path,
+                                                                                                 capsys):
+    import stat
+
+    image, mask = photo  # chair.png: a concept named "chair" would take over every "chair" in other tools' prompts
+    run_dir = tmp_path / "run"
+    code, out, _ = run_cli(capsys, invert_args(image, run_dir, "--mask", str(mask), "--steps", "2"))
+    assert code == 0, out
+    assert (run_dir / "chair-shape.safetensors").is_file() and not (run_dir / "chair.safetensors").exists()
+    mode = stat.S_IMODE((run_dir / "config.json").stat().st_mode)  # what the umask gives a plain file
+    for path in [run_dir / "learned_embeds.safetensors", run_dir / "chair-shape.safetensors",
+                 *(run_dir / "checkpoints").iterdir()]:
+        assert stat.S_IMODE(path.stat().st_mode) == mode, (path.name, oct(path.stat().st_mode), oct(mode))
+    _one_line_error(capsys, invert_args(image, tmp_path / "r2", "--name", "chair"), "class word", "'chair-shape'")
+    _one_line_error(capsys, invert_args(image, tmp_path / "r3", "--initializer", "stool", "--name", "stool"),
+                    "initializer")
+
+
 def test_an_error_after_the_model_loaded_is_a_line_of_its_own(tmp_path, capsys):
     # Huge but finite vectors pass the file's checks and are refused against the loaded model's words,
     # after the progress bar has started.
