@@ -12,7 +12,6 @@ does not serve at all. A housekeeping thread bounds the data folder (`retention`
 from __future__ import annotations
 
 import dataclasses
-import functools
 import hashlib
 import io
 import logging
@@ -282,11 +281,14 @@ class Backend:
         if result.method == "rembg":
             return ("An AI background remover found the object" + (" you pointed at" if result.prompted else "")
                     + ". It is usually right on photos of one object; check thin legs and gaps. " + fix)
+        better = (f" A better mask needs the AI model: whoever runs this server can fetch it once with "
+                  f"`{result.fetch}`." if result.fetch else "")
         if result.prompted:
             return ("Found from your clicks by a simple colour-based method (no AI model on this server). "
-                    "Add points on missed parts, background points on wrong ones, or two clicks for a box. " + fix)
+                    "Add points on missed parts, background points on wrong ones, or two clicks for a box. " + fix
+                    + better)
         return ("Found by a simple colour-based method (no AI model on this server): good on plain backgrounds, "
-                "unreliable on busy ones. " + fix)
+                "unreliable on busy ones. " + fix + better)
 
     def read_mask(self, path: str | Path | None, image: Image.Image) -> Image.Image:
         """An uploaded (or edited) mask, at the image's size, 0/255; extracted automatically if None."""
@@ -334,10 +336,16 @@ class Backend:
         check_for_model(config.validate(), self.layout)
         return config
 
-    @functools.cached_property
+    @property
     def layout(self) -> ModelLayout | None:
-        """The served model's shapes from its config files (read once), so settings are checked before queueing."""
-        return model_layout(self.model)
+        """The served model's shapes from its config files (read once known), so settings are checked before
+        queueing; None while they cannot be read yet (the tiny model before its first load wrote it)."""
+        if not hasattr(self, "_layout"):
+            layout = model_layout(self.model)
+            if layout is None and self.worker.state == "loading":  # its files may not be there yet: ask again
+                return None
+            self._layout = layout
+        return self._layout
 
     def check_room(self, owner: str) -> None:
         """Refuse a new job early (before reading uploads): a failed model, a full queue, the disk budget."""

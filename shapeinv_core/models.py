@@ -191,10 +191,10 @@ def _config_file(model: str, part: str, single_file_config: str | None) -> Path 
     """`part/config.json` of a model, without loading it; a hub id's from the cache, else fetched alone."""
     if model == TOY:
         from .toy import MODEL_DIR as folder
-    elif model == TINY:
-        from .tiny import build_tiny_pipeline
+    elif model == TINY:  # read once its first load has written it (building it here would race that load)
+        from .tiny import default_folder
 
-        folder = build_tiny_pipeline()
+        folder = default_folder()
     elif Path(model).is_dir():
         folder = Path(model)
     elif model.endswith((".safetensors", ".ckpt")) or Path(model).exists():

@@ -24,9 +24,14 @@ TINY_WORDS = (
 ).split()
 
 
+def default_folder(prediction_type: str = "epsilon") -> Path:
+    """Where `build_tiny_pipeline` writes the tiny pipeline unless told otherwise."""
+    return cache_dir() / f"tiny-sd-{prediction_type}"
+
+
 def build_tiny_pipeline(folder: Path | None = None, prediction_type: str = "epsilon", seed: int = 0) -> Path:
     """Write a tiny random-weight SD pipeline (with tokenizer files) to `folder` once, and return it."""
-    folder = Path(folder) if folder else cache_dir() / f"tiny-sd-{prediction_type}"
+    folder = Path(folder) if folder else default_folder(prediction_type)
     if (folder / "model_index.json").is_file():
         return folder
     from diffusers import AutoencoderKL, DDPMScheduler, StableDiffusionPipeline, UNet2DConditionModel
