@@ -23,6 +23,11 @@ from PIL import Image, ImageDraw, ImageFilter
 BACKGROUNDS = ("plain", "gradient", "texture")  # the kinds the committed examples cycle through
 NOISY = "noisy"  # a busy, grainy wall (blotches of two colours, strong sensor noise): a stress test for masks
 NOISY_GRAIN = 0.07  # per-pixel noise (RGB 0..1 standard deviation) of the noisy kind, on chair and wall alike
+CAST_SHADOW = 0.45  # how much the seat's cast shadow darkens the backdrop between the legs
+CAST_SHADOW_BLUR = 0.015  # its soft edge, as a share of the image side
+CONFETTI = "confetti"  # fine-grained coloured noise (confetti, a patterned rug): a new colour every few pixels
+CONFETTI_CELLS = (1.5, 2.0, 3.0, 4.0, 6.0)  # fleck sizes in output pixels, one per image
+CONFETTI_PALETTES = ("vivid", "rug", "pastel", "earth")
 
 # Base colours (RGB 0..1): woods, metals, plastics and paints.
 CHAIR_COLOURS = (
@@ -54,23 +59,30 @@ def render_chair(
     thin_legs: bool = False,
     colour: tuple[float, float, float] | None = None,
     noise: bool = True,
+    cast_shadow: bool = False,
 ) -> tuple[Image.Image, Image.Image]:
     """Draw one chair; return (RGB image, exact mask 'L' 0/255), both `size` x `size`.
 
     `thin_legs` forces legs and posts 2.5-4 px wide at 512 px: the hardest case for masks.
     `colour` (RGB 0..1) overrides the seeded chair colour; `noise` adds camera noise (tests want
-    it; the committed examples do without, so their PNGs stay small).
+    it; the committed examples do without, so their PNGs stay small). `cast_shadow` adds the seat's
+    dark, soft shadow on the backdrop between the legs (a studio light from above): background, not chair.
     """
-    if background not in (*BACKGROUNDS, NOISY):
-        raise ValueError(f"background must be one of {(*BACKGROUNDS, NOISY)}, not {background!r}")
+    if background not in (*BACKGROUNDS, NOISY, CONFETTI):
+        raise ValueError(f"background must be one of {(*BACKGROUNDS, NOISY, CONFETTI)}, not {background!r}")
     rng = np.random.default_rng(seed)
     big = size * SUPERSAMPLE
     chair_rgb = np.asarray(CHAIR_COLOURS[rng.integers(len(CHAIR_COLOURS))] if colour is None else colour)
     wall_rgb = _contrasting_wall(rng, chair_rgb)
-    parts, shadow = _chair_geometry(rng, size, chair_rgb, thin_legs)
+    parts, shadow, under_seat = _chair_geometry(rng, size, chair_rgb, thin_legs)
 
-    canvas = _background(rng, big, background, wall_rgb)
+    if background == CONFETTI:
+        canvas = confetti(rng, big, big, avoid=chair_rgb, scale=SUPERSAMPLE)
+    else:
+        canvas = _background(rng, big, background, wall_rgb)
     canvas *= 1.0 - _shadow_map(shadow, big)[..., None]
+    if cast_shadow:
+        canvas *= 1.0 - _cast_shadow_map(under_seat, big, size)[..., None]
     coverage = np.zeros((big, big), dtype=np.float32)
     for part in parts:
         _paint(canvas, coverage, part)
@@ -98,7 +110,8 @@ def _contrasting_wall(rng: np.random.Generator, chair_rgb: np.ndarray) -> np.nda
 def _chair_geometry(
     rng: np.random.Generator, size: int, colour: np.ndarray, thin_legs: bool
 ) -> tuple[list[_Part], tuple[float, float, float, float, float]]:
-    """Parts back to front, and the shadow ellipse (cx, cy, rx, ry, strength), in output pixels."""
+    """Parts back to front, the shadow ellipse (cx, cy, rx, ry, strength) and the quadrilateral under
+    the seat down to the floor between the legs, in output pixels."""
     u = rng.uniform
     s = float(size)
     seat_w = u(0.26, 0.40) * s
@@ -181,7 +194,10 @@ def _chair_geometry(
             bar(arm_front, back_at, leg_w * 1.4, tone * 1.05, 0.0)
 
     shadow = (cx + skew / 2, floor_y - depth / 2, seat_w * u(0.6, 0.8), depth * 0.8 + 0.02 * s, u(0.25, 0.45))
-    return parts, shadow
+    narrowing = 0.15 * seat_w
+    under_seat = [(fl[0], fl[1] + seat_t), (fr[0], fr[1] + seat_t), (fr[0] - narrowing, floor_y),
+                  (fl[0] + narrowing, floor_y)]
+    return parts, shadow, under_seat
 
 
 def _bar(p0: np.ndarray, p1: np.ndarray, width: float, colour: np.ndarray, shade: float) -> _Part:
@@ -241,6 +257,54 @@ def _background(rng: np.random.Generator, big: int, kind: str, wall: np.ndarray)
     return np.where(below, floor_img, canvas).clip(0, 1).astype(np.float32)
 
 
+def confetti(
+    rng: np.random.Generator, height: int, width: int, avoid: np.ndarray | None = None, scale: int = 1
+) -> np.ndarray:
+    """Flecks of colour a few pixels across, each a different colour: confetti or a patterned rug.
+
+    Returns an RGB float (0..1) array height x width. The fleck size (`CONFETTI_CELLS`, in pixels
+    times `scale`) and the palette are drawn from `rng`: every hue at full strength ("vivid"), a few
+    rug colours, pale ("pastel") or browns and greens ("earth"). Flecks are squares bent out of line
+    by a random warp about their own size, so they are irregular, not a grid. Palette colours close
+    to `avoid` (the chair's) are left out, as a photographer would; the vivid flecks keep every hue,
+    so some have the chair's own colour.
+    """
+    cell = float(rng.choice(CONFETTI_CELLS)) * scale
+    palette = str(rng.choice(CONFETTI_PALETTES))
+    rows, cols = int(np.ceil(height / cell)) + 3, int(np.ceil(width / cell)) + 3
+    count = rows * cols
+    if palette == "vivid":
+        colours = _hsv(rng.random(count), rng.uniform(0.6, 1.0, count), rng.uniform(0.35, 1.0, count))
+    else:
+        if palette == "rug":
+            choices = _hsv(rng.random(6), rng.uniform(0.4, 0.9, 6), rng.uniform(0.25, 0.95, 6))
+        elif palette == "pastel":
+            choices = _hsv(rng.random(8), rng.uniform(0.15, 0.4, 8), rng.uniform(0.8, 1.0, 8))
+        else:
+            choices = _hsv(rng.uniform(0.05, 0.35, 8), rng.uniform(0.3, 0.8, 8), rng.uniform(0.2, 0.8, 8))
+        if avoid is not None:
+            far = np.abs(choices - avoid).max(axis=1) > 0.25
+            choices = choices[far] if far.sum() >= 2 else choices
+        colours = choices[rng.integers(len(choices), size=count)]
+    warp = [_random_field(rng, height, width, 2 * cell) * cell for _ in range(2)]
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    row = ((yy + warp[0]) / cell).astype(int) + 1
+    col = ((xx + warp[1]) / cell).astype(int) + 1
+    return colours.reshape(rows, cols, 3)[row.clip(0, rows - 1), col.clip(0, cols - 1)].astype(np.float32)
+
+
+def _random_field(rng: np.random.Generator, height: int, width: int, period: float) -> np.ndarray:
+    """Smooth random values in -1..1 that change over about `period` pixels."""
+    grid = rng.uniform(-1, 1, (int(height / period) + 2, int(width / period) + 2)).astype(np.float32)
+    return np.asarray(Image.fromarray(grid, mode="F").resize((width, height), Image.Resampling.BILINEAR))
+
+
+def _hsv(hue: np.ndarray, saturation: np.ndarray, value: np.ndarray) -> np.ndarray:
+    """RGB 0..1 (N x 3) from hue, saturation and value in 0..1."""
+    hsv = np.stack([hue * 255, saturation * 255, value * 255], axis=-1).astype(np.uint8)[None]
+    return np.asarray(Image.fromarray(hsv, mode="HSV").convert("RGB"), dtype=np.float32)[0] / 255
+
+
 def _value_noise(rng: np.random.Generator, big: int) -> np.ndarray:
     """Smooth multi-scale noise in 0..1 (upsampled random grids)."""
     total = np.zeros((big, big), dtype=np.float32)
@@ -258,6 +322,14 @@ def _shadow_map(shadow: tuple[float, float, float, float, float], big: int) -> n
     ImageDraw.Draw(layer).ellipse([cx - rx, cy - ry, cx + rx, cy + ry], fill=255)
     layer = layer.filter(ImageFilter.GaussianBlur(radius=ry * 0.5))
     return np.asarray(layer, dtype=np.float32) / 255 * strength
+
+
+def _cast_shadow_map(polygon: list[tuple[float, float]], big: int, size: int) -> np.ndarray:
+    """How much the backdrop is darkened by the seat's cast shadow: a soft-edged dark quadrilateral."""
+    layer = Image.new("L", (big, big), 0)
+    ImageDraw.Draw(layer).polygon([(x * SUPERSAMPLE, y * SUPERSAMPLE) for x, y in polygon], fill=255)
+    layer = layer.filter(ImageFilter.GaussianBlur(radius=CAST_SHADOW_BLUR * size * SUPERSAMPLE))
+    return np.asarray(layer, dtype=np.float32) / 255 * CAST_SHADOW
 
 
 def _downsample(array: np.ndarray) -> np.ndarray:
