@@ -2,12 +2,15 @@
 
 Used when rembg's model is not on disk. It assumes what most product-style photos give: the
 image border is background, and the background is smooth (plain or gradient) or made of a few
-colours. A grainy photo is denoised first (non-local means, strength from the measured grain),
-so sensor noise on a busy wall does not drown the object. Pixels are scored by how far their
-colour is from the background there, soft floor shadows (same hue, a bit darker) are discounted,
-and GrabCut settles the uncertain pixels using colour models of both sides and the image's edges.
-Points the user clicked can be given as seeds (`object_seeds`, `background_seeds`): GrabCut keeps
-them fixed. Cluttered rooms are beyond it without such seeds: use rembg, or click/box the object.
+colours. A background busy at a fine scale (confetti, a patterned rug) is handed to `texture`,
+which tells the object by its smoothness instead of its colour. A grainy photo is denoised first
+(non-local means, strength from the measured grain), so sensor noise on a busy wall does not drown
+the object. Pixels are scored by how far their colour is from the background there; shadows (same
+hue, darker, with soft edges, or fenced in by the chair's own edges like a shadow cast between the
+legs) are discounted, and GrabCut settles the uncertain pixels using colour models of both sides
+and the image's edges. Points the user clicked can be given as seeds (`object_seeds`,
+`background_seeds`): GrabCut keeps them fixed. Cluttered rooms are beyond it without such seeds:
+use rembg, or click/box the object.
 """
 
 from __future__ import annotations
@@ -16,11 +19,14 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from .texture import smooth_object
+
 WORK_SIDE = 512  # GrabCut time grows with pixels; chair legs are still 2+ px wide at this size
 BORDER_FRACTION = 0.02  # the outer strip assumed to be background
 PALETTE_COLOURS = 6  # k-means colours of the border, for backgrounds made of a few colours
-SHADOW_DARKEST = 0.55  # a same-hue pixel down to this share of the background's brightness may be shadow
+SHADOW_DARKEST = 0.2  # a same-hue pixel down to this share of the background's brightness may be shadow
 GRABCUT_ITERATIONS = 4
+LIT_REACH = 9  # a shadow's rim pixel this close (window side) to the lit background shows how soft its edge is
 SHARP_STEP = 5.0  # Lab lightness change per pixel that no soft shadow edge reaches
 GRAINY = 2.5  # estimated noise (0..255 grey levels) above which the photo is denoised first; clean JPEGs are ~1
 WHOLE = 0.9  # a mask whose largest part holds this share of it is one object
@@ -34,7 +40,13 @@ def fallback_mask(
     `object_seeds` / `background_seeds`: boolean HxW arrays of pixels known to be object / background
     (clicked points); they override the colour model and make GrabCut run even when it finds nothing.
     """
-    rgb = denoise(np.asarray(image.convert("RGB"))).astype(np.float32) / 255.0
+    raw = np.asarray(image.convert("RGB"))
+    busy = smooth_object(raw.astype(np.float32) / 255.0, _border(raw.shape[:2]))
+    if busy is not None:  # a busy background: texture, not colour, tells the object apart
+        smooth, background_coloured = busy
+        lab = cv2.cvtColor(raw.astype(np.float32) / 255.0, cv2.COLOR_RGB2Lab)
+        return refine_edges(smooth, lab) & (smooth | ~background_coloured)
+    rgb = denoise(raw).astype(np.float32) / 255.0
     distance = background_distance(rgb)
     low, high = _thresholds(distance)
     init = np.full(distance.shape, cv2.GC_PR_BGD, dtype=np.uint8)
@@ -153,7 +165,8 @@ def background_distance(rgb: np.ndarray) -> np.ndarray:
     shadow = _shadow_distance(lab, smooth)
     candidates = (distance >= low) & (shadow < 0.5 * distance)  # better explained as shadow
     soft = _soft_edged(candidates, lab, distance)
-    return np.where(soft, shadow, distance).astype(np.float32)
+    # judged a shadow by its edge, a region's darkness is no evidence of an object any more
+    return np.where(soft, _shadow_distance(lab, smooth, darkness=0.0), distance).astype(np.float32)
 
 
 def _soft_edged(candidates: np.ndarray, lab: np.ndarray, distance: np.ndarray) -> np.ndarray:
@@ -162,6 +175,8 @@ def _soft_edged(candidates: np.ndarray, lab: np.ndarray, distance: np.ndarray) -
     A grey seat on a white wall has the colour of a shadow, but its edge is a step as high as
     the seat is dark; a shadow's edge climbs the same height over many pixels. Regions are first
     cut apart along sharp edges, so a grey chair touching its own shadow is judged apart from it.
+    A region that meets the lit background nowhere (a shadow cast between the legs, fenced in by
+    the seat, the legs and a stretcher) has no edge to judge and counts as shadow.
     """
     lightness = lab[..., 0]
     gx = cv2.Sobel(lightness, cv2.CV_32F, 1, 0, ksize=3) / 8
@@ -173,7 +188,11 @@ def _soft_edged(candidates: np.ndarray, lab: np.ndarray, distance: np.ndarray) -
     count, labels = cv2.connectedComponents(regions.astype(np.uint8), connectivity=8)
     if count <= 1:
         return regions
-    rim = (regions & ~cv2.erode(regions.astype(np.uint8), kernel).astype(bool)).ravel()
+    rim = regions & ~cv2.erode(regions.astype(np.uint8), kernel).astype(bool)
+    # Only where the region meets the lit background (across the cut-out edge band) says what its edge
+    # is: a shadow cast between the legs meets the chair's sharp edges on every side and the lit wall nowhere.
+    lit = (distance < _thresholds(distance)[0]) & ~candidates
+    rim = (rim & cv2.dilate(lit.astype(np.uint8), np.ones((LIT_REACH, LIT_REACH), np.uint8)).astype(bool)).ravel()
     reach = cv2.dilate(step, np.ones((5, 5), np.uint8)).ravel()  # across the cut-out edge band
     flat = labels.ravel()
     inside = flat > 0
@@ -233,13 +252,16 @@ def _palette_distance(lab: np.ndarray, border: np.ndarray) -> np.ndarray:
     return np.linalg.norm(flat - centres[None], axis=2).min(axis=1).reshape(lab.shape[:2])
 
 
-def _shadow_distance(lab: np.ndarray, background: np.ndarray) -> np.ndarray:
-    """Distance that treats 'the background, darker, same hue' as close: soft floor shadows."""
+def _shadow_distance(lab: np.ndarray, background: np.ndarray, darkness: float = 10.0) -> np.ndarray:
+    """Distance that treats 'the background, darker, same hue' as close: soft floor shadows.
+
+    `darkness` adds this much per unit of lost brightness, so that of two same-hue pixels the
+    darker is the less likely shadow."""
     ratio = (lab[..., 0] + 1.0) / (background[..., 0] + 1.0)
     # darkening shrinks chroma roughly in proportion; compare chroma after undoing it
     chroma = np.linalg.norm(lab[..., 1:] - background[..., 1:] * ratio[..., None], axis=2)
     shadow_like = (ratio >= SHADOW_DARKEST) & (ratio <= 1.0)
-    return np.where(shadow_like, chroma + 10.0 * (1.0 - ratio), np.inf).astype(np.float32)
+    return np.where(shadow_like, chroma + darkness * (1.0 - ratio), np.inf).astype(np.float32)
 
 
 def _thresholds(distance: np.ndarray) -> tuple[float, float]:
