@@ -44,6 +44,20 @@ def tinted(overlay: Image.Image, photo: Path) -> np.ndarray:
     return np.abs(shown - as_object).sum(axis=2) < np.abs(shown - as_background).sum(axis=2)
 
 
+def test_the_note_names_the_method_and_the_command_for_the_better_one(empty_rembg_home):
+    """Without rembg's weights the visitor reads what made the mask and how the server gets the AI
+    model, in the page's words: one command, no folders (those are for the terminal)."""
+    from app.backend import Backend
+    from shapeinv_core.chairs import render_chair
+    from shapeinv_core.masks import Prompts, extract_mask
+
+    image, exact = render_chair(1, size=256)
+    for prompts in (None, Prompts(box=bounds(exact))):
+        note = Backend.mask_note(extract_mask(image, prompts=prompts))
+        assert "colour-based method" in note and "`rembg d" in note and "birefnet-general`" in note
+        assert str(empty_rembg_home) not in note and "U2NET_HOME" not in note
+
+
 def test_api_extract_mask_takes_points_and_a_box(app_server, client, scene):
     from gradio_client import handle_file
 

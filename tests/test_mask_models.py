@@ -103,18 +103,18 @@ def test_online_the_model_is_fetched_once_into_rembgs_folder_and_used(empty_remb
     assert len(fetched) == 1  # from then on, used from disk
 
 
-def test_real_u2netp_beats_the_fallback_on_the_textured_background_set(u2netp_home):
-    """Plaster wall + plank floor, 6 drawn chairs (half thin-legged): U^2-Net-p (refined by GrabCut)
-    against the classical fallback, mean IoU against the exact masks."""
-    rembg_ious, fallback_ious = [], []
+def test_real_u2netp_is_accurate_on_the_textured_background_set(u2netp_home):
+    """Plaster wall + plank floor, 6 drawn chairs (half thin-legged): U^2-Net-p refined by GrabCut,
+    mean IoU against the exact masks. (It used to beat the classical fallback here; since deep
+    floor shadows are discounted the fallback is as good, 0.986 against 0.981: bench/RESULTS.md.)"""
+    ious = []
     for seed in range(6):
         image, exact = render_chair(seed, size=512, background="texture", thin_legs=seed % 2 == 1)
         result = extract_mask(image, rembg_model="u2netp")
         assert result.method == "rembg" and result.note is None
-        rembg_ious.append(iou(result.mask, exact))
-        fallback_ious.append(iou(extract_mask(image, method="fallback").mask, exact))
-    assert np.mean(rembg_ious) > np.mean(fallback_ious) + 0.01
-    assert min(rembg_ious) >= 0.9
+        ious.append(iou(result.mask, exact))
+    assert np.mean(ious) >= 0.95
+    assert min(ious) >= 0.9
 
 
 def test_real_u2netp_mask_keeps_the_object_under_a_point(u2netp_home):

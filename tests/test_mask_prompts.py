@@ -6,7 +6,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 from mask_scenes import bounds, centre_of, iou, two_chairs
-from shapeinv_core.chairs import render_chair
+from shapeinv_core.chairs import CONFETTI, render_chair
 from shapeinv_core.errors import InputError
 from shapeinv_core.masks import Prompts, extract_mask, parse_prompts
 from shapeinv_core.masks.extract import check_coverage
@@ -23,6 +23,49 @@ def test_chair_on_a_noisy_background_is_found(seed):
     result = extract_mask(image, method="fallback")
     assert result.method == "fallback"
     assert iou(result.mask, exact) >= 0.9
+
+
+@pytest.mark.parametrize("seed", [0, 1, 4])
+def test_chair_on_fine_grained_coloured_noise_is_found(seed):
+    """Confetti or a patterned rug: every colour of the chair is somewhere in the background, but the
+    chair is smooth where the background is not (fleck sizes and palettes vary with the seed)."""
+    image, exact = render_chair(seed, size=512, background=CONFETTI, thin_legs=seed % 2 == 1)
+    result = extract_mask(image, method="fallback")
+    assert iou(result.mask, exact) >= 0.9
+
+
+def test_a_box_around_the_left_of_two_chairs_on_confetti_returns_it():
+    image, left, right = two_chairs(CONFETTI)
+    for wanted, other in ((left, right), (right, left)):
+        result = extract_mask(image, prompts=Prompts(box=bounds(wanted, margin=12)))
+        assert result.method == "fallback" and result.prompted
+        assert iou(result.mask, wanted) >= 0.9
+        assert (np.asarray(result.mask)[np.asarray(other) > 127] > 127).mean() < 0.02
+
+
+def test_a_point_on_a_chair_on_confetti_returns_it():
+    import cv2
+
+    image, left, right = two_chairs(CONFETTI)
+    inside = cv2.distanceTransform((np.asarray(right) > 127).astype(np.uint8), cv2.DIST_L2, 3)
+    y, x = np.unravel_index(np.argmax(inside), inside.shape)  # the middle of the seat
+    result = extract_mask(image, prompts=Prompts(points=((float(x), float(y)),)))
+    assert iou(result.mask, right) >= 0.9
+    assert (np.asarray(result.mask)[np.asarray(left) > 127] > 127).mean() < 0.02
+
+
+def test_a_box_with_nothing_in_it_is_refused_naming_what_was_tried():
+    image, _, _ = two_chairs()
+    with pytest.raises(InputError, match="No object found inside the box: tried the classical fallback seeded by "
+                                         "the prompts, GrabCut started from the prompts, colour clustering"):
+        extract_mask(image, prompts=Prompts(box=(10, 10, 150, 150)))
+
+
+def test_a_speck_in_a_box_is_refused():
+    image = Image.new("RGB", (300, 300), (200, 205, 210))
+    ImageDraw.Draw(image).rectangle((150, 150, 153, 153), fill=(40, 30, 160))  # 0.2 % of the box
+    with pytest.raises(InputError, match="No object found inside the box"):
+        extract_mask(image, prompts=Prompts(box=(50, 50, 250, 250)))
 
 
 def test_near_empty_result_is_an_error_naming_the_fixes():

@@ -57,6 +57,17 @@ def test_fallback_matches_exact_mask_and_keeps_gaps_open(seed, background):
     assert predicted[gaps].mean() <= 0.02, "gaps between legs/slats were filled"
 
 
+@pytest.mark.parametrize("seed, background", [(0, "plain"), (1, "plain"), (0, "gradient")])
+def test_a_shadow_cast_between_the_legs_stays_out_of_the_mask(seed, background):
+    """The seat's shadow on the backdrop, fenced in by the seat, the legs and a stretcher: as dark as a
+    dark chair, but the backdrop's hue with nothing sharp between it and the lit wall."""
+    image, exact = render_chair(seed, size=512, background=background, thin_legs=seed % 2 == 1, cast_shadow=True)
+    predicted = np.asarray(extract_mask(image, method="fallback").mask) > 127
+    gaps = gap_pixels(np.asarray(exact))
+    assert predicted[gaps].mean() <= 0.02, "the shadow between the legs was taken for the chair"
+    assert iou(predicted * 255, exact) >= 0.9
+
+
 def test_thin_legs_survive_the_fallback():
     image, exact = render_chair(3, size=512, background="gradient", thin_legs=True)
     predicted = np.asarray(extract_mask(image, method="fallback").mask) > 127
@@ -90,6 +101,7 @@ def test_auto_without_rembg_model_uses_fallback_and_says_how_to_get_rembg(empty_
     assert isinstance(result, MaskResult) and result.method == "fallback"
     assert "U2NET_HOME" in result.note and "rembg d birefnet-general" in result.note
     assert str(empty_rembg_home) in result.note
+    assert result.fetch == "rembg d birefnet-general"  # for a page that cannot show paths
     assert list(empty_rembg_home.iterdir()) == []  # nothing was downloaded or created
 
 

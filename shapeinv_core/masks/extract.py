@@ -6,11 +6,15 @@
      weights are on disk or can be fetched (`prompted`);
   3. rembg (default `birefnet-general`, fetched on first use when online; see `rembg_model`);
      320-px models such as `u2netp` are sharpened by GrabCut at the photo's resolution;
-  4. the classical method that needs no weights (`fallback`), seeded by the prompts if any,
-     with a one-line note saying why the stronger methods were not used.
+  4. the classical method that needs no weights (`fallback`), with a one-line note saying why the
+     stronger methods were not used. With prompts it is a chain, each tried when the one before
+     found nothing in the box (or under the points): the fallback seeded by the prompts, GrabCut
+     started from the prompts alone, the region grown from the clicks, colour clustering (the box's
+     colours against the ring around it), then (auto only) rembg's small `u2netp` when its weights
+     are on disk; then one refusal naming them all.
 Of several separate objects, the one under the prompts is kept, else the most central large one
-(`cleanup`). A result below 1 % or above 95 % of the frame is an error that says how to help
-(point, box, paint or upload), never a silent near-empty mask. A mask the user gives
+(`cleanup`). A result below 1 % (with a box: 3 % of the box) or above 95 % of the frame is an error
+that says how to help (point, box, paint or upload), never a silent near-empty mask. A mask the user gives
 (`given.load_mask`) always wins over all of them. Masks are computed at a bounded size (large
 photos would make the work slow, not better) and returned at the image's full size.
 """
@@ -26,18 +30,28 @@ from ..errors import InputError
 from ..images import ImageSource, fit_within, open_image
 from .alpha import flatten, usable_alpha
 from .cleanup import clean_mask
+from .clusters import cluster_mask
 from .fallback import WORK_SIDE as FALLBACK_SIDE
 from .fallback import fallback_mask, refine_soft_mask
 from .given import check_mask
-from .prompted import SamMissing, classical_mask, sam_mask, sam_needs_fetch
+from .prompted import SamMissing, classical_mask, grabcut_mask, region_mask, sam_mask, sam_needs_fetch
 from .prompts import Prompts
 from .rembg_model import DEFAULT_REMBG_MODEL, RembgModelMissing, is_low_resolution, rembg_soft_mask
+from .rembg_model import model_file as rembg_model_file
 from .rembg_model import needs_fetch as rembg_needs_fetch
 
 METHODS = ("auto", "alpha", "sam", "rembg", "fallback")
 WORK_SIDE = 1024  # rembg's largest input size; masks are computed at most this large
 MIN_COVERAGE = 0.01  # an automatic mask smaller than this share of the frame is not an object
 MAX_COVERAGE = 0.95  # ... nor one larger than this: it is the background, or everything
+MIN_BOX_SHARE = 0.03  # with a box: a mask smaller than this share of the box is a speck, not the object in it
+SECOND_NETWORK = "u2netp"  # with prompts, tried after the classical methods when its weights are on disk (4.6 MB)
+CLASSICAL_STEPS = (  # with prompts and no network's answer, tried in turn until one finds the object
+    ("the classical fallback seeded by the prompts", classical_mask, False),  # (name, method, only for clicks)
+    ("GrabCut started from the prompts", grabcut_mask, False),
+    ("the region grown from the clicks", region_mask, True),
+    ("colour clustering", cluster_mask, False),
+)
 HOW_TO_HELP = (
     "Point at the object (click it in the app, --point X,Y in the CLI), draw a box around it "
     "(--box X0,Y0,X1,Y1), paint the mask, or upload one (--mask)."
@@ -52,6 +66,7 @@ class MaskResult:
     method: str  # "alpha", "sam", "rembg" or "fallback"
     note: str | None = None
     prompted: bool = False  # the object was chosen by the prompts
+    fetch: str | None = None  # the command that would fetch the stronger model(s) skipped for lack of weights
 
 
 def extract_mask(
@@ -84,7 +99,7 @@ def extract_mask(
         raise InputError("The sam method needs a prompt: --point X,Y on the object or --box X0,Y0,X1,Y1 around it.")
     work = fit_within(flatten(image), max_side)
     local = prompts.scaled(work.width / image.width)
-    notes = []
+    notes, missing_models = [], []
     if prompts and method in ("auto", "sam"):
         try:
             return _result(sam_mask(work, local, fetch), image.size, "sam", local)
@@ -92,25 +107,49 @@ def extract_mask(
             if method == "sam":
                 raise
             notes.append(str(missing).split(". ")[0])
+            missing_models.append("sam")
+    model = rembg_model or DEFAULT_REMBG_MODEL
     if method in ("auto", "rembg"):
-        model = rembg_model or DEFAULT_REMBG_MODEL
         try:
             soft = rembg_soft_mask(work, model, fetch)
         except RembgModelMissing as missing:
             if method == "rembg":
                 raise
             notes.append(str(missing))
+            if not model.endswith(".onnx"):  # a custom file is not fetched by name
+                missing_models.append(model)
         else:
             binary = refine_soft_mask(work, soft) if is_low_resolution(model) else soft >= 128
             found = clean_mask(binary, local)
-            if found.any() or method == "rembg":
-                return _result(found, image.size, "rembg", local, note=_join(notes) or None)
+            if method == "rembg" or (found.any() and not prompts) or fills(found, local):
+                return _result(found, image.size, "rembg", local, note=_join(notes) or None,
+                               fetch=_fetch(missing_models))
             notes.append(f"rembg's {model!r} mask had nothing under the points or box")
-    small = fit_within(work, FALLBACK_SIDE)
-    small_prompts = prompts.scaled(small.width / image.width)
-    binary = classical_mask(small, small_prompts) if prompts else fallback_mask(small)
-    note = f"Made with the classical fallback{' seeded by the prompts' if prompts else ''}: {_join(notes)}"
-    return _result(binary, image.size, "fallback", small_prompts, note=note if notes else None)
+    if not prompts:
+        small = fit_within(work, FALLBACK_SIDE)
+        note = f"Made with the classical fallback: {_join(notes)}" if notes else None
+        return _result(fallback_mask(small), image.size, "fallback", Prompts(), note=note, fetch=_fetch(missing_models))
+    tried = []
+    for name, step, clicks_only in CLASSICAL_STEPS:
+        if clicks_only and not local.points:
+            continue
+        found = clean_mask(step(work, local), local)
+        if fills(found, local):
+            done = f"Made with {name}" + (f" ({', '.join(tried)} found nothing)" if tried else "")
+            note = f"{done}: {_join(notes)}" if notes else f"{done}." if tried else None
+            return _result(found, image.size, "fallback", local, note=note, fetch=_fetch(missing_models))
+        tried.append(name)
+    if method == "auto" and model != SECOND_NETWORK and rembg_model_file(SECOND_NETWORK) is not None:
+        found = clean_mask(refine_soft_mask(work, rembg_soft_mask(work, SECOND_NETWORK, fetch=False)), local)
+        if fills(found, local):
+            done = f"Made with rembg's {SECOND_NETWORK!r} ({', '.join(tried)} found nothing)"
+            return _result(found, image.size, "rembg", local, note=f"{done}: {_join(notes)}" if notes else f"{done}.",
+                           fetch=_fetch(missing_models))
+        tried.append(f"rembg's {SECOND_NETWORK!r}")
+    where = "inside the box" if prompts.box else "under the points"
+    stronger = f" A stronger model may find it: fetch it once with `{_fetch(missing_models)}`." * bool(missing_models)
+    raise InputError(f"No object found {where}: tried {', '.join(tried)}.{stronger} Draw the box closer around the "
+                     "object, click on it, paint the mask, or upload one (--mask).")
 
 
 def needs_fetch(prompted: bool = False, rembg_model: str | None = None) -> bool:
@@ -129,22 +168,49 @@ def _alpha_result(alpha: np.ndarray, prompts: Prompts) -> MaskResult:
     return MaskResult(mask=mask, method="alpha", prompted=bool(prompts))
 
 
-def _result(binary: np.ndarray, size: tuple[int, int], method: str, prompts: Prompts, note: str | None = None
-            ) -> MaskResult:
+def _result(binary: np.ndarray, size: tuple[int, int], method: str, prompts: Prompts, note: str | None = None,
+            fetch: str | None = None) -> MaskResult:
     """Keep the chosen object, scale to the image's size, and refuse a (nearly) empty or full mask."""
     binary = clean_mask(binary, prompts)
     mask = Image.fromarray(binary.astype(np.uint8) * 255, mode="L")
+    box = prompts.scaled(size[0] / binary.shape[1]).box if prompts.box else None
     if mask.size != tuple(size):
         mask = mask.resize(tuple(size), Image.Resampling.BILINEAR).point(lambda v: 255 if v > 127 else 0)
-    check_coverage(np.asarray(mask), method)
-    return MaskResult(mask=mask, method=method, note=note, prompted=bool(prompts))
+    check_coverage(np.asarray(mask), method, box)
+    return MaskResult(mask=mask, method=method, note=note, prompted=bool(prompts), fetch=fetch)
 
 
-def check_coverage(mask: np.ndarray, method: str) -> None:
-    """Refuse an automatic mask that is (nearly) empty or (nearly) the whole frame, saying how to help."""
+def _fetch(models: list[str]) -> str | None:
+    """The command that fetches the models that were missing (rembg's command line takes several)."""
+    return f"rembg d {' '.join(models)}" if models else None
+
+
+def fills(mask: np.ndarray, prompts: Prompts) -> bool:
+    """Whether a mask is an object, not a speck (a fair part of the box, else of the frame) nor the background."""
+    if float(mask.mean()) > MAX_COVERAGE:
+        return False
+    if prompts.box:
+        return int(mask.sum()) >= MIN_BOX_SHARE * _box_area(prompts.box, mask.shape)
+    return float(mask.mean()) >= MIN_COVERAGE
+
+
+def _box_area(box: tuple[float, float, float, float], shape: tuple[int, int]) -> float:
+    height, width = shape
+    return max(min(box[2], width) - max(box[0], 0), 1.0) * max(min(box[3], height) - max(box[1], 0), 1.0)
+
+
+def check_coverage(mask: np.ndarray, method: str, box: tuple[float, float, float, float] | None = None) -> None:
+    """Refuse an automatic mask that is (nearly) empty or (nearly) the whole frame, saying how to help.
+
+    With a box, "nearly empty" is measured against the box: a small chair boxed in a large photo is fine."""
     coverage = float((np.asarray(mask) > 127).mean())
     share = f"{100 * coverage:.1f} % of the photo"
-    if coverage < MIN_COVERAGE:
+    if box is not None:
+        in_box = float((np.asarray(mask) > 127).sum()) / _box_area(box, np.asarray(mask).shape)
+        if in_box < MIN_BOX_SHARE:
+            state = "is empty" if coverage == 0 else f"is nearly empty ({100 * in_box:.1f} % of the box)"
+            raise InputError(f"The automatic mask ({method}) {state}, so it is not the object. {HOW_TO_HELP}")
+    elif coverage < MIN_COVERAGE:
         state = "is empty" if coverage == 0 else f"is nearly empty ({share})"
         raise InputError(f"The automatic mask ({method}) {state}, so it is not the object. {HOW_TO_HELP}")
     if coverage > MAX_COVERAGE:

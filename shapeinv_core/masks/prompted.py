@@ -6,28 +6,37 @@ transformers' `SamModel` because it shares everything the automatic mask already
 onnxruntime, the same model folder and offline rule, `rembg d sam` to fetch it, no torch model
 to keep in memory beside Stable Diffusion, and an 8-bit encoder that is quick on a CPU.
 
-Without SAM's weights the classical method answers, seeded by the prompts: the box becomes the
-frame (so its margin is the background the fallback assumes), clicked points become pixels that
-GrabCut must keep as object or as background, and of what it finds the part under the prompts is
-kept (`cleanup.choose_object`).
+Without SAM's weights the classical methods answer, in the order `extract` tries them: the
+fallback seeded by the prompts (the box becomes the frame, so its margin is the background the
+fallback assumes; clicked points become pixels GrabCut must keep as object or as background), then
+GrabCut started by the prompts alone (`grabcut_mask`), then, for clicks, the region grown from them
+(`region`), then colours (`clusters`). Of what each finds,
+the part under the prompts is kept (`cleanup.choose_object`). Each works on the box and a margin
+around it, at most 512 px large: a box is also a zoom.
 """
 
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 
+import cv2
 import numpy as np
 from PIL import Image
 
 from ..errors import InputError, first_line
-from .fallback import fallback_mask
+from ..images import fit_within
+from .fallback import GRABCUT_ITERATIONS, fallback_mask, refine_edges
+from .fallback import WORK_SIDE as FALLBACK_SIDE
 from .prompts import Prompts, seed_discs
+from .region import grown_mask
 from .rembg_model import RembgModelMissing, find_file, offline_reason, rembg_home
 
 SAM_MODEL = "sam_vit_b_01ec64"
 SAM_FILES = (f"{SAM_MODEL}.encoder.quant.onnx", f"{SAM_MODEL}.decoder.quant.onnx")
 SEED_RADIUS = 0.012  # a click marks a disc of this share of the image side as certain
 BOX_MARGIN = 0.04  # the box is widened by this share of its side, so its border is background
+GRABCUT_MARGIN = 0.25  # GrabCut from the box learns the background's colours from this much around it
 
 
 class SamMissing(RembgModelMissing):
@@ -77,23 +86,73 @@ def _sam_session():
 
 
 def classical_mask(image: Image.Image, prompts: Prompts) -> np.ndarray:
-    """Boolean mask (image size) from the classical method, seeded by the prompts (no weights)."""
+    """Boolean mask (image size) from the classical fallback, seeded by the prompts (no weights).
+
+    The box (widened by `BOX_MARGIN`) becomes the frame, so its margin is the background the
+    fallback assumes; clicked points become pixels GrabCut must keep as object or background."""
+    return _in_region(image, prompts, BOX_MARGIN, _seeded_fallback)
+
+
+def grabcut_mask(image: Image.Image, prompts: Prompts) -> np.ndarray:
+    """Boolean mask (image size) from GrabCut started by the prompts alone: outside the box is
+    background, inside it is probably object (the textbook use); clicks are fixed seeds. It needs
+    no background colour model, so it answers where the object has the wall's colours (white on white)."""
+    return _in_region(image, prompts, GRABCUT_MARGIN, _grabcut)
+
+
+def region_mask(image: Image.Image, prompts: Prompts) -> np.ndarray:
+    """Boolean mask (image size) of the regions grown from the clicked points (`region`)."""
+    return _in_region(image, prompts, BOX_MARGIN, grown_mask)
+
+
+def _seeded_fallback(crop: Image.Image, prompts: Prompts) -> np.ndarray:
+    shape = (crop.height, crop.width)
+    radius = max(2.0, SEED_RADIUS * max(shape))
+    return fallback_mask(crop, object_seeds=seed_discs(prompts.points, shape, radius),
+                         background_seeds=seed_discs(prompts.background_points, shape, radius))
+
+
+def _grabcut(crop: Image.Image, prompts: Prompts) -> np.ndarray:
+    shape = (crop.height, crop.width)
+    radius = max(2.0, SEED_RADIUS * max(shape))
+    init = np.full(shape, cv2.GC_PR_BGD, dtype=np.uint8)
+    if prompts.box:
+        init[:] = cv2.GC_BGD
+        x0, y0 = max(int(prompts.box[0]), 0), max(int(prompts.box[1]), 0)
+        init[y0:int(np.ceil(prompts.box[3])), x0:int(np.ceil(prompts.box[2]))] = cv2.GC_PR_FGD
+    init[seed_discs(prompts.points, shape, radius)] = cv2.GC_FGD
+    init[seed_discs(prompts.background_points, shape, radius)] = cv2.GC_BGD
+    if not ((init == cv2.GC_BGD) | (init == cv2.GC_PR_BGD)).any():
+        return np.zeros(shape, dtype=bool)
+    rgb = np.asarray(crop.convert("RGB"))
+    models = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
+    try:
+        cv2.grabCut(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), init, None, *models, GRABCUT_ITERATIONS,
+                    cv2.GC_INIT_WITH_MASK)
+    except cv2.error:  # too few pixels on one side for a colour model
+        return np.zeros(shape, dtype=bool)
+    lab = cv2.cvtColor(rgb.astype(np.float32) / 255.0, cv2.COLOR_RGB2Lab)
+    return refine_edges((init == cv2.GC_FGD) | (init == cv2.GC_PR_FGD), lab)
+
+
+def _in_region(image: Image.Image, prompts: Prompts, margin: float,
+               method: Callable[[Image.Image, Prompts], np.ndarray]) -> np.ndarray:
+    """Run `method` on the box widened by `margin` (of its longer side), or on the whole frame without
+    a box, at most `FALLBACK_SIDE` large; the answer is pasted back at the image's size."""
     if not (prompts.points or prompts.box):
         raise InputError("Background points alone do not say which object you mean: add a point on it or a box.")
     width, height = image.size
     x0, y0, x1, y1 = 0, 0, width, height
     if prompts.box:
-        margin = BOX_MARGIN * max(prompts.box[2] - prompts.box[0], prompts.box[3] - prompts.box[1])
-        x0, y0 = max(int(prompts.box[0] - margin), 0), max(int(prompts.box[1] - margin), 0)
-        x1, y1 = min(int(np.ceil(prompts.box[2] + margin)), width), min(int(np.ceil(prompts.box[3] + margin)), height)
-    local = prompts.shifted(x0, y0)
-    shape = (y1 - y0, x1 - x0)
-    radius = max(2.0, SEED_RADIUS * max(width, height))
-    found = fallback_mask(
-        image.crop((x0, y0, x1, y1)),
-        object_seeds=seed_discs(local.points, shape, radius),
-        background_seeds=seed_discs(local.background_points, shape, radius),
-    )
+        pad = margin * max(prompts.box[2] - prompts.box[0], prompts.box[3] - prompts.box[1])
+        x0, y0 = max(int(prompts.box[0] - pad), 0), max(int(prompts.box[1] - pad), 0)
+        x1, y1 = min(int(np.ceil(prompts.box[2] + pad)), width), min(int(np.ceil(prompts.box[3] + pad)), height)
+    crop = image.crop((x0, y0, x1, y1))
+    small = fit_within(crop, FALLBACK_SIDE)
+    found = method(small, prompts.shifted(x0, y0).scaled(small.width / crop.width))
+    if small.size != crop.size:
+        layer = Image.fromarray(found.astype(np.uint8) * 255).resize(crop.size, Image.Resampling.BILINEAR)
+        found = np.asarray(layer) > 127
     mask = np.zeros((height, width), dtype=bool)
     mask[y0:y1, x0:x1] = found
     return mask
