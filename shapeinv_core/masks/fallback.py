@@ -175,8 +175,9 @@ def _soft_edged(candidates: np.ndarray, lab: np.ndarray, distance: np.ndarray) -
     A grey seat on a white wall has the colour of a shadow, but its edge is a step as high as
     the seat is dark; a shadow's edge climbs the same height over many pixels. Regions are first
     cut apart along sharp edges, so a grey chair touching its own shadow is judged apart from it.
-    A region that meets the lit background nowhere (a shadow cast between the legs, fenced in by
-    the seat, the legs and a stretcher) has no edge to judge and counts as shadow.
+    A region that meets the lit background nowhere has no edge to judge: below the middle of the
+    object (a shadow cast between the legs, fenced in by the seat, the legs and a stretcher) it
+    counts as shadow, above it (a grey back panel inside a wooden frame) as object.
     """
     lightness = lab[..., 0]
     gx = cv2.Sobel(lightness, cv2.CV_32F, 1, 0, ksize=3) / 8
@@ -191,14 +192,20 @@ def _soft_edged(candidates: np.ndarray, lab: np.ndarray, distance: np.ndarray) -
     rim = regions & ~cv2.erode(regions.astype(np.uint8), kernel).astype(bool)
     # Only where the region meets the lit background (across the cut-out edge band) says what its edge
     # is: a shadow cast between the legs meets the chair's sharp edges on every side and the lit wall nowhere.
-    lit = (distance < _thresholds(distance)[0]) & ~candidates
+    low, high = _thresholds(distance)
+    lit = (distance < low) & ~candidates
     rim = (rim & cv2.dilate(lit.astype(np.uint8), np.ones((LIT_REACH, LIT_REACH), np.uint8)).astype(bool)).ravel()
     reach = cv2.dilate(step, np.ones((5, 5), np.uint8)).ravel()  # across the cut-out edge band
     flat = labels.ravel()
     inside = flat > 0
     height = _median_by_label(flat[inside], distance.ravel()[inside], count)
     sharpness = _median_by_label(flat[rim], reach[rim], count)
-    soft = np.ones(count, dtype=bool)
+    # Fenced in on every side, a region is shadow only below the middle of the object: light comes from
+    # above, so a seat casts its shadow between the legs, while a grey back panel inside its frame is object.
+    rows = np.nonzero((distance >= high).any(axis=1))[0]
+    middle = (rows.min() + rows.max()) / 2 if len(rows) else 0.0
+    centre_row = np.bincount(flat, weights=np.repeat(np.arange(labels.shape[0]), labels.shape[1]), minlength=count)
+    soft = centre_row / np.maximum(np.bincount(flat, minlength=count), 1) > middle
     measured = np.isfinite(sharpness) & (height > 0)
     soft[measured] = sharpness[measured] < 0.25 * height[measured]
     soft[0] = False
@@ -258,8 +265,10 @@ def _shadow_distance(lab: np.ndarray, background: np.ndarray, darkness: float = 
     `darkness` adds this much per unit of lost brightness, so that of two same-hue pixels the
     darker is the less likely shadow."""
     ratio = (lab[..., 0] + 1.0) / (background[..., 0] + 1.0)
-    # darkening shrinks chroma roughly in proportion; compare chroma after undoing it
-    chroma = np.linalg.norm(lab[..., 1:] - background[..., 1:] * ratio[..., None], axis=2)
+    # Less light scales X, Y, Z alike, so L + 16, a and b all shrink by its cube root: undo that
+    # before comparing chroma (a saturated wall's shadow keeps more chroma than L's own ratio says).
+    chroma_ratio = (lab[..., 0] + 16.0) / (background[..., 0] + 16.0)
+    chroma = np.linalg.norm(lab[..., 1:] - background[..., 1:] * chroma_ratio[..., None], axis=2)
     shadow_like = (ratio >= SHADOW_DARKEST) & (ratio <= 1.0)
     return np.where(shadow_like, chroma + darkness * (1.0 - ratio), np.inf).astype(np.float32)
 
