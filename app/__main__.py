@@ -124,14 +124,21 @@ def form_defaults(model: str) -> InversionConfig:
 
 def create(data: Path, model: str, device: str = "auto", dtype: str = "auto", limits: Limits | None = None,
            preview_steps: int | None = None, clip_model: str | None = DEFAULT_CLIP_MODEL, engine: str = EMBEDDED,
-           ray_address: str | None = None, workers: int | None = None):
-    """(backend, demo): the worker (or the Ray engine) started, the model loading in the background, the page built."""
+           ray_address: str | None = None, workers: int | None = None, own_cache: bool = False):
+    """(backend, demo): the worker (or the Ray engine) started, the model loading in the background, the page built.
+
+    `own_cache` (a server process): Gradio's cache of served files lives in this server's outbox, not in the
+    machine's shared /tmp/gradio, where another server that served the same picture (the same content, the same
+    path) deletes it on its way out while this one still hands it out.
+    """
     from .ui import build_demo
 
     backend = Backend(Path(data), model=model, device=device, dtype=dtype, limits=limits or Limits(),
                       preview_steps=preview_steps if preview_steps is not None else (4 if model == TINY else 20),
                       clip_model=None if clip_model in (None, "", "none") else clip_model, engine=engine,
                       ray_address=ray_address, workers=workers)
+    if own_cache and "GRADIO_TEMP_DIR" not in os.environ:
+        os.environ["GRADIO_TEMP_DIR"] = str(backend.gradio_cache)
     backend.start()
     return backend, build_demo(backend, form_defaults(model))
 
@@ -160,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         backend, demo = create(args.data, args.model, args.device, args.dtype, limits=limits,
                                clip_model=args.clip_model, engine=args.engine, ray_address=args.ray_address,
-                               workers=args.workers)
+                               workers=args.workers, own_cache=True)
     except ShapeInvError as error:  # e.g. --engine ray without Ray installed
         print(f"error: {error}", file=sys.stderr)
         return 2

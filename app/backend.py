@@ -183,7 +183,7 @@ class Backend:
                           now=now)
         cutoff = (time.time() if now is None else now) - self.outbox_max_age
         for folder in list(self.outbox_dir.iterdir()) if self.outbox_dir.is_dir() else []:
-            if folder.is_dir() and folder.stat().st_mtime < cutoff:
+            if folder.is_dir() and folder != self.gradio_cache and folder.stat().st_mtime < cutoff:
                 shutil.rmtree(folder, ignore_errors=True)
 
     def _housekeeping(self) -> None:
@@ -202,6 +202,11 @@ class Backend:
         folder = self.outbox_dir / secrets.token_hex(16)
         folder.mkdir(parents=True)
         return str(shutil.copy2(path, folder / Path(path).name))
+
+    @property
+    def gradio_cache(self) -> Path:
+        """Where a server process keeps Gradio's copies of served files (Gradio ages them; they go with the outbox)."""
+        return self.outbox_dir / "gradio"
 
     def picture(self, image: Image.Image | None, name: str = "picture") -> str | None:
         """A picture for the page as a file written once per content, never rewritten while it may be served.

@@ -61,7 +61,8 @@ def app_server(tmp_path_factory):
     data = tmp_path_factory.mktemp("app-data")
     limits = Limits(max_upload="500kb", max_pixels=2_000_000, max_steps=3000, max_images=4, max_queued=3,
                     max_queued_per_owner=3)
-    backend, demo = create(data, "tiny", device="cpu", limits=limits, preview_steps=2, clip_model="tiny")
+    backend, demo = create(data, "tiny", device="cpu", limits=limits, preview_steps=2, clip_model="tiny",
+                           own_cache=True)  # not /tmp/gradio, where other suites' apps delete the same pictures
     _, url, _ = demo.launch(prevent_thread_lock=True, quiet=True,
                             **launch_options(backend, "127.0.0.1", free_port()))
     assert backend.worker.wait_ready(300), "the tiny model did not load"

@@ -84,6 +84,7 @@ def serve(data: Path, port: int, log: Path, model: str = "tiny") -> subprocess.P
     """`python -m app` as a separate process, its terminal written to `log`; returns once its API answers."""
     root = Path(__file__).resolve().parent.parent
     env = {**os.environ, "PYTHONPATH": str(root), "GRADIO_ANALYTICS_ENABLED": "False"}
+    env.pop("GRADIO_TEMP_DIR", None)  # the session app's own cache: a served process keeps its own
     process = subprocess.Popen(
         [sys.executable, "-m", "app", "--model", model, "--device", "cpu", "--data", str(data), "--port", str(port)],
         cwd=root, env=env, stdout=log.open("a"), stderr=subprocess.STDOUT,
