@@ -151,3 +151,12 @@ def test_rembg_d_fetches_into_the_folder_we_look_in(empty_rembg_home, monkeypatc
         empty_rembg_home / "models" / "birefnet-general" / "birefnet-general.onnx")
     result = CliRunner().invoke(rembg_cli, ["d", "birefnet-general"])  # already there: nothing fetched
     assert result.exit_code == 0 and len(fetched) == 1
+
+
+def test_with_a_box_the_chain_ends_with_u2netp_and_names_every_method_tried(u2netp_home):
+    """An empty stretch of wall in the box: the classical steps find nothing, then u2netp (on disk,
+    not the default model) is tried too, and the one refusal names all of them and the fetch command."""
+    image, _, _ = two_chairs()
+    tried = "the classical fallback seeded by the prompts, GrabCut started from the prompts, colour clustering"
+    with pytest.raises(InputError, match=f"tried {tried}, rembg's 'u2netp'.*`rembg d sam birefnet-general`"):
+        extract_mask(image, prompts=Prompts(box=(10, 10, 150, 150)))

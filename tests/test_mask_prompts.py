@@ -176,3 +176,51 @@ def test_prompts_outside_the_photo_or_without_an_object_point_are_refused():
         extract_mask(image, prompts=Prompts(points=((300, 10),)))
     with pytest.raises(InputError, match="Background points alone"):
         extract_mask(image, prompts=Prompts(background_points=((3, 3),)))
+
+
+# --- the offline chain's later steps, each on its own --------------------------------------------------
+
+
+def test_grabcut_from_the_box_needs_no_background_colour_model():
+    """White on white: a chair a shade lighter than the wall and a faint outline. The fallback's colour
+    model sees nothing; GrabCut started from the box alone learns the wall outside the box."""
+    import cv2
+
+    from shapeinv_core.masks.prompted import grabcut_mask
+
+    rgb = np.full((300, 300, 3), 226, np.uint8)
+    exact = np.zeros((300, 300), np.uint8)
+    cv2.ellipse(exact, (150, 130), (60, 80), 0, 0, 360, 1, -1)  # a shell
+    exact[200:280:, 110:116], exact[200:280, 184:190] = 1, 1  # two legs
+    rgb[exact > 0] = 246
+    rgb[(cv2.dilate(exact, np.ones((3, 3), np.uint8)) - exact) > 0] = 200  # its outline
+    rgb = np.clip(rgb + np.random.default_rng(0).normal(0, 1.5, rgb.shape), 0, 255).astype(np.uint8)
+    image, truth = Image.fromarray(rgb), exact * 255
+    with pytest.raises(InputError, match="empty"):
+        extract_mask(image, method="fallback")
+    assert iou(grabcut_mask(image, Prompts(box=(80, 40, 220, 290))) * 255, truth) >= 0.85
+
+
+def test_the_region_grown_from_a_click_stops_at_a_faint_outline():
+    from shapeinv_core.masks.region import grown_mask
+
+    rgb = np.full((200, 200, 3), 230, np.uint8)
+    rgb[60:140, 50:150] = 238  # a panel a shade lighter than the wall ...
+    rgb[59, 49:151], rgb[140, 49:151], rgb[59:141, 49], rgb[59:141, 150] = 215, 215, 215, 215  # ... outlined
+    found = grown_mask(Image.fromarray(rgb), Prompts(points=((100, 100),)))
+    assert found[60:140, 50:150].mean() > 0.95 and found.sum() < 1.1 * 80 * 100
+
+
+def test_colour_clusters_find_the_box_colours_the_ring_lacks():
+    from shapeinv_core.masks.clusters import cluster_mask
+
+    image, exact = render_chair(2, size=256, background=CONFETTI)
+    found = cluster_mask(image, Prompts(box=bounds(exact, margin=8)))
+    assert iou(found * 255, exact) >= 0.7  # coarse, but the chair and not the flecks
+
+
+def test_a_point_on_a_speck_is_refused():
+    image = Image.new("RGB", (300, 300), (200, 205, 210))
+    ImageDraw.Draw(image).rectangle((150, 150, 153, 153), fill=(40, 30, 160))
+    with pytest.raises(InputError, match="No object found under the points"):
+        extract_mask(image, prompts=Prompts(points=((151, 151),)))
