@@ -23,7 +23,8 @@ RAY_DIRECTIONS = 32  # 11.25 degrees apart: a ray follows a thin leg at any angl
 BUSY = 8.0  # Lab spread along a ray that a plain wall (noise, JPEG) never reaches: the border is busy above it
 ROUGH_BORDER = 25  # ... when at most this percentile of its pixels is smoother (a few flecks may repeat)
 COLOUR_BIN = 6.0  # Lab units per histogram bin, for "is this colour common on the border"
-COMMON = 0.02  # a colour shared (within a bin or so) by this share of the border is the background's
+COMMON = 0.02  # a colour shared (within a bin or so) by this share of the border is the background's ...
+PALETTE_BINS, PALETTE_SHARE = 12, 0.2  # ... when the border is a palette: its 12 commonest bins hold 20 % of it
 SMOOTH_CONTRAST = 1.8  # the border's typical roughness is at least this many times the smooth/rough split
 FLECK_RAYS = 2  # a separate smooth patch shorter than this many rays ...
 FLECK_SHARE = 0.05  # ... and smaller than this share of the largest one is a fleck, not a part
@@ -99,10 +100,16 @@ def _drop_flecks(smooth: np.ndarray, length: int) -> np.ndarray:
 
 def common_colours(lab: np.ndarray, border: np.ndarray) -> np.ndarray:
     """Pixels whose colour is common on the border: a rug's few colours, even where its flecks merge
-    into a smooth patch. Counted in Lab bins, each with its neighbours (a colour near a bin edge)."""
+    into a smooth patch. Counted in Lab bins, each with its neighbours (a colour near a bin edge).
+
+    Only a border made of a palette has common colours: flecks of every hue, blended where they
+    meet, spread over thousands of bins, and the dense middle of that spread may be the chair's colour."""
     index = _colour_bins(lab)
     counts = np.zeros(_BINS, np.float32)
     np.add.at(counts, tuple(index[border].T), 1.0)
+    commonest = np.sort(counts, axis=None)[::-1][:PALETTE_BINS].sum() / max(int(border.sum()), 1)
+    if commonest < PALETTE_SHARE:
+        return np.zeros(lab.shape[:2], dtype=bool)
     padded = np.pad(counts, 1)
     near = sum(padded[i:i + _BINS[0], j:j + _BINS[1], k:k + _BINS[2]]
                for i in range(3) for j in range(3) for k in range(3))
