@@ -43,6 +43,7 @@ def test_offline_switch_never_tries_to_download(empty_rembg_home, no_network, mo
     assert f"not fetched because {switch}=1 is set" in result.note and "\n" not in result.note
     prompted = extract_mask(image, prompts=Prompts(points=((128, 120),)))  # SAM is not fetched either
     assert prompted.method == "fallback" and "Segment Anything is not on disk" in prompted.note
+    assert "`rembg d sam` fetches it" in prompted.note and prompted.fetch == "rembg d sam birefnet-general"
     with pytest.raises(InputError, match=f"not fetched because {switch}=1 is set.*rembg d u2netp"):
         extract_mask(image, method="rembg", rembg_model="u2netp")
     assert not needs_fetch("u2netp")

@@ -106,7 +106,7 @@ def extract_mask(
         except SamMissing as missing:
             if method == "sam":
                 raise
-            notes.append(str(missing).split(". ")[0])
+            notes.append(str(missing).split(". ")[0] + " (`rembg d sam` fetches it)")
             missing_models.append("sam")
     model = rembg_model or DEFAULT_REMBG_MODEL
     if method in ("auto", "rembg"):
