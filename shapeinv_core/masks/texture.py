@@ -7,7 +7,10 @@ colour (along a leg, across the seat), while from a pixel of the background ever
 flecks. `roughness` is that test: the least colour spread along short rays in many directions, so
 thin legs, slat ends and corners pass as well as the seat does. The line length is chosen from the
 border (long enough that the background's flecks never fit one), and the smooth/rough split from the
-picture itself (Otsu on the log of the roughness: the object's mode and the background's).
+picture itself (Otsu on the log of the roughness: the object's mode and the background's). On a
+rug of a few colours, flecks of one colour can merge into a patch smooth enough to pass; colours
+common on such a palette-like border are therefore never the object's (`common_colours`), and a
+smooth patch no longer than a couple of rays is a fleck (`_drop_flecks`).
 
 It answers only when the border really is busy and a smooth region stands out from it; grain that
 covers object and wall alike (sensor noise) is the fallback's denoising's job, not this one.
