@@ -68,6 +68,27 @@ def test_a_shadow_cast_between_the_legs_stays_out_of_the_mask(seed, background):
     assert iou(predicted * 255, exact) >= 0.9
 
 
+@pytest.mark.parametrize("seed", [4, 7])
+def test_a_soft_highlight_on_the_backrest_is_not_a_hole(seed):
+    """A glossy backrest catches the light in a patch that fades to the wall's own colour: the colour
+    model cuts it out, but its rim is soft, unlike the sharp edges of a real gap between slats."""
+    import cv2
+
+    image, exact = render_chair(seed, size=512, background="plain")
+    obj = np.asarray(exact) > 127
+    inside = cv2.distanceTransform(obj.astype(np.uint8), cv2.DIST_L2, 5)
+    rows = np.nonzero(obj.any(axis=1))[0]
+    inside[rows.min() + (rows.max() - rows.min()) // 3:] = 0  # the backrest
+    y, x = np.unravel_index(np.argmax(inside), inside.shape)
+    rgb = np.asarray(image).astype(float)
+    wall = rgb[5:20, 5:20].reshape(-1, 3).mean(axis=0)
+    yy, xx = np.mgrid[0:512, 0:512]
+    glow = np.exp(-((yy - y) ** 2 + (xx - x) ** 2) / (2 * (0.5 * inside[y, x]) ** 2))[..., None]
+    shiny = Image.fromarray(np.where(obj[..., None], rgb * (1 - glow) + wall * glow, rgb).clip(0, 255).astype(np.uint8))
+    predicted = np.asarray(extract_mask(shiny, method="fallback").mask) > 127
+    assert predicted[y, x] and iou(predicted * 255, exact) >= 0.985
+
+
 def test_thin_legs_survive_the_fallback():
     image, exact = render_chair(3, size=512, background="gradient", thin_legs=True)
     predicted = np.asarray(extract_mask(image, method="fallback").mask) > 127

@@ -30,6 +30,8 @@ LIT_REACH = 9  # a shadow's rim pixel this close (window side) to the lit backgr
 SHARP_STEP = 5.0  # Lab lightness change per pixel that no soft shadow edge reaches
 GRAINY = 2.5  # estimated noise (0..255 grey levels) above which the photo is denoised first; clean JPEGs are ~1
 WHOLE = 0.9  # a mask whose largest part holds this share of it is one object
+HIGHLIGHT_MAX = 0.01  # an enclosed hole up to this share of the frame may be a highlight on the object ...
+HIGHLIGHT_SOFT = 0.25  # ... when the lightness step across its rim is below this share of its contrast
 
 
 def fallback_mask(
@@ -66,7 +68,8 @@ def fallback_mask(
         cv2.grabCut(bgr, init, None, bgd_model, fgd_model, GRABCUT_ITERATIONS, cv2.GC_INIT_WITH_MASK)
     except cv2.error:  # a GMM needs a few samples of each side; without them keep the colour prior
         return distance >= high
-    return refine_edges((init == cv2.GC_FGD) | (init == cv2.GC_PR_FGD), cv2.cvtColor(rgb, cv2.COLOR_RGB2Lab))
+    lab = cv2.cvtColor(rgb, cv2.COLOR_RGB2Lab)
+    return fill_highlights(refine_edges((init == cv2.GC_FGD) | (init == cv2.GC_PR_FGD), lab), lab)
 
 
 def refine_soft_mask(image: Image.Image, soft: np.ndarray) -> np.ndarray:
@@ -98,6 +101,43 @@ def refine_soft_mask(image: Image.Image, soft: np.ndarray) -> np.ndarray:
         # stripes or checks on a white wall). The network's outline is blurry but whole.
         return network
     return refined
+
+
+def fill_highlights(mask: np.ndarray, lab: np.ndarray) -> np.ndarray:
+    """Fill the holes that are highlights on the object, not gaps through it.
+
+    A glossy rail catches the light in a patch as pale as a grey wall, so the colour model cuts a
+    hole there. A gap between slats has sharp edges (the slats' outlines); a highlight fades into
+    the wood over several pixels. So an enclosed hole whose rim is soft (the lightness step across
+    it is small beside the hole's contrast with the object around it) is filled, but only above the
+    object's middle: below it, fenced in by the legs, a soft-edged patch is the seat's shadow on the
+    floor (light comes from above, as `_soft_edged` assumes).
+    """
+    count, labels, stats, _ = cv2.connectedComponentsWithStats((~mask).astype(np.uint8), connectivity=4)
+    h, w = mask.shape
+    x0, y0 = stats[:, cv2.CC_STAT_LEFT], stats[:, cv2.CC_STAT_TOP]
+    x1, y1 = x0 + stats[:, cv2.CC_STAT_WIDTH], y0 + stats[:, cv2.CC_STAT_HEIGHT]
+    enclosed = (x0 > 0) & (y0 > 0) & (x1 < w) & (y1 < h) & (stats[:, cv2.CC_STAT_AREA] < HIGHLIGHT_MAX * mask.size)
+    if not enclosed[1:].any():
+        return mask
+    lightness = lab[..., 0]
+    gx, gy = cv2.Sobel(lightness, cv2.CV_32F, 1, 0, ksize=3), cv2.Sobel(lightness, cv2.CV_32F, 0, 1, ksize=3)
+    step = np.hypot(gx, gy) / 8
+    small, wide = np.ones((3, 3), np.uint8), np.ones((7, 7), np.uint8)
+    ring = cv2.dilate(mask.astype(np.uint8), small) > cv2.erode(mask.astype(np.uint8), small)  # the edge band
+    around = cv2.dilate((~mask).astype(np.uint8), wide).astype(bool) & mask  # object pixels near any hole
+    rows = np.nonzero(mask.any(axis=1))[0]
+    middle = (rows.min() + rows.max()) / 2
+    enclosed &= y0 + stats[:, cv2.CC_STAT_HEIGHT] / 2 < middle
+    filled = mask.copy()
+    for label in np.nonzero(enclosed)[0]:
+        hole = labels == label
+        near = cv2.dilate(hole.astype(np.uint8), wide).astype(bool)
+        rim = near & ring
+        contrast = abs(float(np.median(lightness[hole])) - float(np.median(lightness[near & around])))
+        if rim.any() and float(np.median(step[rim])) < HIGHLIGHT_SOFT * contrast:
+            filled |= hole
+    return filled
 
 
 def largest_part_share(mask: np.ndarray, connectivity: int = 8) -> float:
