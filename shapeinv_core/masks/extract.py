@@ -128,26 +128,36 @@ def extract_mask(
     if not prompts:
         small = fit_within(work, FALLBACK_SIDE)
         note = f"Made with the classical fallback: {_join(notes)}" if notes else None
-        return _result(fallback_mask(small), image.size, "fallback", Prompts(), note=note, fetch=_fetch(missing_models))
+        return _result(fallback_mask(small), image.size, "fallback", Prompts(), note=note,
+                       fetch=_fetch(missing_models))
+    return _offline_chain(work, image.size, local, method == "auto" and model != SECOND_NETWORK, notes,
+                          _fetch(missing_models))
+
+
+def _offline_chain(work: Image.Image, size: tuple[int, int], prompts: Prompts, try_network: bool, notes: list[str],
+                   fetch: str | None) -> MaskResult:
+    """With prompts and no network's answer: each of `CLASSICAL_STEPS` in turn until one fills a fair
+    part of the box (or frame), then `SECOND_NETWORK` when `try_network` and its file is on disk, then
+    one refusal that names every method tried and the command for the stronger models."""
     tried = []
     for name, step, clicks_only in CLASSICAL_STEPS:
-        if clicks_only and not local.points:
+        if clicks_only and not prompts.points:
             continue
-        found = clean_mask(step(work, local), local)
-        if fills(found, local):
+        found = clean_mask(step(work, prompts), prompts)
+        if fills(found, prompts):
             done = f"Made with {name}" + (f" ({', '.join(tried)} found nothing)" if tried else "")
             note = f"{done}: {_join(notes)}" if notes else f"{done}." if tried else None
-            return _result(found, image.size, "fallback", local, note=note, fetch=_fetch(missing_models))
+            return _result(found, size, "fallback", prompts, note=note, fetch=fetch)
         tried.append(name)
-    if method == "auto" and model != SECOND_NETWORK and rembg_model_file(SECOND_NETWORK) is not None:
-        found = clean_mask(refine_soft_mask(work, rembg_soft_mask(work, SECOND_NETWORK, fetch=False)), local)
-        if fills(found, local):
+    if try_network and rembg_model_file(SECOND_NETWORK) is not None:
+        found = clean_mask(refine_soft_mask(work, rembg_soft_mask(work, SECOND_NETWORK, fetch=False)), prompts)
+        if fills(found, prompts):
             done = f"Made with rembg's {SECOND_NETWORK!r} ({', '.join(tried)} found nothing)"
-            return _result(found, image.size, "rembg", local, note=f"{done}: {_join(notes)}" if notes else f"{done}.",
-                           fetch=_fetch(missing_models))
+            note = f"{done}: {_join(notes)}" if notes else f"{done}."
+            return _result(found, size, "rembg", prompts, note=note, fetch=fetch)
         tried.append(f"rembg's {SECOND_NETWORK!r}")
     where = "inside the box" if prompts.box else "under the points"
-    stronger = f" A stronger model may find it: fetch it once with `{_fetch(missing_models)}`." * bool(missing_models)
+    stronger = f" A stronger model may find it: fetch it once with `{fetch}`." if fetch else ""
     raise InputError(f"No object found {where}: tried {', '.join(tried)}.{stronger} Draw the box closer around the "
                      "object, click on it, paint the mask, or upload one (--mask).")
 
