@@ -30,13 +30,20 @@ class AttentionStore:
         self.latent_size = latent_size
         self.resolution = resolution
         self.maps: list[torch.Tensor] = []
+        # [rows, n] placeholder positions per batch row, when the rows' prompts differ (named looks
+        # of different token lengths); None: `token_positions` for every row.
+        self.row_positions: torch.Tensor | None = None
 
     def reset(self) -> None:
         self.maps = []
 
     def add(self, probs: torch.Tensor, batch: int, heads: int, query_len: int) -> None:
         """probs: [batch*heads, query_len, keys] softmax probabilities of one layer."""
-        columns = probs[:, :, self.token_positions].sum(dim=-1)  # [b*h, q]
+        if self.row_positions is None:
+            columns = probs[:, :, self.token_positions].sum(dim=-1)  # [b*h, q]
+        else:  # rows are batch-major, heads minor: each row's heads read that row's positions
+            index = self.row_positions.repeat_interleave(heads, dim=0)[:, None, :].expand(-1, query_len, -1)
+            columns = probs.gather(2, index).sum(dim=-1)
         per_row = columns.view(batch, heads, query_len).mean(dim=1)  # [b, q]
         height, width = _layer_size(self.latent_size, query_len)
         grid = per_row.view(batch, 1, height, width)

@@ -173,7 +173,14 @@ def _add_inversion_options(parser: argparse.ArgumentParser) -> None:
     add("--resolution", type=int, default=None,
         help="training resolution (default: the model's native size, e.g. 512 for SD 1.5, 64 for toy)")
     add("--placeholder", default=defaults.placeholder, help="the learned word (default: %(default)s)")
-    add("--initializer", default=defaults.initializer, help="word the vectors start from (default: %(default)s)")
+    add("--initializer", default=defaults.initializer,
+        help="word the vectors start from; 'auto': the shape word that best explains the photo, e.g. 'stool' "
+             "(default: %(default)s)")
+    add("--appearance", default=defaults.appearance, choices=["photo", "varied"],
+        help="'varied': also learn from the photo re-drawn in named colours and patterns, so *s learns the shape and "
+             "not the look; 'photo': the photo alone (research form) (default: %(default)s)")
+    add("--views", type=int, default=defaults.views,
+        help="with --appearance varied: the photo plus this many minus one re-drawn views (default: %(default)s)")
     add("--class-word", default=defaults.class_word, help="class word in the template (default: %(default)s)")
     add("--template", default=defaults.template, help="training prompt (default: '%(default)s')")
     add("--num-vectors", type=int, default=defaults.num_vectors, help="vectors for *s (default: %(default)s)")
@@ -255,6 +262,7 @@ def inversion_config(args: argparse.Namespace) -> InversionConfig:
         attention_res=args.attention_res, mask_form=args.mask_form, background_weight=args.background_weight,
         balance_every=args.balance_every, tune=args.tune, lora_rank=args.lora_rank, lora_steps=args.lora_steps,
         lora_lr=args.lora_lr, name=file_name(args.name, args.image, (args.class_word, args.initializer)),
+        appearance=args.appearance, views=args.views,
     ).validate()
 
 

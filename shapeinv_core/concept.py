@@ -42,6 +42,7 @@ class Concept:
     version: str = __version__
     attention_map: torch.Tensor | None = field(default=None, repr=False, compare=False)  # not saved
     lora: dict[str, torch.Tensor] | None = field(default=None, repr=False, compare=False)  # peft naming (lora.py)
+    initializer_used: str | None = None  # the word *s started from (what initializer "auto" chose)
 
     def save(self, folder: str | Path) -> Path:
         """Write `learned_embeds.safetensors` and `concept.json` into `folder` (atomically each)."""
@@ -53,7 +54,7 @@ class Concept:
             "token": self.token,
             "num_vectors": int(self.vectors.shape[0]),
             "dim": int(self.vectors.shape[1]),
-            "initializer": self.settings.initializer,
+            "initializer": self.initializer_used or self.settings.initializer,
             "class_word": self.settings.class_word,
             "template": self.settings.template,
             "settings": to_dict(self.settings),
@@ -121,6 +122,7 @@ class Concept:
             final_losses=info.get("final_losses", {}),
             version=info.get("shapeinv_version", __version__),
             lora=load_lora(embeds.parent),
+            initializer_used=info.get("initializer") if isinstance(info.get("initializer"), str) else None,
         )
 
 

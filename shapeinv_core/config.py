@@ -24,6 +24,8 @@ MAP_NORMS = ("none", "max")
 MASK_FORMS = ("mse", "outside")
 TUNE_CHOICES = ("none", "lora")
 SHAPE_ORDERS = ("first", "last")
+APPEARANCES = ("photo", "varied")
+AUTO_INITIALIZER = "auto"  # initializer: the shape word that explains the photo best (probe.py)
 ATTENTION_RESOLUTIONS = (4, 8, 16, 32, 64, 128)
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 RESERVED_NAMES = ("learned_embeds", "pytorch_lora_weights", "concept", "config")  # files a run folder has
@@ -49,6 +51,10 @@ class InversionConfig:
     attention_res: str = "all"  # "all", or the layers' grid sides at the training resolution, e.g. "16" or "16,32"
     mask_form: str = "mse"  # "mse": the whole map toward the mask; "outside": only attention outside it (MagiCapture)
     background_weight: float = 1.0  # denoising loss weight of background pixels; 1 = whole image, 0 = Break-A-Scene
+    # "photo": learn from the photo alone (the research's form); "varied": from the photo and re-drawn views
+    # of it in named colours and patterns, each named in the prompt, so the shape is what *s must explain.
+    appearance: str = "photo"
+    views: int = 32  # the "varied" bank: the photo plus views - 1 re-drawn ones
     init_reg: float = 0.0
     learning_rate: float = 5e-3
     steps: int = 500
@@ -96,6 +102,9 @@ class InversionConfig:
         _check(self.mask_form in MASK_FORMS, "mask_form must be 'mse' (research form) or 'outside' (MagiCapture)")
         _check(0.0 <= self.background_weight <= 1.0,
                "background_weight must be between 0 (object only, Break-A-Scene) and 1 (whole image, the default)")
+        _check(self.appearance in APPEARANCES,
+               "appearance must be 'photo' (the photo alone) or 'varied' (re-drawn in named looks)")
+        _check(2 <= self.views <= 256, "views must be between 2 and 256; 32 is the default")
         _check(self.balance_every >= 0, "balance_every must be >= 0 (0 never measures the gradient ratio)")
         _check(self.tune in TUNE_CHOICES, "tune must be 'none' (only *s) or 'lora' (also cross-attention LoRA)")
         _check(1 <= self.lora_rank <= 128, "lora_rank must be between 1 and 128; 4 is the default")
@@ -124,9 +133,11 @@ class InversionConfig:
             return ()
         return sides if sides and all(side in ATTENTION_RESOLUTIONS for side in sides) else ()
 
-    def prompt(self) -> str:
-        """The training prompt, e.g. 'a photo of chair in the shape of *s'."""
-        return self.template.format(cls=self.class_word, token=self.placeholder)
+    def prompt(self, look: str = "") -> str:
+        """The training prompt, e.g. 'a photo of chair in the shape of *s'; a view's `look` goes before the class
+        word ('a photo of red striped chair in the shape of *s')."""
+        subject = f"{look} {self.class_word}" if look else self.class_word
+        return self.template.format(cls=subject, token=self.placeholder)
 
 
 @dataclass

@@ -33,12 +33,14 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from .appearance import View, appearance_views
 from .attention import AttentionStore, capture_attention
 from .concept import Concept, initializer_vectors, install_tokens, remove_tokens
-from .config import InversionConfig, to_dict
+from .config import AUTO_INITIALIZER, InversionConfig, to_dict
 from .errors import InputError, ShapeInvError
 from .masks import check_mask
 from .models import LoadedModel
+from .probe import SHAPE_WORDS, best_word, denoising_loss, known_phrases, probe_batch
 from .runs import RunFolder
 
 
@@ -102,11 +104,14 @@ def invert(model: LoadedModel, image: Image.Image, mask: Image.Image, config: In
 
 def invert_many(model: LoadedModel, image: Image.Image, mask: Image.Image, configs: list[InversionConfig],
                 runs: list[RunFolder] | None = None, on_step: StepCallback | None = None,
-                should_stop: Callable[[], bool] | None = None, rows_per_pass: int | None = None) -> list[Concept]:
+                should_stop: Callable[[], bool] | None = None, rows_per_pass: int | None = None,
+                views: list[View] | None = None) -> list[Concept]:
     """Learn several `*s` that differ only in `mask_weight`, sharing batched UNet passes.
 
     `rows_per_pass` caps the UNet batch (concepts x timesteps) of one pass; more concepts are
-    then run in several passes per step, with identical results.
+    then run in several passes per step, with identical results. `views` replaces the views that
+    `appearance` would make (square, at the training size, view 0 the photo): for experiments
+    with views drawn some other way, such as the toy world's renderer.
     """
     base = _common_settings(configs)
     if runs is not None and len(runs) != len(configs):
@@ -114,15 +119,15 @@ def invert_many(model: LoadedModel, image: Image.Image, mask: Image.Image, confi
     pipe, device = model.pipe, model.device
     _freeze(pipe)
 
-    pixels, mask_grid = prepare_inputs(image, mask, base.resolution, base.map_resolution)
-    mask_grid = mask_grid.to(device)
-    latents = encode_image(pipe, pixels.to(device))  # [1, 4, h, w], fp32; the VAE runs once
-    init = initializer_vectors(pipe, base.initializer, base.num_vectors)
-    token_ids = install_tokens(pipe, base.placeholder, init)
-    prompt_ids, positions = tokenize_prompt(pipe, base.prompt(), token_ids)
-    prompt_ids = prompt_ids.to(device)
+    token_ids = install_tokens(pipe, base.placeholder, initializer_vectors(pipe, starting_word(base), base.num_vectors))
+    inputs = training_inputs(pipe, device, image, mask, base, token_ids, views)  # the VAE runs once per view
+    latents, mask_grid = inputs.latents, inputs.mask_grid
     scheduler = _training_scheduler(pipe)
     text_encoder = training_text_encoder(pipe.text_encoder, model.dtype)
+    init_word = starting_word(base)
+    if base.initializer == AUTO_INITIALIZER:
+        init_word, _ = choose_initializer(pipe, text_encoder, inputs, token_ids, base, scheduler)
+    init = initializer_vectors(pipe, init_word, base.num_vectors)
 
     count = len(configs)
     weights = torch.tensor([c.mask_weight for c in configs], device=device)
@@ -138,13 +143,14 @@ def invert_many(model: LoadedModel, image: Image.Image, mask: Image.Image, confi
             run.truncate_log(start)
 
     per_pass = count if rows_per_pass is None else max(1, rows_per_pass // base.batch_size)
-    store = AttentionStore(positions, tuple(latents.shape[-2:]), base.map_resolution, device=device)
+    store = AttentionStore(inputs.positions[0].tolist(), tuple(latents.shape[-2:]), base.map_resolution,
+                           device=device)
     try:
         with capture_attention(pipe.unet, store, base.attention_layers, base.map_sides()), \
                 substitute_embeddings(text_encoder, token_ids) as substitution:
-            objective = _Objective(pipe, model.dtype, prompt_ids, substitution, store, base, mask_grid, init, weights,
-                                   denoising_weights(image, mask, base, latents.shape[-1], device),
-                                   text_encoder=text_encoder)
+            objective = _Objective(pipe, model.dtype, inputs.prompt_ids, substitution, store, base, mask_grid, init,
+                                   weights, denoising_weights(image, mask, base, latents.shape[-1], device),
+                                   text_encoder=text_encoder, positions=inputs.positions)
             for step in range(start, base.steps):
                 if should_stop is not None and should_stop():
                     if runs and step > start:  # at `start` the newest checkpoint already holds this state
@@ -153,11 +159,12 @@ def invert_many(model: LoadedModel, image: Image.Image, mask: Image.Image, confi
                 began = time.perf_counter()
                 noise, timesteps = sample_noise(base.seed, step, base.batch_size, latents.shape, scheduler)
                 noise, timesteps = to_device(noise, device), to_device(timesteps, device)
-                clean = latents.expand(base.batch_size, -1, -1, -1)
+                rows = to_device(view_rows(base.seed, step, base.batch_size, latents.shape[0]), device)
+                clean = latents[rows]
                 noisy = scheduler.add_noise(clean, noise, timesteps)
                 target = denoising_target(scheduler, clean, noise, timesteps)
 
-                batch = (noisy, timesteps, target)
+                batch = (noisy, timesteps, target, rows)
                 measure = balance_due(base, step)
                 values, maps, balance, per_pass = _accumulate_gradients(objective, vectors, batch, per_pass, optimizer,
                                                                         scaler, measure)
@@ -184,7 +191,7 @@ def invert_many(model: LoadedModel, image: Image.Image, mask: Image.Image, confi
                 if on_step is not None:
                     on_step(report)
 
-            final_maps = objective.evaluation_maps(vectors.detach(), latents, scheduler)
+            final_maps = objective.evaluation_maps(vectors.detach(), latents[:1], scheduler)
     finally:
         remove_tokens(pipe, base.placeholder)
 
@@ -198,9 +205,78 @@ def invert_many(model: LoadedModel, image: Image.Image, mask: Image.Image, confi
             token=config.placeholder, vectors=vectors[index].detach().float().cpu(), settings=config,
             model=model.source, model_revision=model.revision, steps_done=base.steps,
             final_losses={key: final[key] for key in ("loss", "diffusion_loss", "mask_loss") if key in final},
-            attention_map=final_maps[index],
+            attention_map=final_maps[index], initializer_used=init_word,
         ))
     return concepts
+
+
+@dataclass
+class TrainingInputs:
+    """What every step reads: one row per view (view 0 is the photo itself)."""
+
+    latents: torch.Tensor  # [views, 4, h, w], fp32 on the device
+    prompt_ids: torch.Tensor  # [views, tokens] on the device: the template with each view's look named
+    positions: torch.Tensor  # [views, num_vectors] the placeholder's token positions in each prompt
+    mask_grid: torch.Tensor  # [map_res, map_res] on the device: the views share the photo's geometry
+    looks: list[str]
+
+
+def training_views(image: Image.Image, mask: Image.Image, config: InversionConfig) -> list[View]:
+    """The photo alone ("photo"), or the photo and re-drawn views in named looks ("varied"), at the training size."""
+    square, square_mask = pad_to_square(image, mask)
+    if config.appearance == "photo":
+        return [View(square, "")]
+    side = config.resolution
+    square = square.resize((side, side), Image.Resampling.BICUBIC)
+    mask_array = np.asarray(square_mask.resize((side, side), Image.Resampling.BILINEAR)) > 127
+    return appearance_views(square, mask_array.astype(np.uint8) * 255, config.views, config.seed)
+
+
+def training_inputs(pipe, device: torch.device, image: Image.Image, mask: Image.Image, config: InversionConfig,
+                    token_ids: list[int], views: list[View] | None = None) -> TrainingInputs:
+    """Encode every view once (VAE, in chunks of 8) and tokenize its prompt."""
+    views = views or training_views(image, mask, config)
+    _, mask_grid = prepare_inputs(image, mask, config.resolution, config.map_resolution)
+    latents = []
+    for start in range(0, len(views), 8):
+        pixels = torch.cat([square_pixels(view.image, config.resolution) for view in views[start:start + 8]])
+        latents.append(encode_image(pipe, pixels.to(device)))
+    tokenized = [tokenize_prompt(pipe, config.prompt(view.look), token_ids) for view in views]
+    return TrainingInputs(
+        latents=torch.cat(latents), prompt_ids=torch.cat([ids for ids, _ in tokenized]).to(device),
+        positions=torch.tensor([positions for _, positions in tokenized], device=device),
+        mask_grid=mask_grid.to(device), looks=[view.look for view in views],
+    )
+
+
+def starting_word(config: InversionConfig) -> str:
+    """The initializer, or for "auto" the class word (until the probe has chosen)."""
+    return config.class_word if config.initializer == AUTO_INITIALIZER else config.initializer
+
+
+def choose_initializer(pipe, text_encoder, inputs: TrainingInputs, token_ids: list[int], config: InversionConfig,
+                       scheduler) -> tuple[str, dict[str, float]]:
+    """The shape word whose embedding, put in for `*s`, explains the photo best (lowest probe loss)."""
+    words = known_phrases(pipe.tokenizer, (config.class_word, *SHAPE_WORDS))
+    batch = probe_batch(scheduler, inputs.latents[:1], config.seed)
+    device = inputs.prompt_ids.device
+
+    def loss_of(word: str) -> float:
+        vectors = initializer_vectors(pipe, word, config.num_vectors)[None].to(device)
+        with substitute_embeddings(text_encoder, token_ids) as substitution, torch.no_grad():
+            substitution.vectors = vectors
+            hidden = text_encoder(inputs.prompt_ids[:1])[0]
+        return denoising_loss(pipe.unet, hidden, batch)
+
+    return best_word(list(dict.fromkeys(words)), loss_of)
+
+
+def view_rows(seed: int, step: int, batch: int, views: int) -> torch.Tensor:
+    """Which view each of a step's rows trains on, from (seed, step) alone (resumes exactly); all 0 for one view."""
+    if views == 1:
+        return torch.zeros(batch, dtype=torch.long)
+    generator = torch.Generator().manual_seed(seed * 1_000_003 + step + 2**40)
+    return torch.randint(0, views, (batch,), generator=generator)
 
 
 class _Objective:
@@ -208,18 +284,19 @@ class _Objective:
 
     def __init__(self, pipe, dtype, prompt_ids, substitution, store, config: InversionConfig,
                  mask_grid: torch.Tensor, init: torch.Tensor, weights: torch.Tensor,
-                 pixel_weights: torch.Tensor | None = None, text_encoder=None):
-        self.pipe, self.dtype, self.prompt_ids = pipe, dtype, prompt_ids
+                 pixel_weights: torch.Tensor | None = None, text_encoder=None, positions: torch.Tensor | None = None):
+        self.pipe, self.dtype, self.prompt_ids = pipe, dtype, prompt_ids  # [views, tokens]
+        self.positions = positions  # [views, num_vectors]; needed when there is more than one view
         self.text_encoder = text_encoder if text_encoder is not None else pipe.text_encoder
         self.substitution, self.store, self.config = substitution, store, config
         self.mask_grid, self.init, self.weights = mask_grid, init, weights
         self.pixel_weights = pixel_weights  # [1, 1, h, w] on the latent grid; None: the plain MSE
 
     def losses(self, vectors: torch.Tensor, chunk: slice, noisy: torch.Tensor, timesteps: torch.Tensor,
-               target: torch.Tensor) -> tuple[torch.Tensor, ...]:
+               target: torch.Tensor, rows: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
         """Per-concept (total, diffusion, mask, init) losses and maps for the concepts in `chunk`."""
         size = chunk.stop - chunk.start
-        pred, maps = self(vectors[chunk], noisy, timesteps)
+        pred, maps = self(vectors[chunk], noisy, timesteps, rows)
         diffusion = weighted_denoising_loss(pred.float(), target.repeat(size, 1, 1, 1),
                                             self.pixel_weights).view(size, -1).mean(dim=1)
         mask_loss = attention_mask_loss(maps, self.mask_grid, self.config.mask_form)
@@ -227,18 +304,26 @@ class _Objective:
         total = diffusion + self.weights[chunk] * mask_loss + self.config.init_reg * init_loss
         return total, diffusion, mask_loss, init_loss, maps.detach().mean(dim=1).float()
 
-    def __call__(self, vectors: torch.Tensor, noisy: torch.Tensor, timesteps: torch.Tensor):
-        """vectors [k, n, dim]; noisy [b, 4, h, w] -> (prediction [k*b, ...], maps [k, b, res, res])."""
+    def __call__(self, vectors: torch.Tensor, noisy: torch.Tensor, timesteps: torch.Tensor,
+                 rows: torch.Tensor | None = None):
+        """vectors [k, n, dim]; noisy [b, 4, h, w]; rows [b] each row's view (None: the photo's prompt)
+        -> (prediction [k*b, ...], maps [k, b, res, res])."""
         concepts, batch = vectors.shape[0], noisy.shape[0]
         device = self.pipe.unet.device
-        self.substitution.vectors = vectors
-        hidden = self.text_encoder(self.prompt_ids.repeat(concepts, 1))[0]
+        if rows is None or self.prompt_ids.shape[0] == 1:  # one prompt: encode it once per concept
+            self.substitution.vectors = vectors
+            hidden = self.text_encoder(self.prompt_ids[:1].repeat(concepts, 1))[0].repeat_interleave(batch, dim=0)
+            self.store.row_positions = None
+        else:  # each row names its view's look: encode every (concept, row) prompt
+            self.substitution.vectors = vectors.repeat_interleave(batch, dim=0)
+            hidden = self.text_encoder(self.prompt_ids[rows].repeat(concepts, 1))[0]
+            self.store.row_positions = self.positions[rows].repeat(concepts, 1)
         self.substitution.vectors = None
         self.store.reset()
         pred = self.pipe.unet(
             noisy.to(device, self.dtype).repeat(concepts, 1, 1, 1),
             timesteps.to(device).repeat(concepts),
-            encoder_hidden_states=hidden.to(self.dtype).repeat_interleave(batch, dim=0),
+            encoder_hidden_states=hidden.to(self.dtype),
         ).sample
         maps = self.store.mean_map().float().view(concepts, batch, *self.store.maps[0].shape[-2:])
         if self.config.map_norm == "max":
@@ -303,11 +388,16 @@ def prepare_inputs(image: Image.Image, mask: Image.Image, resolution: int,
                    map_resolution: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Pixels [1, 3, res, res] in [-1, 1] and the mask on the attention grid [map_res, map_res] in [0, 1]."""
     square, square_mask = pad_to_square(image, mask)
-    square = square.resize((resolution, resolution), Image.Resampling.BICUBIC)
-    pixels = torch.from_numpy(np.asarray(square).copy()).permute(2, 0, 1).float() / 127.5 - 1.0
     mask_array = torch.from_numpy((np.asarray(square_mask) > 127).astype(np.float32))[None, None]
     mask_grid = F.adaptive_avg_pool2d(mask_array, map_resolution)[0, 0]
-    return pixels[None], mask_grid
+    return square_pixels(square, resolution), mask_grid
+
+
+def square_pixels(square: Image.Image, resolution: int) -> torch.Tensor:
+    """[1, 3, res, res] in [-1, 1] from a square RGB image (resized when it is not at `resolution`)."""
+    if square.size != (resolution, resolution):
+        square = square.resize((resolution, resolution), Image.Resampling.BICUBIC)
+    return torch.from_numpy(np.asarray(square.convert("RGB")).copy()).permute(2, 0, 1).float()[None] / 127.5 - 1.0
 
 
 def pad_to_square(image: Image.Image, mask: Image.Image) -> tuple[Image.Image, Image.Image]:

@@ -35,12 +35,12 @@ from .inversion import (
     balance_due,
     denoising_target,
     denoising_weights,
-    encode_image,
-    prepare_inputs,
     read_back,
     sample_noise,
+    starting_word,
     substitute_embeddings,
-    tokenize_prompt,
+    training_inputs,
+    view_rows,
 )
 from .lora import add_lora, lora_parameter_names, lora_state, remove_lora
 from .models import LoadedModel
@@ -56,11 +56,10 @@ def tune_lora(model: LoadedModel, image: Image.Image, mask: Image.Image, concept
     config = concept.settings.validate()
     pipe, device = model.pipe, model.device
     _freeze(pipe)
-    pixels, mask_grid = prepare_inputs(image, mask, config.resolution, config.map_resolution)
-    latents = encode_image(pipe, pixels.to(device))
-    init = initializer_vectors(pipe, config.initializer, config.num_vectors).to(device)
+    init = initializer_vectors(pipe, concept.initializer_used or starting_word(config), config.num_vectors).to(device)
     token_ids = install_tokens(pipe, config.placeholder, concept.vectors)
-    prompt_ids, positions = tokenize_prompt(pipe, config.prompt(), token_ids)
+    inputs = training_inputs(pipe, device, image, mask, config, token_ids)
+    latents = inputs.latents
     scheduler = _training_scheduler(pipe)
 
     vectors = torch.nn.Parameter(concept.vectors[None].to(device).float().clone())  # [1, n, dim]
@@ -72,13 +71,15 @@ def tune_lora(model: LoadedModel, image: Image.Image, mask: Image.Image, concept
         run.truncate_log(config.steps + start)
     total = config.steps + config.lora_steps
     last = None
-    store = AttentionStore(positions, tuple(latents.shape[-2:]), config.map_resolution, device=device)
+    store = AttentionStore(inputs.positions[0].tolist(), tuple(latents.shape[-2:]), config.map_resolution,
+                           device=device)
     try:
         with capture_attention(pipe.unet, store, config.attention_layers, config.map_sides()), \
                 substitute_embeddings(pipe.text_encoder, token_ids) as substitution:
-            objective = _Objective(pipe, model.dtype, prompt_ids.to(device), substitution, store, config,
-                                   mask_grid.to(device), init, torch.tensor([config.mask_weight], device=device),
-                                   denoising_weights(image, mask, config, latents.shape[-1], device))
+            objective = _Objective(pipe, model.dtype, inputs.prompt_ids, substitution, store, config,
+                                   inputs.mask_grid, init, torch.tensor([config.mask_weight], device=device),
+                                   denoising_weights(image, mask, config, latents.shape[-1], device),
+                                   positions=inputs.positions)
             for step in range(start, config.lora_steps):
                 if should_stop is not None and should_stop():
                     if run and step > start:
@@ -89,9 +90,10 @@ def tune_lora(model: LoadedModel, image: Image.Image, mask: Image.Image, concept
                 noise, timesteps = sample_noise(config.seed, config.steps + step, config.batch_size, latents.shape,
                                                 scheduler)
                 noise, timesteps = noise.to(device), timesteps.to(device)
-                clean = latents.expand(config.batch_size, -1, -1, -1)
+                rows = view_rows(config.seed, config.steps + step, config.batch_size, latents.shape[0]).to(device)
+                clean = latents[rows]
                 batch = (scheduler.add_noise(clean, noise, timesteps), timesteps,
-                         denoising_target(scheduler, clean, noise, timesteps))
+                         denoising_target(scheduler, clean, noise, timesteps), rows)
                 measure = balance_due(config, step, config.lora_steps)
                 # No loss scaling in the LoRA phase (a pass-through scaler): its fp16 policy is not settled.
                 values, maps, balance, _ = _accumulate_gradients(objective, vectors, batch, 1, optimizer,
@@ -110,7 +112,7 @@ def tune_lora(model: LoadedModel, image: Image.Image, mask: Image.Image, concept
                 last = terms[0]
                 if on_step is not None:
                     on_step(report)
-            final_maps = objective.evaluation_maps(vectors.detach(), latents, scheduler)
+            final_maps = objective.evaluation_maps(vectors.detach(), latents[:1], scheduler)
             lora = lora_state(pipe.unet)
     finally:
         remove_lora(pipe.unet)
@@ -121,7 +123,7 @@ def tune_lora(model: LoadedModel, image: Image.Image, mask: Image.Image, concept
         token=concept.token, vectors=vectors[0].detach().float().cpu(), settings=config, model=concept.model,
         model_revision=concept.model_revision, steps_done=concept.steps_done,
         final_losses={key: final[key] for key in ("loss", "diffusion_loss", "mask_loss") if key in final},
-        attention_map=final_maps[0], lora=lora,
+        attention_map=final_maps[0], lora=lora, initializer_used=concept.initializer_used,
     )
 
 

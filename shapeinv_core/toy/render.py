@@ -63,7 +63,7 @@ def render_toy_chair(seed: int, family: str | None = None, colour: str | None = 
     coverage = np.zeros((big, big), dtype=np.float32)
     for part in parts:
         _paint(shading, coverage, part)
-    surface = _pattern(rng, pattern, base, big)
+    surface = paint_pattern(rng, pattern, base, big)
     covered = coverage[..., None] > 0
     canvas = np.where(covered, (shading / SHADE_SCALE) * surface, canvas) * rng.uniform(0.85, 1.1)
 
@@ -173,7 +173,7 @@ def _geometry(rng: np.random.Generator, family: str, s: float) -> tuple[list[_Pa
     return parts, shadow
 
 
-def _pattern(rng: np.random.Generator, pattern: str, base: np.ndarray, big: int) -> np.ndarray:
+def paint_pattern(rng: np.random.Generator, pattern: str, base: np.ndarray, big: int) -> np.ndarray:
     """The chair's surface colour at every (supersampled) pixel: base colour plus the pattern."""
     yy, xx = np.mgrid[0:big, 0:big].astype(np.float32) / SUPERSAMPLE  # in output pixels
     second = base * 0.4 if base.max() > 0.3 else np.full(3, 0.6)
