@@ -1,0 +1,375 @@
+"""Does `*s` carry *this* chair's shape through an edit? The shape evaluation on the toy world (not a test).
+
+    python bench/shape_eval.py run --out /tmp/shape-eval --groups plain,varied-auto   # learn, draw, score
+    python bench/shape_eval.py summary --out /tmp/shape-eval                           # tables and pictures
+
+Chairs: unseen renders (seeds the toy model never trained on) of every training family, in a
+random colour, pattern and background each, and the held-out families (round, ladder) apart.
+Each chair's `*s` is learned with every setting, then five prompts are drawn over fixed seeds:
+the reconstruction, two colour edits, a pattern edit and `*s` alone. Each image's silhouette
+(u2netp, validated against rendered masks on every run) is scored against its own chair's mask
+and against the masks of the chairs of *other* families: specificity = own IoU minus the mean
+other IoU, 0 when `*s` draws the same chair whatever it learned from. Reference rows on the
+same chairs and seeds: (a) the prompts without `*s`, (b) the chair's family word instead of
+`*s` (the shape told in words), (c) plain textual inversion ("plain-w0"), (d) inversion on the
+chair truly re-rendered in every colour and pattern ("rerendered-w0").
+
+`run` appends one row per image to OUT/rows.csv and one loss-probe row per chair and setting to
+OUT/probe.csv as each (chair, setting) finishes, and skips what is already there: it resumes.
+`summary` writes OUT/summary.md (bootstrap standard errors over chairs), the frontier plot and
+a picture sheet per chair.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import random
+import statistics
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from shapeinv_core.appearance import View, look_words  # noqa: E402
+from shapeinv_core.concept import install_tokens, remove_tokens  # noqa: E402
+from shapeinv_core.config import GenerationConfig, InversionConfig  # noqa: E402
+from shapeinv_core.generate import _sampling_scheduler, generate  # noqa: E402
+from shapeinv_core.inversion import _training_scheduler, encode_image, invert_many, prepare_inputs  # noqa: E402
+from shapeinv_core.metrics import mask_iou, object_silhouette, shape_specificity, strip_placeholder  # noqa: E402
+from shapeinv_core.models import load_model, quiet_library_logs  # noqa: E402
+from shapeinv_core.probe import denoising_loss, probe_batch  # noqa: E402
+from shapeinv_core.report import image_grid, tradeoff_plot  # noqa: E402
+from shapeinv_core.toy.checks import PatternClassifier, dominant_colour  # noqa: E402
+from shapeinv_core.toy.render import (  # noqa: E402
+    BACKGROUNDS,
+    COLOURS,
+    FAMILY_PHRASES,
+    HELD_OUT_FAMILIES,
+    PATTERNS,
+    TRAIN_FAMILIES,
+    render_toy_chair,
+)
+
+# (kind, prompt, asked colour, asked pattern)
+PROMPTS = (
+    ("recon", "a photo of chair in the shape of *s", None, None),
+    ("red", "a red chair in the shape of *s", "red", None),
+    ("blue", "a blue chair in the shape of *s", "blue", None),
+    ("leopard", "a leopard-print chair in the shape of *s", None, "leopard"),
+    ("alone", "*s", None, None),
+)
+EDITS = ("red", "blue", "leopard")
+# group -> (settings that differ from the defaults, where the views come from, mask weights learned together)
+GROUPS = {
+    "plain": ({}, None, (0.0, 0.1)),  # (c) and the research's setting
+    "auto": ({"initializer": "auto"}, None, (0.0, 0.1)),
+    "varied": ({"appearance": "varied"}, None, (0.0, 0.1)),
+    "varied-auto": ({"appearance": "varied", "initializer": "auto"}, None, (0.0, 0.1)),
+    "rerendered": ({"appearance": "varied"}, "render", (0.0,)),  # (d)
+}
+REFERENCES = ("no-word", "family-word")  # (a), (b)
+# Toy training renders used seeds below 6,000,000; the toy checks the 10M and 20M ranges.
+CHAIR_SETS = {"screen": 39_000_000,  # cheap screening of many settings
+              "main": 40_000_000,  # confirming the few best, with the references
+              "check": 41_000_000}  # a separate check: chairs never looked at while choosing
+
+
+def eval_chairs(per_family: int, held_out: int, base: int) -> list[dict]:
+    """Chairs with every attribute fixed up front, so the renderer can re-draw the same geometry in other looks."""
+    rng = np.random.default_rng(base)
+    plan = [(family, False) for _ in range(per_family) for family in TRAIN_FAMILIES]
+    plan += [(family, True) for _ in range(held_out) for family in HELD_OUT_FAMILIES]
+    chairs = []
+    for index, (family, is_held_out) in enumerate(plan):
+        look = dict(colour=str(rng.choice(list(COLOURS))), pattern=str(rng.choice(PATTERNS)),
+                    background=str(rng.choice(BACKGROUNDS)))
+        toy = render_toy_chair(base + index, family=family, **look)
+        chairs.append({"index": index, "seed": base + index, "family": family, "held_out": is_held_out,
+                       "image": toy.image, "mask": toy.mask, **look})
+    return chairs
+
+
+def rerendered_views(chair: dict, count: int) -> list[View]:
+    """Reference (d): the same chair drawn by the renderer in other colours and patterns, each named."""
+    combos = [(c, p) for c in COLOURS for p in PATTERNS if (c, p) != (chair["colour"], chair["pattern"])]
+    random.Random(chair["seed"]).shuffle(combos)
+    views = [View(chair["image"], look_words(chair["colour"], chair["pattern"]))]
+    for colour, pattern in combos[:count - 1]:
+        toy = render_toy_chair(chair["seed"], family=chair["family"], colour=colour, pattern=pattern,
+                               background=chair["background"])
+        assert np.array_equal(np.asarray(toy.mask), np.asarray(chair["mask"])), "re-render changed the geometry"
+        views.append(View(toy.image, look_words(colour, pattern)))
+    return views
+
+
+def validate_segmenter(count: int = 60) -> float:
+    """Mean IoU of the segmenter against exact masks of rendered chairs (unseen seeds, all families)."""
+    families = TRAIN_FAMILIES + HELD_OUT_FAMILIES
+    scores = []
+    for index in range(count):
+        toy = render_toy_chair(42_000_000 + index, family=families[index % len(families)])
+        found = object_silhouette(toy.image)
+        scores.append(0.0 if found is None else mask_iou(found, toy.mask))
+    return float(np.mean(scores))
+
+
+def draw_references(model, chair: dict, seeds: int, steps: int) -> dict[str, list[tuple[str, int, Image.Image]]]:
+    """(a) the prompts with `*s` taken out and (b) with the family word in its place, on the same seeds."""
+    pipe = model.pipe
+    pipe.scheduler = _sampling_scheduler(pipe)
+    phrase = FAMILY_PHRASES[chair["family"]]
+    article = "an" if phrase[0] in "aeiou" else "a"
+    family_prompts = {"recon": f"a photo of {article} {phrase}", "red": f"a red {phrase}", "blue": f"a blue {phrase}",
+                      "leopard": f"a leopard-print {phrase}", "alone": f"{article} {phrase}"}
+    out = {}
+    for name in REFERENCES:
+        prompts = [strip_placeholder(p) if name == "no-word" else family_prompts[kind] for kind, p, _, _ in PROMPTS]
+        work = [(kind, prompt, seed) for (kind, *_), prompt in zip(PROMPTS, prompts) for seed in range(seeds)]
+        images = pipe(prompt=[p for _, p, _ in work], num_inference_steps=steps, guidance_scale=7.5,
+                      height=64, width=64, generator=[torch.Generator().manual_seed(s) for *_, s in work]).images
+        out[name] = [(kind, seed, image) for (kind, _, seed), image in zip(work, images)]
+    return out
+
+
+def probe_losses(model, chair: dict, concept=None) -> dict[str, float]:
+    """% change of the photo's denoising loss against 'a photo of chair', for each word (paired, fixed noise)."""
+    pipe = model.pipe
+    pixels, _ = prepare_inputs(chair["image"], chair["mask"], 64, 16)
+    batch = probe_batch(_training_scheduler(pipe), encode_image(pipe, pixels), seed=1, pairs=32)
+
+    def loss(prompt: str) -> float:
+        ids = pipe.tokenizer(prompt, padding="max_length", max_length=pipe.tokenizer.model_max_length,
+                             truncation=True, return_tensors="pt").input_ids
+        with torch.no_grad():
+            return denoising_loss(pipe.unet, pipe.text_encoder(ids)[0], batch)
+
+    base = loss("a photo of chair")
+    look = look_words(chair["colour"], chair["pattern"])
+    result = {"family_word": loss(f"a photo of chair in the shape of a {FAMILY_PHRASES[chair['family']]}"),
+              "look_words": loss(f"a photo of {look} chair"), "learned": base}
+    if concept is not None:
+        install_tokens(pipe, concept.token, concept.vectors)
+        try:
+            result["learned"] = loss(pipe.maybe_convert_prompt("a photo of chair in the shape of *s", pipe.tokenizer))
+        finally:
+            remove_tokens(pipe, concept.token)
+    return {key: 100.0 * (value / base - 1.0) for key, value in result.items()}
+
+
+def score(images: list[tuple[str, int, Image.Image]], chair: dict, chairs: list[dict], setting: str,
+          classifier: PatternClassifier) -> list[dict]:
+    """One row per image: own and other IoU, specificity, colour and pattern found."""
+    others = [c["mask"] for c in chairs if c["family"] != chair["family"]]
+    rows = []
+    found_masks = [object_silhouette(image) for _, _, image in images]
+    with_mask = [(image, mask) for (_, _, image), mask in zip(images, found_masks) if mask is not None]
+    patterns = iter(classifier.predict([i for i, _ in with_mask], [m.astype(np.uint8) * 255 for _, m in with_mask]))
+    for (kind, seed, image), found in zip(images, found_masks):
+        asked = next(p for p in PROMPTS if p[0] == kind)
+        own, other = shape_specificity(found, chair["mask"], others) if found is not None else (0.0, 0.0)
+        colour = dominant_colour(image, found.astype(np.uint8) * 255) if found is not None else "none"
+        pattern = next(patterns) if found is not None else "none"
+        followed = (asked[2] is None or colour == asked[2]) and (asked[3] is None or pattern == asked[3])
+        rows.append({"chair": chair["index"], "family": chair["family"], "held_out": int(chair["held_out"]),
+                     "setting": setting, "prompt": kind, "seed": seed, "own_iou": round(own, 4),
+                     "other_iou": round(other, 4), "specificity": round(own - other, 4), "colour": colour,
+                     "pattern": pattern, "followed": int(followed)})
+    return rows
+
+
+def run(args: argparse.Namespace) -> None:
+    torch.set_num_threads(args.threads)
+    quiet_library_logs()
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "images").mkdir(exist_ok=True)
+    done = {(int(r["chair"]), r["setting"]) for r in _read(args.out / "rows.csv")}
+    model = load_model("toy", device="cpu")
+    classifier = PatternClassifier.cached()
+    print(f"segmenter IoU on rendered chairs: {validate_segmenter():.3f} (60 chairs, all families)", flush=True)
+    chairs = eval_chairs(args.per_family, args.held_out, CHAIR_SETS[args.set])
+    first, _, last = args.chairs.partition(":")
+    todo = chairs[int(first or 0):int(last) if last else None]
+    generation = GenerationConfig(num_images=args.seeds, steps=args.sample_steps, guidance=7.5, batch_size=40)
+    base = InversionConfig(resolution=64, steps=args.steps, checkpoint_every=args.steps, balance_every=0)
+    began = time.perf_counter()
+    for chair in todo:
+        work = []
+        if "references" in args.groups and any((chair["index"], r) not in done for r in REFERENCES):
+            for name, images in draw_references(model, chair, args.seeds, args.sample_steps).items():
+                work.append((name, images, None))
+        for group in args.groups:
+            if group == "references":
+                continue
+            changes, views_from, weights = GROUPS[group]
+            names = [f"{group}-w{w:g}" for w in weights]
+            if all((chair["index"], name) in done for name in names):
+                continue
+            configs = [replace(base, mask_weight=w, **changes).validate() for w in weights]
+            views = rerendered_views(chair, base.views) if views_from == "render" else None
+            concepts = invert_many(model, chair["image"], chair["mask"], configs, views=views)
+            for name, concept in zip(names, concepts):
+                drawn = generate(model, concept, [p for _, p, _, _ in PROMPTS], generation)
+                kinds = {p: k for k, p, _, _ in PROMPTS}
+                work.append((name, [(kinds[d.prompt], d.seed, d.image) for d in drawn], concept))
+        for name, images, concept in work:
+            if (chair["index"], name) in done:
+                continue
+            rows = score(images, chair, chairs, name, classifier)
+            for kind, seed, image in images:
+                if seed == 0:
+                    image.save(args.out / "images" / f"c{chair['index']:02d}_{name}_{kind}.png")
+            probe = {"chair": chair["index"], "family": chair["family"], "held_out": int(chair["held_out"]),
+                     "setting": name, **probe_losses(model, chair, concept),
+                     "initializer": concept.initializer_used if concept is not None else ""}
+            _append(args.out / "rows.csv", rows)
+            _append(args.out / "probe.csv", [probe])
+        chair["image"].save(args.out / "images" / f"c{chair['index']:02d}_input.png")
+        print(f"chair {chair['index']} ({chair['family']}, {chair['colour']} {chair['pattern']}): "
+              f"{time.perf_counter() - began:.0f} s", flush=True)
+
+
+def bootstrap(values_by_chair: dict[int, float], draws: int = 2000) -> tuple[float, float]:
+    """Mean over chairs and its standard error by resampling chairs."""
+    values = np.array(list(values_by_chair.values()))
+    if len(values) == 0:
+        return float("nan"), float("nan")
+    rng = np.random.default_rng(0)
+    means = values[rng.integers(0, len(values), (draws, len(values)))].mean(axis=1)
+    return float(values.mean()), float(means.std())
+
+
+def per_chair(rows: list[dict], field: str, kinds: tuple[str, ...]) -> dict[int, float]:
+    chosen: dict[int, list[float]] = {}
+    for row in rows:
+        if row["prompt"] in kinds:
+            chosen.setdefault(int(row["chair"]), []).append(float(row[field]))
+    return {chair: statistics.mean(v) for chair, v in chosen.items()}
+
+
+def summary(args: argparse.Namespace) -> None:
+    rows, probes = _read(args.out / "rows.csv"), _read(args.out / "probe.csv")
+    settings = list(dict.fromkeys(r["setting"] for r in rows))
+    lines = ["Specificity = IoU with the chair's own mask minus the mean IoU with other families' chairs' masks; "
+             "mean ± bootstrap SE over chairs. 'followed' = share of edit images showing the asked colour "
+             "(red, blue) or pattern (leopard).\n"]
+    points = []
+    for held_out, title in ((0, "Unseen chairs of the training families"), (1, "Held-out families (round, ladder)")):
+        part = [r for r in rows if int(r["held_out"]) == held_out]
+        if not part:
+            continue
+        chairs = len({r["chair"] for r in part})
+        seeds = len({r["seed"] for r in part})
+        lines += [f"\n### {title}: {chairs} chairs x {seeds} seeds\n",
+                  "| setting | recon own IoU | recon spec | edit spec (red, blue, leopard) | red spec | leopard spec "
+                  "| *s alone spec | colour followed | leopard followed | probe: *s explains |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
+        for setting in settings:
+            cell = [r for r in part if r["setting"] == setting]
+            if not cell:
+                continue
+            stats = {name: bootstrap(per_chair(cell, field, kinds)) for name, field, kinds in (
+                ("own", "own_iou", ("recon",)), ("recon", "specificity", ("recon",)),
+                ("edit", "specificity", EDITS), ("red", "specificity", ("red",)),
+                ("leopard", "specificity", ("leopard",)), ("alone", "specificity", ("alone",)),
+                ("colour", "followed", ("red", "blue")), ("pattern", "followed", ("leopard",)))}
+            learned = [float(p["learned"]) for p in probes if p["setting"] == setting and p["setting"] not in REFERENCES
+                       and int(p["held_out"]) == held_out]
+            fmt = {k: f"{m:+.3f} ± {s:.3f}" for k, (m, s) in stats.items()}
+            lines.append(f"| {setting} | {stats['own'][0]:.3f} | {fmt['recon']} | **{fmt['edit']}** | {fmt['red']} | "
+                         f"{fmt['leopard']} | {fmt['alone']} | {stats['colour'][0]:.0%} | {stats['pattern'][0]:.0%} | "
+                         + (f"{statistics.mean(learned):+.1f} %" if learned else "-") + " |")
+            if held_out == 0:
+                followed = statistics.mean(per_chair(cell, "followed", EDITS).values())
+                points.append((setting, followed, stats["edit"][0]))
+    family = [p for p in probes if p["setting"] == "no-word"]
+    if family:
+        lines += ["\n### Loss probe (per chair, % change of the denoising loss against 'a photo of chair')\n",
+                  f"- the family word: {statistics.mean(float(p['family_word']) for p in family):+.1f} % (mean of "
+                  f"{len(family)} chairs); the colour and pattern words: "
+                  f"{statistics.mean(float(p['look_words']) for p in family):+.1f} %",
+                  "- per setting, what the learned `*s` explains is the last column above (more negative = more)."]
+        chosen = [(p["chair"], p["family"], p.get("initializer")) for p in probes
+                  if "auto" in p["setting"] and p["setting"].endswith("-w0")]
+        if chosen:
+            right = sum(1 for _, family_name, word in chosen if word == FAMILY_PHRASES[family_name])
+            lines.append(f"- initializer auto picked the chair's own family word for {right} of {len(chosen)} chairs.")
+    (args.out / "summary.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    pictures = args.pictures
+    pictures.mkdir(parents=True, exist_ok=True)
+    tradeoff_plot(points, title="edit specificity vs edits followed (unseen training-family chairs)").save(
+        pictures / "frontier.png", optimize=True)
+    shown = [s for s in args.show.split(",") if s in settings]
+    chair_ids = sorted({int(r["chair"]) for r in rows})
+    sheet_rows, labels = [], []
+    for chair in chair_ids:
+        row = [_image(args.out, f"c{chair:02d}_input.png")]
+        for setting in shown:
+            row += [_image(args.out, f"c{chair:02d}_{setting}_{kind}.png") for kind in ("recon", "red", "leopard")]
+        sheet_rows.append(row)
+        labels.append(f"chair {chair}")
+    columns = ["input"] + [f"{s}: {k}" for s in shown for k in ("recon", "red", "leopard")]
+    image_grid(sheet_rows, labels, columns, cell=80).save(pictures / "sheet.png", optimize=True)
+
+
+def _image(folder: Path, name: str) -> Image.Image | None:
+    path = folder / "images" / name
+    return Image.open(path).convert("RGB") if path.is_file() else None
+
+
+def _read(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def _append(path: Path, rows: list[dict]) -> None:
+    """Append rows (a header first if the file is new); columns of later rows extend nothing, so keep them fixed."""
+    if not rows:
+        return
+    fields = list(rows[0]) if not path.is_file() else next(csv.reader(open(path)))
+    new = not path.is_file()
+    with open(path, "a", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=fields, extrasaction="ignore")
+        if new:
+            writer.writeheader()
+        writer.writerows(rows)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("command", choices=("run", "summary"))
+    parser.add_argument("--out", type=Path, default=Path("/tmp/shape-eval"))
+    parser.add_argument("--groups", default="references,plain,varied-auto",
+                        help=f"comma-separated: references, {', '.join(GROUPS)}")
+    parser.add_argument("--per-family", type=int, default=3, help="unseen chairs per training family (5 families)")
+    parser.add_argument("--held-out", type=int, default=2, help="chairs per held-out family (round, ladder)")
+    parser.add_argument("--seeds", type=int, default=8)
+    parser.add_argument("--steps", type=int, default=500, help="inversion steps")
+    parser.add_argument("--sample-steps", type=int, default=20)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--set", choices=tuple(CHAIR_SETS), default="main", help="which chairs (seeds fixed)")
+    parser.add_argument("--chairs", default=":", help="a slice of the set to run, e.g. 0:8 (another process: 8:)")
+    parser.add_argument("--pictures", type=Path, default=Path("bench/shape"))
+    parser.add_argument("--show", default="plain-w0,plain-w0.1,varied-auto-w0", help="settings on the picture sheet")
+    args = parser.parse_args()
+    args.groups = [g for g in args.groups.split(",") if g]
+    unknown = [g for g in args.groups if g not in GROUPS and g != "references"]
+    if unknown:
+        parser.error(f"unknown group(s) {unknown}; choose from references, {', '.join(GROUPS)}")
+    os.environ.setdefault("U2NET_HOME", str(Path.home() / ".cache" / "shapeinv-test-weights"))
+    run(args) if args.command == "run" else summary(args)
+
+
+if __name__ == "__main__":
+    np.seterr(all="ignore")
+    main()
