@@ -13,7 +13,7 @@
      colours against the ring around it), then (auto only) rembg's small `u2netp` when its weights
      are on disk; then one refusal naming them all.
 Of several separate objects, the one under the prompts is kept, else the most central large one
-(`cleanup`). A result below 1 % (with a box: 3 % of the box) or above 95 % of the frame is an error
+(`cleanup`). A result below 1 % (with a box: and below 3 % of the box) or above 95 % of the frame is an error
 that says how to help (point, box, paint or upload), never a silent near-empty mask. A mask the user gives
 (`given.load_mask`) always wins over all of them. Masks are computed at a bounded size (large
 photos would make the work slow, not better) and returned at the image's full size.
@@ -44,7 +44,7 @@ METHODS = ("auto", "alpha", "sam", "rembg", "fallback")
 WORK_SIDE = 1024  # rembg's largest input size; masks are computed at most this large
 MIN_COVERAGE = 0.01  # an automatic mask smaller than this share of the frame is not an object
 MAX_COVERAGE = 0.95  # ... nor one larger than this: it is the background, or everything
-MIN_BOX_SHARE = 0.03  # with a box: a mask smaller than this share of the box is a speck, not the object in it
+MIN_BOX_SHARE = 0.03  # with a box, a mask this share of the box is an object even below MIN_COVERAGE of the frame
 SECOND_NETWORK = "u2netp"  # with prompts, tried after the classical methods when its weights are on disk (4.6 MB)
 CLASSICAL_STEPS = (  # with prompts and no network's answer, tried in turn until one finds the object
     ("the classical fallback seeded by the prompts", classical_mask, False),  # (name, method, only for clicks)
@@ -196,12 +196,12 @@ def _fetch(models: list[str]) -> str | None:
 
 
 def fills(mask: np.ndarray, prompts: Prompts) -> bool:
-    """Whether a mask is an object, not a speck (a fair part of the box, else of the frame) nor the background."""
-    if float(mask.mean()) > MAX_COVERAGE:
+    """Whether a mask is an object, not a speck (a fair part of the box or of the frame) nor the background."""
+    coverage = float(mask.mean())
+    if coverage > MAX_COVERAGE:
         return False
-    if prompts.box:
-        return int(mask.sum()) >= MIN_BOX_SHARE * _box_area(prompts.box, mask.shape)
-    return float(mask.mean()) >= MIN_COVERAGE
+    in_box = prompts.box is not None and mask.sum() >= MIN_BOX_SHARE * _box_area(prompts.box, mask.shape)
+    return in_box or coverage >= MIN_COVERAGE
 
 
 def _box_area(box: tuple[float, float, float, float], shape: tuple[int, int]) -> float:
@@ -212,10 +212,10 @@ def _box_area(box: tuple[float, float, float, float], shape: tuple[int, int]) ->
 def check_coverage(mask: np.ndarray, method: str, box: tuple[float, float, float, float] | None = None) -> None:
     """Refuse an automatic mask that is (nearly) empty or (nearly) the whole frame, saying how to help.
 
-    With a box, "nearly empty" is measured against the box: a small chair boxed in a large photo is fine."""
+    With a box, a fair part of the box is enough too: a small chair boxed in a large photo is fine."""
     coverage = float((np.asarray(mask) > 127).mean())
     share = f"{100 * coverage:.1f} % of the photo"
-    if box is not None:
+    if box is not None and coverage < MIN_COVERAGE:
         in_box = float((np.asarray(mask) > 127).sum()) / _box_area(box, np.asarray(mask).shape)
         if in_box < MIN_BOX_SHARE:
             state = "is empty" if coverage == 0 else f"is nearly empty ({100 * in_box:.1f} % of the box)"
