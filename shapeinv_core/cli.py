@@ -270,8 +270,12 @@ def check_model_settings(config: InversionConfig, args: argparse.Namespace) -> N
     """What the model's config files rule out (grids, resolution, LoRA rank), refused before any weight loads."""
     from dataclasses import replace
 
-    from .models import check_for_model, model_layout
+    from .models import TINY, check_for_model, model_layout
 
+    if args.model == TINY:  # the random test model's files are written on first use, as its load would
+        from .tiny import build_tiny_pipeline
+
+        build_tiny_pipeline()
     layout = model_layout(args.model, args.model_config)
     if layout is not None and args.resolution is None:
         config = replace(config, resolution=layout.native_resolution)
