@@ -132,9 +132,10 @@ def test_a_database_from_before_sweeps_opens_with_every_job_an_inversion(tmp_pat
 
 
 
-def test_an_interrupted_sweep_resumes_and_a_missing_clip_is_explained(tmp_path):
+def test_an_interrupted_sweep_resumes_and_a_missing_clip_is_explained(tmp_path, caplog):
     from shapeinv_core.config import GenerationConfig
     from shapeinv_core.jobs import QUEUED, SweepSpec, Worker, wait_for
+    from shapeinv_core.jobs.worker import CLIP_UNAVAILABLE
     from tests.helpers import chair_like, small_config, tiny_folder
 
     store = JobStore(tmp_path)
@@ -159,5 +160,8 @@ def test_an_interrupted_sweep_resumes_and_a_missing_clip_is_explained(tmp_path):
     for weight in ("weight_0", "weight_0.2"):
         assert [r["step"] for r in RunFolder(tmp_path / "jobs" / job.id / weight).read_log()] == list(range(1, 31))
     assert len(read_metrics_csv(tmp_path / "jobs" / job.id / "metrics.csv")) == 2
-    assert "CLIP model folder not found" in finished.note, "the sweep says why its CLIP columns are empty"
-    assert scores is None and "CLIP model folder not found" in reason
+    assert finished.note == reason == CLIP_UNAVAILABLE, "the sweep and the edits say why their CLIP columns are empty"
+    assert "--" not in reason and "hf download" not in reason, "in the page's words: no flags, no commands"
+    assert scores is None
+    assert any("CLIP model folder not found" in record.getMessage() for record in caplog.records), \
+        "the cause and the fixes reach the terminal"

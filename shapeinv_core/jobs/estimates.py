@@ -80,6 +80,8 @@ def seconds_until_start(store: JobStore, job_id: str) -> float | None:
         units = _job_units(store, other)
         if units is None:
             continue
+        if other.status == RUNNING and other.kind == SWEEP and other.step >= other.total_steps:
+            return None  # a sweep drawing its pictures: how long that takes is not measured, so not guessed as 0
         left = other.remaining_seconds() if other.status == RUNNING else None
         total += left if left is not None else per_unit * units * max(other.total_steps - other.step, 0)
     return total

@@ -72,6 +72,10 @@ LOADING, READY, LOAD_FAILED = "loading", "ready", "failed"
 PREVIEW_DIR = "previews"
 ATTENTION_PREVIEW = "attention.png"
 SAMPLE_PREVIEW = "sample.png"
+# What a visitor reads when CLIP-T cannot be had (under the edit table, on a sweep).
+CLIP_UNAVAILABLE = ("CLIP-T is left empty: this server has no CLIP model to score with. Whoever runs it finds the "
+                    "cause and the fix in its terminal.")
+PAUSED_FOR_EDIT = "paused while an edit is drawn (the job goes on after it)"
 PAUSED_DISK_FULL = ("paused: the server's disk is full. The job waits here and resumes from its last checkpoint "
                     "by itself once there is space again")
 
@@ -356,8 +360,14 @@ class Worker:
                 log.warning("job %s: heartbeat not recorded", job_id)
 
     def _should_stop(self, job: Job) -> bool:
-        """Called between steps: serve waiting edits (for a few seconds at most), then say whether to stop."""
-        self._serve_requests(self.serve_budget)
+        """Called between steps: serve waiting edits (for a few seconds at most; the job's page says it is paused
+        meanwhile), then say whether to stop."""
+        if not self._requests.empty():
+            before, self.paused = self.paused, PAUSED_FOR_EDIT
+            try:
+                self._serve_requests(self.serve_budget)
+            finally:
+                self.paused = before
         return self._stopping.is_set() or self._lease_lost.is_set() or self.store.cancel_requested(job.id)
 
     def _invert(self, job: Job) -> None:
@@ -420,9 +430,10 @@ class Worker:
             if not self.clip_model:
                 self._clip = (None, "No CLIP model is configured; CLIP-T is left empty.")
             else:
-                self._clip = load_clip_scorer(self.clip_model, device=str(self.model.device))
-                if self._clip[1]:
-                    log.warning("%s", self._clip[1])
+                scorer, reason = load_clip_scorer(self.clip_model, device=str(self.model.device))
+                if reason:  # the cause and the operator's fixes (commands, flags) go to the terminal only
+                    log.warning("%s", reason)
+                self._clip = (scorer, CLIP_UNAVAILABLE if reason else None)
         return self._clip
 
     # --- edits ------------------------------------------------------------------------------
