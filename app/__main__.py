@@ -44,6 +44,14 @@ CSS = "\n".join([
     ", ".join(f"{files} tr" for files in DOWNLOADS) + " { position: relative; cursor: pointer; }",
     ", ".join(f"{files} tr a" for files in DOWNLOADS) + " { position: static !important; }",  # Gradio sets relative
     ", ".join(f"{files} tr a::after" for files in DOWNLOADS) + ' { content: ""; position: absolute; inset: 0; }',
+    # My runs: small tiles, as many per row as fit, each picture whole with its caption under it.
+    "#runs-gallery .grid-container { grid-template-columns: repeat(auto-fill, minmax(150px, 180px)) !important;"
+    " grid-auto-rows: auto !important; }",
+    "#runs-gallery .thumbnail-item { height: auto !important; aspect-ratio: auto !important;"
+    " flex-direction: column; }",
+    "#runs-gallery .thumbnail-item img { height: 150px !important; object-fit: contain !important; }",
+    "#runs-gallery .caption-label { position: static !important; white-space: normal !important;"
+    " max-width: none !important; overflow: visible !important; font-size: 0.8em; padding: 2px 4px; }",
     # A phone's first screen: the upload, and Start kept at the bottom edge; the mask tools once there is a photo.
     "@media (max-width: 600px) {"
     " #mask-column:not(:has(#overlay img)) { display: none; }"

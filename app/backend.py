@@ -83,6 +83,12 @@ def format_duration(seconds: float | None) -> str:
         else f"{seconds // 60}:{seconds % 60:02d}"
 
 
+def in_line(position: int) -> str:
+    """Where a queued job stands, counted as people read it: the jobs ahead of it, the running one included."""
+    ahead = max(position - 1, 0)
+    return "next in line" if ahead == 0 else f"{ahead} job{'s' if ahead > 1 else ''} ahead of it"
+
+
 def _rounded(value: float | None) -> float | None:
     return None if value is None else round(value, 1)
 
@@ -298,7 +304,13 @@ class Backend:
     def read_mask(self, path: str | Path | None, image: Image.Image) -> Image.Image:
         """An uploaded (or edited) mask, at the image's size, 0/255; extracted automatically if None."""
         if path is None:
-            return check_object_size(self.extract_mask(image).mask)
+            try:
+                return check_object_size(self.extract_mask(image).mask)
+            except InputError as error:  # the methods tried and the CLI's flags are for the terminal
+                print(f"mask: {error}", file=sys.stderr)
+                raise InputError("No chair was found in this photo automatically, so there is no mask to learn "
+                                 "from. Click on the chair in the picture beside the photo, paint it under 'Correct "
+                                 "the mask', or upload a mask there.") from None
         return check_object_size(masks.load_mask(open_image(path, max_pixels=self.limits.max_pixels), image.size))
 
     @staticmethod
@@ -406,7 +418,7 @@ class Backend:
             waiting = "" if self.worker.state == "ready" else f" {self.worker.status_line()}"
             start = status.get("start_in_seconds")
             when = f", starts in about {format_duration(start)}" if start is not None else ""
-            return f"Job {status['id']}: waiting, number {status['queue_position']} in the queue{when}.{waiting}"
+            return f"Job {status['id']}: waiting, {in_line(status['queue_position'])}{when}.{waiting}"
         sweep = status.get("kind") == SWEEP
         if state == RUNNING and sweep:  # learning all weights' *s, then drawing and measuring weight by weight
             phase = status["phase"] or "starting"
@@ -457,17 +469,23 @@ class Backend:
         return load_json(InversionConfig, self.store.run(job.id).config_path), None
 
     def runs(self, owner: str | None) -> list[dict]:
-        """`owner`'s jobs and sweeps, newest first: id, kind, status, weights, steps, created, thumbnail path."""
+        """`owner`'s jobs and sweeps, newest first: id, kind, status, weights, steps, created, seconds (how long it
+        ran; None before it started), thumbnail path (its result: a job's latest preview, a sweep's grid; else
+        the photo)."""
         rows = []
         for job in self.store.owned_jobs(owner):
             try:
                 config, spec = self.settings(job)
             except Exception:  # a folder being deleted by retention: leave it out
                 continue
-            thumbnail = self.store.job_dir(job.id) / "input.png"
+            folder = self.store.job_dir(job.id)
+            result = folder / ("grid.png" if spec else f"{PREVIEW_DIR}/{SAMPLE_PREVIEW}")
+            thumbnail = result if result.is_file() else folder / "input.png"
+            seconds = None if job.started is None else (job.finished or time.time()) - job.started
             rows.append({"id": job.id, "kind": job.kind, "status": job.status,
                          "weights": spec.weights if spec else [config.mask_weight], "steps": config.steps,
-                         "created": job.created, "thumbnail": thumbnail if thumbnail.is_file() else None})
+                         "created": job.created, "seconds": seconds,
+                         "thumbnail": thumbnail if thumbnail.is_file() else None})
         return rows
 
     def restore(self, job_id: str, owner: str | None) -> dict:
@@ -635,6 +653,17 @@ class Backend:
                              "or upload a learned_embeds.safetensors file.")
         return Concept.load(run.path), run.path / "edits"
 
+    def as_uploaded(self, concept: Concept, prompts_text: str) -> Concept:
+        """An uploaded concept as the page uses it: its word is *s (the page's word) unless the prompts use the
+        file's own, and without a concept.json (the tools' NAME.safetensors has none) it draws at the loaded
+        model's native size, not at the default settings' 512 px (64 times the work on a 64 px model)."""
+        if concept.token != DEFAULT_PLACEHOLDER and concept.token not in (prompts_text or ""):
+            concept = dataclasses.replace(concept, token=DEFAULT_PLACEHOLDER)
+        native = self.layout.native_resolution if self.layout else None
+        if concept.model is None and native:  # no concept.json came with it: nothing says at what size
+            concept = dataclasses.replace(concept, settings=dataclasses.replace(concept.settings, resolution=native))
+        return concept
+
     def edit_metrics(self, edits: list[Edit], owner: str | None) -> tuple[list[dict], str]:
         """Mask-IoU (to the run's input mask) and CLIP-T of edited images -> (rows, note on what is missing).
 
@@ -678,9 +707,8 @@ class Backend:
         checked before the request is queued; the worker drops it after `limits.edit_timeout` s.
         """
         concept, out_dir = self.concept(job_id, upload, owner)
-        if concept.token != DEFAULT_PLACEHOLDER and concept.token not in prompts_text and \
-                DEFAULT_PLACEHOLDER in prompts_text:  # a concept from elsewhere, written as *s like ours
-            concept = dataclasses.replace(concept, token=DEFAULT_PLACEHOLDER)
+        if upload:
+            concept = self.as_uploaded(concept, prompts_text)
         prompts = self.check_prompts(prompts_text, concept.token)
         total = len(prompts) * config.num_images
         if total > self.limits.max_images:

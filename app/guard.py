@@ -28,6 +28,10 @@ FIXES = {
 }
 
 
+class NamedError(gr.Error):
+    """An input's own refusal that already names what is wrong (e.g. a file that is not an image): shown as is."""
+
+
 def fix_for(component) -> str:
     for kind, fix in FIXES.items():
         if isinstance(component, kind):
@@ -64,10 +68,13 @@ def guard_inputs(demo: gr.Blocks) -> gr.Blocks:
             if "/" in str(error.message):  # e.g. a server path in one of Gradio's own messages
                 raise gr.Error("A value sent to this endpoint cannot be used; files must be uploaded first "
                                "(from Python, handle_file(path)).", print_exception=False) from None
-            raise
+            # Gradio's own range check ("Value 0 is less than minimum value 1.") names no field; the page's
+            # components are per-session copies, so their wrapped `preprocess` may not be the one that ran.
+            raise _out_of_range(block_fn, inputs) or _refused_input(block_fn, inputs) \
+                or gr.Error(error.message, print_exception=False) from None
         except Exception as error:  # noqa: BLE001 - any failure to read an input is the caller's to fix
             log.info("bad input to %s: %s", getattr(block_fn, "api_name", "?"), type(error).__name__)
-            raise _which_input(block_fn, inputs) from None
+            raise _refused_input(block_fn, inputs) or _which_input(block_fn, inputs) from None
 
     demo.preprocess_data = preprocess_data
     return demo
@@ -80,17 +87,54 @@ def _guard_preprocess(component) -> None:
 
     def preprocess(payload):
         payload = _as_choice(component, payload)
+        if isinstance(payload, dict) and isinstance(component, (gr.Image, gr.File)):  # a raw payload (_refused_input)
+            payload = component.data_model.model_validate(payload, context={"validate_meta": True})
         if isinstance(component, gr.Number) and component.precision == 0 and isinstance(payload, float) \
                 and not payload.is_integer():  # Gradio would round 2.5 to 2 without a word
             name = getattr(component, "label", None) or "This value"
             raise gr.Error(f"{name} must be a whole number, not {payload:g}.", print_exception=False)
         try:
             return original(payload)
+        except NamedError:
+            raise
         except Exception as error:  # noqa: BLE001 - gr.Error included: it does not name the field
             raise input_error(component, error) from None
 
     preprocess.guarded = True
     component.preprocess = preprocess
+
+
+def _refused_input(block_fn, inputs: list) -> gr.Error | None:
+    """The named refusal of the first file input whose own (guarded) `preprocess` refuses it, or None.
+
+    The page's components are per-session copies without the guard; the app's own ones have it.
+    """
+    for component, value in zip(block_fn.inputs, inputs):
+        if not isinstance(component, (gr.Image, gr.File)) or not isinstance(value, dict):
+            continue
+        try:
+            component.preprocess(value)
+        except gr.Error as error:
+            return error
+        except Exception:  # noqa: BLE001 - not this input's own refusal: the next check names it
+            continue
+    return None
+
+
+def _out_of_range(block_fn, inputs: list) -> gr.Error | None:
+    """The error for the first number outside its component's range, named by its label, or None."""
+    for component, value in zip(block_fn.inputs, inputs):
+        if not isinstance(component, (gr.Number, gr.Slider)) or isinstance(value, bool) \
+                or not isinstance(value, (int, float)):
+            continue
+        low, high = component.minimum, component.maximum
+        if (low is None or value >= low) and (high is None or value <= high):
+            continue
+        allowed = f"from {low:g} to {high:g}" if low is not None and high is not None else \
+            f"{low:g} or more" if low is not None else f"{high:g} or less"
+        name = getattr(component, "label", None) or "A number"
+        return gr.Error(f"{name} must be {allowed}, not {value:g}.", print_exception=False)
+    return None
 
 
 def _as_choice(component, payload):

@@ -28,7 +28,8 @@ from shapeinv_core.exports import file_name
 from shapeinv_core.jobs import CANCELLED, FAILED, FINISHED, QUEUED, RUNNING, SWEEP, validate_job_id
 from shapeinv_core.report import METRICS_COLUMNS
 
-from .backend import Backend, Edit, format_duration
+from .backend import Backend, Edit, format_duration, in_line
+from .guard import NamedError
 from .plots import loss_plot
 
 EDIT_METRICS_COLUMNS = ["prompt", "seed", "image", "mask_iou", "clip_t"]
@@ -124,8 +125,8 @@ def checked_image(**options) -> gr.Image:
             return original(payload)
         except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
             name = getattr(payload, "orig_name", None) or "The upload"
-            raise gr.Error(f"{name} is not an image this app can read ({type(error).__name__}). "
-                           "Upload a PNG, JPEG or WebP photo.", print_exception=False) from error
+            raise NamedError(f"{name} is not an image this app can read. Upload a PNG, JPEG or WebP photo.",
+                             print_exception=False) from error
 
     image.preprocess = preprocess
     return image
@@ -140,6 +141,14 @@ def _at_least(path, side: int) -> Image.Image | None:
         return image
     scale = -(-side // image.width)
     return image.resize((image.width * scale, image.height * scale), Image.Resampling.NEAREST)
+
+
+def _thumbnail(path, side: int = 160) -> Image.Image:
+    """A small, whole picture of a run for My runs (a 512 px photo in a small tile showed a slice of it)."""
+    with Image.open(path) as image:
+        image = image.convert("RGB")
+        image.thumbnail((side, side))
+    return image
 
 
 def _table(rows: list[dict], columns: list[str] | tuple[str, ...], digits: int = 4) -> dict:
@@ -170,6 +179,8 @@ def _sampling_progress(steps_done: dict) -> tuple[tuple[int, int] | float, str]:
     return (done, total), f"sampling step {done} of {total}{left}"
 
 
+NO_OBJECT_FOUND = ("**No chair was found in this photo automatically.** Click on the chair in the picture (or pick "
+                   "'a box corner' and click two opposite corners around it), or paint it under 'Correct the mask'.")
 CLICK_OBJECT, CLICK_BACKGROUND, CLICK_BOX = "a point on the object", "a point on the background", "a box corner"
 CLICK_MODES = (CLICK_OBJECT, CLICK_BACKGROUND, CLICK_BOX)
 
@@ -183,8 +194,9 @@ class Handlers:
         self.backend = backend
 
     # --- image and mask -----------------------------------------------------------------------
-    def new_photo(self, image: str | None, restored: bool = False):
-        """A new photo (or 'clear'): its points, box and pending box corner start afresh (not a restored job's)."""
+    def new_photo(self, restored: bool = False):
+        """A new photo (or 'clear'): its points, box and pending box corner start afresh (not a restored job's).
+        The photo itself is not an input: one that cannot be read must not mark these boxes as errors."""
         if restored:
             return (gr.skip(),) * 4
         return "", "", "", None
@@ -213,9 +225,25 @@ class Handlers:
             return None, None, None, ""
         picture = self.backend.read_image(image)
         prompts = self.backend.prompts(picture, points, background_points, box)
-        result = self.backend.extract_mask(picture, prompts)
+        try:
+            result = self.backend.extract_mask(picture, prompts)
+        except InputError as error:  # nothing found: the photo itself to click on, the painter on it, no mask yet
+            log.info("mask: %s", error)  # the methods tried, for the terminal
+            empty = Image.new("L", picture.size, 0)
+            return (self.backend.picture(self.backend.overlay(picture, empty, prompts), "photo"),
+                    self.backend.editor_value(picture, empty), None, NO_OBJECT_FOUND)
         return (self.backend.overlay(picture, result.mask, prompts), self.backend.editor_value(picture, result.mask),
                 result.mask, self.backend.mask_note(result))
+
+    @staticmethod
+    def mask_failed():
+        """After a photo that cannot be used (the toast says why): no broken picture, mask or stale note stays."""
+        return None, None, None, None, ""
+
+    @staticmethod
+    def open_painter(image: str | None, mask: str | None):
+        """The mask painter opens when a photo is shown but no mask was found, so the object can be painted."""
+        return gr.Accordion(open=True) if image is not None and mask is None else gr.skip()
 
     @user_errors
     def click_photo(self, image: str | None, points: str, background_points: str, box: str, click_mode: str,
@@ -245,7 +273,10 @@ class Handlers:
         if image is None or not painted or not painted.get("layers"):
             return gr.skip(), gr.skip()
         picture = self.backend.read_image(image)
-        mask = self.backend.mask_from_painting(painted["layers"][0], picture)
+        try:
+            mask = self.backend.mask_from_painting(painted["layers"][0], picture)
+        except InputError:  # nothing painted yet (the painter opened on a photo without a mask): not an error
+            return gr.skip(), gr.skip()
         if current is not None and self.backend.same_mask(mask, current):
             return gr.skip(), gr.skip()
         return self.backend.overlay(picture, mask), mask
@@ -349,7 +380,10 @@ class Handlers:
     @user_errors
     def run_zip(self, job_id: str, owner: str | None = None):
         """The whole run folder (a sweep's too) as a zip made now, with every edit so far."""
-        return self.backend.outbox(self.backend.run_zip(validate_job_id(text(job_id, "Job id")), owner))
+        if not text(job_id, "Job id").strip():
+            raise InputError("No run is shown to zip: start or open a job first (a sweep is zipped under Compare "
+                             "weights).")
+        return self.backend.outbox(self.backend.run_zip(validate_job_id(job_id), owner))
 
     def sweep_files(self, status: dict | None, owner: str | None = None):
         """A finished sweep's concepts, grid, plot and CSV as downloads (None before it is done)."""
@@ -365,6 +399,11 @@ class Handlers:
     def lock_start():
         """The first thing a click on Start does: the button goes grey, so a second click makes no second job."""
         return gr.Button(interactive=False)
+
+    @staticmethod
+    def show_started(job_id: str):
+        """A started job's id into its box, and only then the polling (a poll of an empty box stops it)."""
+        return job_id, gr.Timer(active=True)
 
     @staticmethod
     def job_controls(status: dict | None):
@@ -404,10 +443,11 @@ class Handlers:
         items = []
         for row in rows:
             weights = ", ".join(f"{w:g}" for w in row["weights"])
-            what = f"sweep of weights {weights}" if row["kind"] == SWEEP else f"weight {weights}"
+            what = f"sweep · weights {weights}" if row["kind"] == SWEEP else f"job · weight {weights}"
+            took = f" · {format_duration(row['seconds'])}" if row["seconds"] is not None else ""
             when = time.strftime("%d %b %H:%M", time.localtime(row["created"]))
-            items.append((self.backend.outbox(row["thumbnail"]) if row["thumbnail"] else None,
-                          f"{row['status']} · {what} · {row['steps']} steps · {when}"))
+            items.append((self.backend.picture(_thumbnail(row["thumbnail"]), "run") if row["thumbnail"] else None,
+                          f"{what} · {row['status']} · {row['steps']} steps{took} · {when}"))
         note = "" if rows else "No runs from this browser yet: the jobs you start appear here."
         return [item for item in items if item[0]], [row["id"] for row in rows if row["thumbnail"]], note
 
@@ -466,8 +506,8 @@ class Handlers:
         if status["status"] == "queued":
             start = status.get("start_in_seconds")
             when = f"; starts in about {format_duration(start)}" if start is not None else \
-                "; the start time is known once a step here has been timed"
-            return f"<p>Waiting: number {status['queue_position']} in the queue{when}.</p>"
+                "; its start time is not known yet"
+            return f"<p>Waiting: {in_line(status['queue_position'])}{when}.</p>"
         drawing = DRAWING.match(status.get("phase") or "")
         if status["status"] == RUNNING and drawing:  # a sweep after its steps: images drawn so far
             done, total = int(drawing["done"]), max(int(drawing["total"]), 1)

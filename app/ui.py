@@ -55,7 +55,7 @@ def build_demo(backend: Backend, defaults: InversionConfig | None = None) -> gr.
         with gr.Accordion("My runs (the jobs and sweeps started in this browser)", open=False,
                           elem_id="my-runs") as my_runs:
             runs_note = gr.Markdown(elem_id="runs-note")
-            runs = gr.Gallery(label="Click one to open it", columns=8, height=220, object_fit="contain",
+            runs = gr.Gallery(label="Click one to open it", columns=6, height="auto", object_fit="contain",
                               allow_preview=False, elem_id="runs-gallery")
             refresh_runs = gr.Button("Refresh", size="sm", elem_id="refresh-runs")
         run_ids = gr.State([])  # the ids behind the gallery's pictures, in its order
@@ -83,7 +83,7 @@ def build_demo(backend: Backend, defaults: InversionConfig | None = None) -> gr.
                     clear_clicks = gr.Button("Clear", size="sm", scale=0, elem_id="clear-clicks")
                 mask_note = gr.Markdown(label="Mask method", elem_id="mask-note")
                 corner = gr.State(None)  # the first corner of a box being clicked
-        with gr.Accordion("Correct the mask", open=False):
+        with gr.Accordion("Correct the mask", open=False, elem_id="correct-mask") as correct_mask:
             with gr.Row():
                 mask_editor = gr.ImageEditor(
                     label="Paint orange to add to the object, erase to remove", type="pil", image_mode="RGBA",
@@ -223,6 +223,12 @@ def build_demo(backend: Backend, defaults: InversionConfig | None = None) -> gr.
                     sweep_zip = gr.File(label="The whole sweep", interactive=False, elem_id="sweep-zip")
                 zip_sweep = gr.Button("Zip the whole sweep", size="sm", elem_id="zip-sweep")
         status_json = gr.JSON(label="Status", visible=False, elem_id="status-json")
+        # What Start returns goes here first (hidden: a refused Start marks no visible box with "Error"), then to
+        # the id boxes once it succeeded.
+        started_id = gr.Textbox(visible=False, label="Job id", elem_id="started-id")
+        started_sweep = gr.Textbox(visible=False, label="Sweep id", elem_id="started-sweep")
+        # The start endpoints' "poll now" for programs; the page starts its polling once the id box holds the id.
+        started_timer = gr.Timer(1.0, active=False)
         timer = gr.Timer(1.0, active=False)  # polls job_status while a job is shown
         sweep_json = gr.JSON(label="Sweep status", visible=False, elem_id="sweep-json")
         sweep_timer = gr.Timer(1.0, active=False)  # polls sweep_results while a sweep is shown
@@ -275,18 +281,25 @@ def build_demo(backend: Backend, defaults: InversionConfig | None = None) -> gr.
                             sweep_prompts, sweep_steps, sweep_images, sweep_sample_steps, sweep_guidance, gallery]
         status_outputs = [status_json, job_headline, progress, losses, plot, preview, attention, downloads, timer]
         mask_outputs, prompt_inputs = [overlay, mask_editor, mask, mask_note], [image, points, background_points, box]
-        image.change(h.new_photo, [image, restored], [points, background_points, box, corner], api_name="new_photo",
-                     api_visibility="private").then(
-            h.mask_pending, [*prompt_inputs, restored], [mask_note], api_name="mask_pending",
-            api_visibility="private").then(
-            h.extract_mask, [*prompt_inputs, restored], mask_outputs, api_name="extract_mask").then(
-            lambda: False, None, [restored], api_name="restore_done", api_visibility="private")
+        quiet = {"api_visibility": "private", "show_progress": "hidden"}  # page-only events, no spinner on outputs
+        photo_mask = image.change(h.new_photo, [restored], [points, background_points, box, corner],
+                                  api_name="new_photo", **quiet).then(
+            # Raw values (no preprocess): only whether there is a photo matters, and a broken one is extract_mask's.
+            h.mask_pending, [*prompt_inputs, restored], [mask_note], api_name="mask_pending", preprocess=False,
+            **quiet).then(
+            h.extract_mask, [*prompt_inputs, restored], mask_outputs, api_name="extract_mask")
+        # A photo that cannot be used: the toast says why; no stale "Finding the object ..." or picture stays.
+        photo_mask.failure(h.mask_failed, None, [image, *mask_outputs], api_name="mask_failed",
+                           api_visibility="private", show_progress="minimal")  # its end clears the error marks
+        photo_mask.then(lambda: False, None, [restored], api_name="restore_done", api_visibility="private")
+        # Nothing found: the photo is shown to click on, and the painter opens on it.
+        photo_mask.success(h.open_painter, [image, mask], [correct_mask], api_name="open_painter", **quiet)
         overlay.select(h.click_photo, [image, points, background_points, box, click_mode, corner],
                        [points, background_points, box, corner, *mask_outputs], api_name="click_photo",
                        api_visibility="private")
         gr.on([points.submit, background_points.submit, box.submit], h.extract_mask, prompt_inputs, mask_outputs,
               api_name="extract_mask_typed", api_visibility="private")
-        clear_clicks.click(h.new_photo, [image], [points, background_points, box, corner], api_name="clear_clicks",
+        clear_clicks.click(h.new_photo, None, [points, background_points, box, corner], api_name="clear_clicks",
                            api_visibility="private").then(
             h.extract_mask, prompt_inputs, mask_outputs, api_name="extract_mask_cleared", api_visibility="private")
         mask_editor.input(h.edit_mask, [image, mask_editor, mask], [overlay, mask], api_name="edit_mask",
@@ -295,27 +308,33 @@ def build_demo(backend: Backend, defaults: InversionConfig | None = None) -> gr.
                            api_name="upload_mask", api_visibility="private")
         job_controls = [start, cancel, resume]
         run_list = [runs, run_ids, runs_note]
-        quiet = {"api_visibility": "private", "show_progress": "hidden"}  # page-only events, no spinner on outputs
-        start.click(h.lock_start, None, [start], queue=False, api_name="lock_start", api_visibility="private").then(
+        started = start.click(h.lock_start, None, [start], queue=False, api_name="lock_start",
+                              api_visibility="private").then(
             h.start_inversion,
             [image, mask, mask_weight, steps, class_word, initializer, num_vectors, learning_rate, batch_size,
              resolution, seed, map_resolution, attention_layers, map_norm, init_reg, checkpoint_every,
              attention_res, mask_form, background_weight, tune, lora_rank, lora_steps, lora_lr, name, owner,
              preview_prompt],
-            [job_id, status_json, timer, owner], api_name="start_inversion",
-        ).then(h.job_controls, [status_json], job_controls, api_name="start_controls", api_visibility="private",
-               ).then(None, [job_id], None, js=Handlers.job_link_js()).then(
+            [started_id, status_json, started_timer, owner], api_name="start_inversion", show_progress="hidden")
+        # A refusal (the message is the toast) gives Start back at once, as the shown job allows; the form stays.
+        started.failure(h.job_controls, [status_json], job_controls, api_name="refused_controls",
+                        api_visibility="private")
+        started.success(Handlers.show_started, [started_id], [job_id, timer], api_name="show_started",
+                        api_visibility="private").then(
+            h.job_controls, [status_json], job_controls, api_name="start_controls", api_visibility="private").then(
+            None, [job_id], None, js=Handlers.job_link_js()).then(
             h.my_runs, [owner], run_list, api_name="runs_after_start", **quiet)
         status_json.change(h.job_controls, [status_json], job_controls, api_name="job_controls",
                            api_visibility="private", show_progress="hidden")
         resume.click(h.resume_job, [job_id, owner], [status_json, job_headline, timer], api_name="resume_job")
         estimate_inputs = [steps, resolution, batch_size, tune, lora_steps]
-        gr.on([steps.change, resolution.change, batch_size.change, tune.change, lora_steps.change, demo.load],
-              h.duration_estimate, estimate_inputs, [estimate], api_name="duration_estimate",
+        # Also when a shown job changes state: a job that ends is a new measurement of this server's pace.
+        gr.on([steps.change, resolution.change, batch_size.change, tune.change, lora_steps.change, demo.load,
+               status_json.change], h.duration_estimate, estimate_inputs, [estimate], api_name="duration_estimate",
               api_visibility="private", show_progress="hidden")
-        gr.on([sweep_weights.change, sweep_steps.change, resolution.change, batch_size.change, demo.load],
-              h.sweep_duration, [sweep_weights, sweep_steps, resolution, batch_size], [sweep_estimate],
-              api_name="sweep_duration", api_visibility="private", show_progress="hidden")
+        gr.on([sweep_weights.change, sweep_steps.change, resolution.change, batch_size.change, demo.load,
+               sweep_json.change], h.sweep_duration, [sweep_weights, sweep_steps, resolution, batch_size],
+              [sweep_estimate], api_name="sweep_duration", api_visibility="private", show_progress="hidden")
         job_id.submit(h.job_status, [job_id, owner], status_outputs, api_name="job_status", concurrency_limit=None
                       ).then(h.restore, [job_id, owner], restored_outputs, api_name="restore_job", **quiet)
         timer.tick(h.poll_job, [job_id, owner], status_outputs, api_name="poll_job", api_visibility="private",
@@ -332,16 +351,21 @@ def build_demo(backend: Backend, defaults: InversionConfig | None = None) -> gr.
 
         sweep_outputs = [sweep_json, sweep_headline, sweep_progress, sweep_losses, sweep_grid, sweep_tradeoff,
                          sweep_table, sweep_concept, sweep_timer]
-        start_sweep.click(h.lock_start, None, [start_sweep], queue=False, api_name="lock_start_sweep",
-                          api_visibility="private").then(
+        sweep_started = start_sweep.click(h.lock_start, None, [start_sweep], queue=False, api_name="lock_start_sweep",
+                                          api_visibility="private").then(
             h.start_sweep,
             [image, mask, sweep_weights, sweep_prompts, sweep_steps, sweep_images, sweep_sample_steps, sweep_guidance,
              class_word, initializer, num_vectors, learning_rate, batch_size, resolution, seed, map_resolution,
              attention_layers, map_norm, init_reg, checkpoint_every, attention_res, mask_form, background_weight,
              owner],
-            [sweep_id, sweep_json, sweep_timer, owner], api_name="start_sweep",
-        ).then(h.job_controls, [sweep_json], [start_sweep, cancel_sweep, resume_sweep], api_name="start_sweep_controls",
-               api_visibility="private").then(None, [sweep_id], None, js=Handlers.job_link_js()).then(
+            [started_sweep, sweep_json, started_timer, owner], api_name="start_sweep", show_progress="hidden")
+        sweep_started.failure(h.job_controls, [sweep_json], [start_sweep, cancel_sweep, resume_sweep],
+                              api_name="refused_sweep_controls", api_visibility="private")
+        sweep_started.success(Handlers.show_started, [started_sweep], [sweep_id, sweep_timer],
+                              api_name="show_started_sweep", api_visibility="private").then(
+            h.job_controls, [sweep_json], [start_sweep, cancel_sweep, resume_sweep], api_name="start_sweep_controls",
+            api_visibility="private").then(
+            None, [sweep_id], None, js=Handlers.job_link_js()).then(
             h.my_runs, [owner], run_list, api_name="runs_after_sweep", **quiet)
         sweep_id.submit(h.sweep_results, [sweep_id, owner], sweep_outputs, api_name="sweep_results",
                         concurrency_limit=None).then(h.restore, [sweep_id, owner], restored_outputs,

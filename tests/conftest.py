@@ -166,3 +166,17 @@ def u2netp_home(empty_rembg_home):
     folder.mkdir(parents=True)
     (folder / "u2netp.onnx").symlink_to(source)
     return empty_rembg_home
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Debian's Chromium driven by Playwright, one per test module (a module's pages share it)."""
+    from playwright.sync_api import expect, sync_playwright
+
+    from tests.test_app_browser import CHROMIUM, CHROMIUM_ARGS
+
+    expect.set_options(timeout=120_000)  # conditions, never fixed sleeps; generous for a busy CI machine
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()

@@ -203,7 +203,8 @@ def test_served_copies_and_gradios_cache_are_cleaned(app_server, client, finishe
     outbox = app_server.backend.outbox_dir
     assert any(outbox.iterdir()), "files reach Gradio through private copies"
     app_server.backend.clean(now=time.time() + 2 * 3600)  # older than the hour they are kept
-    assert [path.name for path in outbox.iterdir()] == [".lock"], "only the lock that marks the outbox live stays"
+    assert sorted(path.name for path in outbox.iterdir()) == [".lock", "gradio"], \
+        "the private copies are gone; the lock that marks the outbox live and Gradio's own cache (aged by Gradio) stay"
     assert app_server.demo.delete_cache == (3600, 86400), "Gradio empties its cache of day-old files every hour"
     assert job_status(client, finished_job)["status"] == "done", "a recent finished job is kept"
 
@@ -223,3 +224,33 @@ def test_an_unknown_endpoint_is_a_404_that_points_to_the_api_page(app_server):
         urllib.request.urlopen(request, timeout=60)
     assert answered.value.code == 404, "a caller's mistake, not a server error"
     assert "API page" in answered.value.read().decode()
+
+
+def test_a_concept_file_the_app_offered_draws_at_the_models_size_with_the_word_the_page_uses(client, finished_job,
+                                                                                           tmp_path):
+    downloads = client.predict(job_id=finished_job, owner=OWNER, api_name="/job_status")[7]
+    [named] = [path for path in downloads if path.endswith(".safetensors")]  # NAME.safetensors, no concept.json
+    with pytest.raises(AppError, match=r"does not use the learned word \*s") as refused:
+        client.predict(job_id="", concept_file=handle_file(named), prompts="a red chair", num_images=1, seed=0,
+                       steps=2, guidance=7.5, owner=OWNER, api_name="/generate")
+    assert Path(named).stem not in str(refused.value), "the error names the page's word, not the file's"
+    gallery, _ = client.predict(job_id="", concept_file=handle_file(named), prompts="a red chair in the shape of *s",
+                                num_images=1, seed=0, steps=2, guidance=7.5, owner=OWNER, api_name="/generate")
+    assert Image.open(gallery[0]["image"]).size == (64, 64), "the tiny model's own size, not the default 512"
+
+
+def test_a_running_jobs_page_says_it_is_paused_while_an_edit_is_drawn(client, finished_job, tmp_path):
+    running = start_job(client, example_image(tmp_path), steps=3000, checkpoint_every=1000)
+    try:
+        wait_for_status(client, running, lambda s: s["status"] == "running" and s["step"] >= 2)
+        edit = threading.Thread(target=lambda: client.predict(
+            job_id=finished_job, concept_file=None, prompts="a red chair in the shape of *s\na *s", num_images=2,
+            seed=0, steps=100, guidance=7.5, owner=OWNER, api_name="/generate"))
+        edit.start()
+        headlines = set()
+        while edit.is_alive():
+            headlines.add(client.predict(job_id=running, owner=OWNER, api_name="/job_status")[1])
+        assert any("paused while an edit is drawn" in line for line in headlines), headlines
+    finally:
+        client.predict(job_id=running, owner=OWNER, api_name="/cancel_job")
+        wait_for_status(client, running)

@@ -34,4 +34,4 @@ def test_a_sweep_drawing_its_images_shows_images_done_of_all_not_a_stalled_step_
     shown = Handlers._progress(status)
     assert 'value="3" max="8"' in shown and "drawing images: 3 / 8" in shown and "remaining" not in shown
     queued = Handlers._progress({"status": "queued", "queue_position": 2, "start_in_seconds": 125.0})
-    assert "number 2 in the queue; starts in about 2:05" in queued
+    assert "1 job ahead of it; starts in about 2:05" in queued, "the running job is the one ahead"

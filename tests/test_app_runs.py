@@ -13,21 +13,10 @@ import pytest
 
 from tests.conftest import ARTIFACTS, OWNER, SMALL, example_image
 from tests.helpers import open_app
-from tests.test_app_browser import CHROMIUM, CHROMIUM_ARGS
+from tests.test_app_browser import CHROMIUM
 
 pytestmark = pytest.mark.skipif(not CHROMIUM.exists(),
                                 reason="Debian chromium is not installed (apt-get install -y chromium)")
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import expect, sync_playwright
-
-    expect.set_options(timeout=120_000)  # conditions, never fixed sleeps; generous for a busy CI machine
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
 
 
 def shot(page, name: str) -> None:
@@ -123,7 +112,7 @@ def test_double_click_cancel_resume_progress_and_reopening(app_server, browser, 
     plain = context.new_page()
     open_app(plain, app_server.url)
     plain.get_by_text("My runs").click()
-    expect(plain.locator("#runs-gallery")).to_contain_text("cancelled · weight 0.2 · 3000 steps")
+    expect(plain.locator("#runs-gallery")).to_contain_text("job · weight 0.2 · cancelled · 3000 steps")
     plain.locator("#runs-gallery img").first.click()
     expect(plain.locator("#job-id textarea")).to_have_value(job_id)
     expect(plain.locator("#mask-weight input[type=number]")).to_have_value("0.2")

@@ -135,6 +135,7 @@ API_CASES = {
     "status None id": (("/job_status", {"job_id": None, "owner": OWNER}), r"No job id given"),
     "sweep results empty id": (("/sweep_results", {"job_id": "", "owner": OWNER}), r"No sweep id given"),
     "sweep results None id": (("/sweep_results", {"job_id": None, "owner": OWNER}), r"No sweep id given"),
+    "zip with no run shown": (("/run_zip", {"job_id": "", "owner": OWNER}), r"No run is shown to zip"),
     "cancel another's job": (("/cancel_job", {"job_id": "FINISHED", "owner": STRANGER}), r"There is no job"),
     "cancel empty id": (("/cancel_job", {"job_id": "", "owner": OWNER}), r"not a job id"),
     "sweep results of a single run": (("/sweep_results", {"job_id": "FINISHED", "owner": OWNER}),
