@@ -180,3 +180,17 @@ def test_a_job_behind_a_sweep_drawing_its_pictures_is_not_said_to_start_in_0_sec
         store.update_progress(drawing.id, step, 4, 0.5, 1.0, 1.0, 0.1)
     waiting = store.create(image, mask, small_config(steps=4))
     assert seconds_until_start(store, waiting.id) is None
+
+
+def test_the_pace_behind_the_estimates_counts_what_the_worker_does_between_steps(tmp_path, inputs):
+    """The previews drawn at checkpoints (and edits served) take this server's time too: after a Resume, one
+    step's compute time alone promised a quarter of the time the job then took."""
+    store = JobStore(tmp_path)
+    job = store.create(*inputs, small_config(steps=4, checkpoint_every=2, batch_size=1))
+    worker = Worker(store, model=str(tiny_folder()), device="cpu", preview_steps=20).start()
+    try:
+        done = wait_for(store, job.id, timeout=300)
+    finally:
+        worker.stop()
+    compute = sum(record["seconds"] for record in store.run(job.id).read_log())
+    assert done.status == DONE and done.run_seconds > 1.5 * compute, (done.run_seconds, compute)

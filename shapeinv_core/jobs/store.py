@@ -89,7 +89,8 @@ _ADDED_COLUMNS = {
 
 @dataclass
 class Job:
-    """One row of the store. `run_seconds` counts only time spent stepping (this process)."""
+    """One row of the store. `run_seconds`: this process's wall time on the job up to its latest step (the steps
+    and what the worker does between them: previews, edits served)."""
 
     seq: int
     id: str
