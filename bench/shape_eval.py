@@ -196,15 +196,15 @@ def run(args: argparse.Namespace) -> None:
     print(f"segmenter IoU on rendered chairs: {validate_segmenter():.3f} (60 chairs, all families)", flush=True)
     chairs = eval_chairs(args.per_family, args.held_out, CHAIR_SETS[args.set])
     first, _, last = args.chairs.partition(":")
-    todo = chairs[int(first or 0):int(last) if last else None]
+    todo = chairs[int(first or 0):int(last) if last else None][::-1 if args.reverse else 1]
     generation = GenerationConfig(num_images=args.seeds, steps=args.sample_steps, guidance=7.5, batch_size=40)
     base = InversionConfig(resolution=64, steps=args.steps, checkpoint_every=args.steps, balance_every=0)
     began = time.perf_counter()
     for chair in todo:
-        work = []
+        chair["image"].save(args.out / "images" / f"c{chair['index']:02d}_input.png")
         if "references" in args.groups and any((chair["index"], r) not in done for r in REFERENCES):
             for name, images in draw_references(model, chair, args.seeds, args.sample_steps).items():
-                work.append((name, images, None))
+                record(args.out, model, chair, chairs, name, images, None, classifier)
         for group in args.groups:
             if group == "references":
                 continue
@@ -215,25 +215,27 @@ def run(args: argparse.Namespace) -> None:
             configs = [replace(base, mask_weight=w, **changes).validate() for w in weights]
             views = rerendered_views(chair, base.views) if views_from == "render" else None
             concepts = invert_many(model, chair["image"], chair["mask"], configs, views=views)
+            kinds = {p: k for k, p, _, _ in PROMPTS}
             for name, concept in zip(names, concepts):
                 drawn = generate(model, concept, [p for _, p, _, _ in PROMPTS], generation)
-                kinds = {p: k for k, p, _, _ in PROMPTS}
-                work.append((name, [(kinds[d.prompt], d.seed, d.image) for d in drawn], concept))
-        for name, images, concept in work:
-            if (chair["index"], name) in done:
-                continue
-            rows = score(images, chair, chairs, name, classifier)
-            for kind, seed, image in images:
-                if seed == 0:
-                    image.save(args.out / "images" / f"c{chair['index']:02d}_{name}_{kind}.png")
-            probe = {"chair": chair["index"], "family": chair["family"], "held_out": int(chair["held_out"]),
-                     "setting": name, **probe_losses(model, chair, concept),
-                     "initializer": concept.initializer_used if concept is not None else ""}
-            _append(args.out / "rows.csv", rows)
-            _append(args.out / "probe.csv", [probe])
-        chair["image"].save(args.out / "images" / f"c{chair['index']:02d}_input.png")
-        print(f"chair {chair['index']} ({chair['family']}, {chair['colour']} {chair['pattern']}): "
-              f"{time.perf_counter() - began:.0f} s", flush=True)
+                images = [(kinds[d.prompt], d.seed, d.image) for d in drawn]
+                record(args.out, model, chair, chairs, name, images, concept, classifier)
+            print(f"chair {chair['index']} ({chair['family']}, {chair['colour']} {chair['pattern']}) {group}: "
+                  f"{time.perf_counter() - began:.0f} s", flush=True)
+
+
+def record(out: Path, model, chair: dict, chairs: list[dict], name: str, images: list, concept,
+           classifier: PatternClassifier) -> None:
+    """Score one (chair, setting) and append its rows and its loss probe at once: a stopped run keeps them."""
+    rows = score(images, chair, chairs, name, classifier)
+    for kind, seed, image in images:
+        if seed == 0:
+            image.save(out / "images" / f"c{chair['index']:02d}_{name}_{kind}.png")
+    probe = {"chair": chair["index"], "family": chair["family"], "held_out": int(chair["held_out"]),
+             "setting": name, **probe_losses(model, chair, concept),
+             "initializer": concept.initializer_used if concept is not None else ""}
+    _append(out / "rows.csv", rows)
+    _append(out / "probe.csv", [probe])
 
 
 def bootstrap(values_by_chair: dict[int, float], draws: int = 2000) -> tuple[float, float]:
@@ -359,6 +361,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--set", choices=tuple(CHAIR_SETS), default="main", help="which chairs (seeds fixed)")
     parser.add_argument("--chairs", default=":", help="a slice of the set to run, e.g. 0:8 (another process: 8:)")
+    parser.add_argument("--reverse", action="store_true", help="run the slice last chair first (a second process)")
     parser.add_argument("--pictures", type=Path, default=Path("bench/shape"))
     parser.add_argument("--show", default="plain-w0,plain-w0.1,varied-auto-w0", help="settings on the picture sheet")
     args = parser.parse_args()

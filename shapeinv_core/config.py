@@ -133,11 +133,11 @@ class InversionConfig:
             return ()
         return sides if sides and all(side in ATTENTION_RESOLUTIONS for side in sides) else ()
 
-    def prompt(self, look: str = "") -> str:
+    def prompt(self, look: str = "", token: str | None = None) -> str:
         """The training prompt, e.g. 'a photo of chair in the shape of *s'; a view's `look` goes before the class
-        word ('a photo of red striped chair in the shape of *s')."""
+        word ('a photo of red striped chair in the shape of *s'); `token` writes other words in place of *s."""
         subject = f"{look} {self.class_word}" if look else self.class_word
-        return self.template.format(cls=subject, token=self.placeholder)
+        return self.template.format(cls=subject, token=self.placeholder if token is None else token)
 
 
 @dataclass

@@ -40,7 +40,7 @@ from .config import AUTO_INITIALIZER, InversionConfig, to_dict
 from .errors import InputError, ShapeInvError
 from .masks import check_mask
 from .models import LoadedModel
-from .probe import SHAPE_WORDS, best_word, denoising_loss, known_phrases, probe_batch
+from .probe import best_word, denoising_loss, initializer_candidates, known_phrases, probe_batch
 from .runs import RunFolder
 
 
@@ -126,7 +126,7 @@ def invert_many(model: LoadedModel, image: Image.Image, mask: Image.Image, confi
     text_encoder = training_text_encoder(pipe.text_encoder, model.dtype)
     init_word = starting_word(base)
     if base.initializer == AUTO_INITIALIZER:
-        init_word, _ = choose_initializer(pipe, text_encoder, inputs, token_ids, base, scheduler)
+        init_word, _ = choose_initializer(pipe, text_encoder, inputs, base, scheduler)
     init = initializer_vectors(pipe, init_word, base.num_vectors)
 
     count = len(configs)
@@ -254,18 +254,22 @@ def starting_word(config: InversionConfig) -> str:
     return config.class_word if config.initializer == AUTO_INITIALIZER else config.initializer
 
 
-def choose_initializer(pipe, text_encoder, inputs: TrainingInputs, token_ids: list[int], config: InversionConfig,
+def choose_initializer(pipe, text_encoder, inputs: TrainingInputs, config: InversionConfig,
                        scheduler) -> tuple[str, dict[str, float]]:
-    """The shape word whose embedding, put in for `*s`, explains the photo best (lowest probe loss)."""
-    words = known_phrases(pipe.tokenizer, (config.class_word, *SHAPE_WORDS))
+    """The shape word that, written in the training prompt in place of `*s` ('... in the shape of a stool'),
+    explains the photo best (lowest probe loss). Written as text, not as `*s`'s starting vector: a
+    two-word phrase's mean embedding is no phrase, and it won 9 of 20 toy chairs against 13 of 20."""
+    words = known_phrases(pipe.tokenizer, initializer_candidates(config.class_word)) or [config.class_word]
     batch = probe_batch(scheduler, inputs.latents[:1], config.seed)
     device = inputs.prompt_ids.device
 
     def loss_of(word: str) -> float:
-        vectors = initializer_vectors(pipe, word, config.num_vectors)[None].to(device)
-        with substitute_embeddings(text_encoder, token_ids) as substitution, torch.no_grad():
-            substitution.vectors = vectors
-            hidden = text_encoder(inputs.prompt_ids[:1])[0]
+        phrase = f"{'an' if word[0] in 'aeiou' else 'a'} {word}"
+        prompt = config.prompt(inputs.looks[0], token=phrase)
+        ids = pipe.tokenizer(prompt, padding="max_length", max_length=pipe.tokenizer.model_max_length,
+                             truncation=True, return_tensors="pt").input_ids.to(device)
+        with torch.no_grad():
+            hidden = text_encoder(ids)[0]
         return denoising_loss(pipe.unet, hidden, batch)
 
     return best_word(list(dict.fromkeys(words)), loss_of)

@@ -15,10 +15,15 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-# Seats and their neighbours, for `initializer="auto"` with the class word "chair" (the default).
-SHAPE_WORDS = ("chair", "stool", "armchair", "bar chair", "slatted chair", "bench", "sofa", "rocking chair",
+# Seats and their neighbours, for `initializer="auto"` when the class word is one of them ("chair", the default).
+SHAPE_WORDS = ("chair", "stool", "armchair", "bar chair", "slatted chair", "bench", "rocking chair",
                "office chair", "high chair", "recliner", "throne", "ottoman")
 PROBE_PAIRS = 16  # (timestep, noise) pairs: enough to rank words, one batched UNet pass each
+
+
+def initializer_candidates(class_word: str) -> tuple[str, ...]:
+    """The words `initializer="auto"` chooses among: the class word, and the seat words when it is a seat."""
+    return (class_word, *SHAPE_WORDS) if class_word in SHAPE_WORDS else (class_word,)
 
 
 def known_phrases(tokenizer, phrases: tuple[str, ...] | list[str]) -> list[str]:

@@ -16,7 +16,7 @@ from shapeinv_core.errors import InputError
 from shapeinv_core.inversion import invert, training_inputs, view_rows
 from shapeinv_core.metrics import mask_iou, object_silhouette, shape_specificity
 from shapeinv_core.models import load_model
-from shapeinv_core.probe import SHAPE_WORDS, known_phrases
+from shapeinv_core.probe import SHAPE_WORDS, initializer_candidates, known_phrases
 from shapeinv_core.toy.checks import dominant_colour
 from shapeinv_core.toy.render import HELD_OUT_FAMILIES, TRAIN_FAMILIES, render_toy_chair
 from shapeinv_core.tuning import tune_lora
@@ -140,6 +140,8 @@ def test_initializer_auto_starts_from_the_shape_word_that_explains_the_photo(toy
     info = json.loads((tmp_path / "run" / "concept.json").read_text())
     assert info["initializer"] == "stool" and info["settings"]["initializer"] == "auto"
     assert Concept.load(tmp_path / "run").initializer_used == "stool"
+    # Another class keeps its own word: seat words are candidates only for a seat.
+    assert initializer_candidates("car") == ("car",) and "stool" in initializer_candidates("chair")
 
 
 def test_the_cli_takes_the_new_flags_and_refuses_a_bank_of_one(tmp_path):
