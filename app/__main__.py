@@ -180,14 +180,20 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     # A container's stop (SIGTERM) ends the server as Ctrl-C does: the job checkpointed, the outbox removed.
-    signal.signal(signal.SIGTERM, lambda signum, frame: demo.close())
+    signal.signal(signal.SIGTERM, _interrupt)
     engine = "" if args.engine == EMBEDDED else f" on Ray ({args.ray_address or 'local'})"
     print(f"data folder: {args.data.resolve()}; model {args.model} loading in the background{engine}", flush=True)
     try:
         demo.queue(default_concurrency_limit=1).launch(**launch_options(backend, args.host, args.port, args.auth))
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM while the server was still starting (later, Gradio catches it)
+        demo.close()
     finally:
         backend.stop()
     return 0
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":
