@@ -259,6 +259,10 @@ def per_chair(rows: list[dict], field: str, kinds: tuple[str, ...]) -> dict[int,
 def summary(args: argparse.Namespace) -> None:
     rows, probes = _read(args.out / "rows.csv"), _read(args.out / "probe.csv")
     settings = list(dict.fromkeys(r["setting"] for r in rows))
+    # Paired: only the chairs every setting has finished (a stopped run leaves some settings ahead).
+    common = set.intersection(*({r["chair"] for r in rows if r["setting"] == s} for s in settings))
+    rows = [r for r in rows if r["chair"] in common]
+    probes = [p for p in probes if p["chair"] in common]
     lines = ["Specificity = IoU with the chair's own mask minus the mean IoU with other families' chairs' masks; "
              "mean ± bootstrap SE over chairs. 'followed' = share of edit images showing the asked colour "
              "(red, blue) or pattern (leopard).\n"]
