@@ -311,7 +311,9 @@ def summary(args: argparse.Namespace) -> None:
     print("\n".join(lines))
     pictures = args.pictures
     pictures.mkdir(parents=True, exist_ok=True)
-    tradeoff_plot(points, title="edit specificity vs edits followed (unseen training-family chairs)").save(
+    tradeoff_plot(points, title="shape against editability, unseen training-family chairs (paired)",
+                  axes=("edits followed (asked colour or pattern found)", "edit specificity (own - other IoU)"),
+                  connect=False).save(
         pictures / "frontier.png", optimize=True)
     shown = [s for s in args.show.split(",") if s in settings]
     chair_ids = sorted({int(r["chair"]) for r in rows})

@@ -148,7 +148,8 @@ def _draw_lines(draw: ImageDraw.ImageDraw, lines: list[str], font, x: float, top
 
 
 def tradeoff_plot(points: Sequence[tuple[str, float | None, float | None]], title: str | None = None,
-                  size: tuple[int, int] = (720, 540)) -> Image.Image:
+                  size: tuple[int, int] = (720, 540), axes: tuple[str, str] | None = None,
+                  connect: bool = True) -> Image.Image:
     """Mean Mask-IoU against mean CLIP-T, one labelled point per weight (`(label, clip_t, mask_iou)`).
 
     Without CLIP-T for every point (no CLIP model), Mask-IoU is plotted against the weights in the
@@ -195,15 +196,15 @@ def tradeoff_plot(points: Sequence[tuple[str, float | None, float | None]], titl
         draw.line([(left - 5, py), (left, py)], fill=AXIS_COLOR)
         _draw_lines(draw, [text], small, left - 8, py - text_h / 2, text_h, anchor="right")
     draw.line([(left, top), (left, bottom), (right, bottom)], fill=AXIS_COLOR, width=2)
-    x_title = "mask weight" if by_weight else X_TITLE
+    x_title = "mask weight" if by_weight else (axes or (X_TITLE, Y_TITLE))[0]
     _draw_lines(draw, [x_title], font, (left + right) / 2, bottom + 8 + text_h, text_h, anchor="center")
-    _paste_vertical_text(plot, Y_TITLE, font, center=(text_h // 2 + 4, (top + bottom) / 2))
+    _paste_vertical_text(plot, (axes or (X_TITLE, Y_TITLE))[1], font, center=(text_h // 2 + 4, (top + bottom) / 2))
     if missing:
         _draw_lines(draw, ["no Mask-IoU: " + ", ".join(missing)], small, left, height - text_h - 4, text_h,
                     anchor="left")
 
     pixels = [(label, *to_pixel(x, y)) for label, x, y in shown]
-    if len(pixels) > 1:
+    if connect and len(pixels) > 1:  # the points of a sweep, in weight order; unrelated settings stay apart
         draw.line([(px, py) for _, px, py in pixels], fill=LINE_COLOR, width=2)
     radius = max(4, height // 90)
     for _, px, py in pixels:
