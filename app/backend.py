@@ -83,8 +83,13 @@ def format_duration(seconds: float | None) -> str:
         else f"{seconds // 60}:{seconds % 60:02d}"
 
 
-def in_line(position: int) -> str:
-    """Where a queued job stands, counted as people read it: the jobs ahead of it, the running one included."""
+def in_line(position: int | None) -> str:
+    """Where a queued job stands, counted as people read it: the jobs ahead of it, the running one included.
+
+    None: the job left the queue between the status read and the position read (it is starting).
+    """
+    if position is None:
+        return "starting"
     ahead = max(position - 1, 0)
     return "next in line" if ahead == 0 else f"{ahead} job{'s' if ahead > 1 else ''} ahead of it"
 
