@@ -7,7 +7,7 @@ Chairs: unseen renders (seeds the toy model never trained on) of every training 
 random colour, pattern and background each, and the held-out families (round, ladder) apart.
 Each chair's `*s` is learned with every setting, then five prompts are drawn over fixed seeds:
 the reconstruction, two colour edits, a pattern edit and `*s` alone. Each image's silhouette
-(u2netp, validated against rendered masks on every run) is scored against its own chair's mask
+(`metrics.object_silhouette`, validated against rendered masks on every run) is scored against its own chair's mask
 and against the masks of the chairs of *other* families: specificity = own IoU minus the mean
 other IoU, 0 when `*s` draws the same chair whatever it learned from. Reference rows on the
 same chairs and seeds: (a) the prompts without `*s`, (b) the chair's family word instead of
