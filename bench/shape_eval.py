@@ -344,8 +344,12 @@ def _append(path: Path, rows: list[dict]) -> None:
     """Append rows (a header first if the file is new); columns of later rows extend nothing, so keep them fixed."""
     if not rows:
         return
-    fields = list(rows[0]) if not path.is_file() else next(csv.reader(open(path)))
     new = not path.is_file()
+    if new:
+        fields = list(rows[0])
+    else:
+        with open(path, newline="") as handle:
+            fields = next(csv.reader(handle))
     with open(path, "a", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=fields, extrasaction="ignore")
         if new:

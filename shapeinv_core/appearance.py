@@ -22,13 +22,11 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from .chairs import SUPERSAMPLE, WALL_COLOURS
 from .toy.checks import OTHER, colour_names
 from .toy.render import COLOURS, PATTERN_WORDS, PATTERNS, paint_pattern
 
 PATTERN_UNIT = 64  # patterns are drawn on a 64-unit canvas and resized: stripes ~1/11 of the image wide
-SUPERSAMPLE = 3  # the pattern painter's supersampling (anti-aliased like the toy world's renders)
-WALLS = ((0.93, 0.93, 0.92), (0.88, 0.90, 0.93), (0.95, 0.92, 0.86), (0.80, 0.84, 0.80),
-         (0.70, 0.75, 0.82), (0.60, 0.62, 0.64), (0.95, 0.88, 0.88), (0.30, 0.32, 0.36))
 
 
 @dataclass
@@ -103,6 +101,6 @@ def appearance_views(image: Image.Image, mask: np.ndarray, count: int, seed: int
     views = [View(image.convert("RGB"), describe_look(image, mask))]
     for index in range(count - 1):
         colour, pattern = combinations[order[index % len(combinations)]]
-        wall = WALLS[int(rng.integers(len(WALLS)))]
+        wall = WALL_COLOURS[int(rng.integers(len(WALL_COLOURS)))]
         views.append(View(redraw(image, mask, colour, pattern, wall, rng, shading), look_words(colour, pattern)))
     return views

@@ -119,12 +119,12 @@ def invert_many(model: LoadedModel, image: Image.Image, mask: Image.Image, confi
     pipe, device = model.pipe, model.device
     _freeze(pipe)
 
-    token_ids = install_tokens(pipe, base.placeholder, initializer_vectors(pipe, starting_word(base), base.num_vectors))
+    init_word = starting_word(base)
+    token_ids = install_tokens(pipe, base.placeholder, initializer_vectors(pipe, init_word, base.num_vectors))
     inputs = training_inputs(pipe, device, image, mask, base, token_ids, views)  # the VAE runs once per view
     latents, mask_grid = inputs.latents, inputs.mask_grid
     scheduler = _training_scheduler(pipe)
     text_encoder = training_text_encoder(pipe.text_encoder, model.dtype)
-    init_word = starting_word(base)
     if base.initializer == AUTO_INITIALIZER:
         init_word, _ = choose_initializer(pipe, text_encoder, inputs, base, scheduler)
     init = initializer_vectors(pipe, init_word, base.num_vectors)

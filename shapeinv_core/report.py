@@ -196,9 +196,10 @@ def tradeoff_plot(points: Sequence[tuple[str, float | None, float | None]], titl
         draw.line([(left - 5, py), (left, py)], fill=AXIS_COLOR)
         _draw_lines(draw, [text], small, left - 8, py - text_h / 2, text_h, anchor="right")
     draw.line([(left, top), (left, bottom), (right, bottom)], fill=AXIS_COLOR, width=2)
-    x_title = "mask weight" if by_weight else (axes or (X_TITLE, Y_TITLE))[0]
+    x_title, y_title = axes or (X_TITLE, Y_TITLE)
+    x_title = "mask weight" if by_weight else x_title
     _draw_lines(draw, [x_title], font, (left + right) / 2, bottom + 8 + text_h, text_h, anchor="center")
-    _paste_vertical_text(plot, (axes or (X_TITLE, Y_TITLE))[1], font, center=(text_h // 2 + 4, (top + bottom) / 2))
+    _paste_vertical_text(plot, y_title, font, center=(text_h // 2 + 4, (top + bottom) / 2))
     if missing:
         _draw_lines(draw, ["no Mask-IoU: " + ", ".join(missing)], small, left, height - text_h - 4, text_h,
                     anchor="left")
