@@ -114,7 +114,7 @@ def test_varied_appearance_trains_on_every_view_each_named_in_its_prompt():
     assert varied.final_losses["mask_loss"] > 0
 
 
-def test_the_lora_phase_trains_on_the_same_views():
+def test_the_lora_phase_runs_on_varied_views_and_trains_its_adapter():
     image, mask = chair_like()
     config = small_config(appearance="varied", views=4, steps=2, tune="lora", lora_steps=2, batch_size=2)
     model = tiny_model()
