@@ -329,12 +329,15 @@ def build_demo(backend: Backend, defaults: InversionConfig | None = None) -> gr.
         resume.click(h.resume_job, [job_id, owner], [status_json, job_headline, timer], api_name="resume_job")
         estimate_inputs = [steps, resolution, batch_size, tune, lora_steps]
         # Also when a shown job changes state: a job that ends is a new measurement of this server's pace.
+        # Raw values (preprocess=False): a value out of range is said in the estimate's line, not as a second
+        # toast beside the one Start gives.
         gr.on([steps.change, resolution.change, batch_size.change, tune.change, lora_steps.change, demo.load,
                status_json.change], h.duration_estimate, estimate_inputs, [estimate], api_name="duration_estimate",
-              api_visibility="private", show_progress="hidden")
+              api_visibility="private", show_progress="hidden", preprocess=False)
         gr.on([sweep_weights.change, sweep_steps.change, resolution.change, batch_size.change, demo.load,
                sweep_json.change], h.sweep_duration, [sweep_weights, sweep_steps, resolution, batch_size],
-              [sweep_estimate], api_name="sweep_duration", api_visibility="private", show_progress="hidden")
+              [sweep_estimate], api_name="sweep_duration", api_visibility="private", show_progress="hidden",
+              preprocess=False)
         job_id.submit(h.job_status, [job_id, owner], status_outputs, api_name="job_status", concurrency_limit=None
                       ).then(h.restore, [job_id, owner], restored_outputs, api_name="restore_job", **quiet)
         timer.tick(h.poll_job, [job_id, owner], status_outputs, api_name="poll_job", api_visibility="private",

@@ -54,6 +54,9 @@ def test_a_refused_start_leaves_start_usable_and_the_form_as_it_was(page, tmp_pa
     steps = page.locator("#steps input")
     steps.fill("0")
     steps.blur()
+    # The estimate under Start says it in its line; only Start's refusal is a toast (one mistake, one toast).
+    expect(page.locator("#estimate")).to_contain_text(re.compile("steps must be", re.IGNORECASE))
+    expect(page.locator(".toast-message-text")).to_have_count(0)
     page.locator("#start").click()
     expect(page.locator(".toast-message-text").filter(has_text="Steps")).to_have_count(1)
     expect(page.locator("#start")).to_be_enabled()
