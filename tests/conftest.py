@@ -16,6 +16,10 @@ from types import SimpleNamespace
 
 import pytest
 
+from tests.temp_root import use_private_temp
+
+# First of all: whatever the session puts in the temporary folder goes into its own one, removed at its end.
+TEMP_ROOT = use_private_temp()
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("SHAPEINV_OFFLINE", "1")  # no model fetch, no reachability probe: tests never touch the network
 # The tiny model is written once per session into a private cache unless CI provides one.

@@ -47,20 +47,25 @@ def hold_data_folder(data_dir: Path) -> IO:
     return handle
 
 
-def new_outbox() -> tuple[Path, IO]:
+def new_outbox(prefix: str = OUTBOX_PREFIX) -> tuple[Path, IO]:
     """(a fresh outbox folder in the system's temporary folder, the lock that marks it live); the outboxes of
-    servers that died are removed first."""
-    remove_abandoned_outboxes()
-    folder = Path(tempfile.mkdtemp(prefix=OUTBOX_PREFIX))
+    servers that died are removed first.
+
+    `prefix` names another family of such folders (the test session's private temporary folder): the same
+    lock marks it live, and the same cleaning removes it when its process was killed.
+    """
+    remove_abandoned_outboxes(prefix=prefix)
+    folder = Path(tempfile.mkdtemp(prefix=prefix))
     handle = (folder / OUTBOX_LOCK).open("w")
     fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     return folder, handle
 
 
-def remove_abandoned_outboxes(temp_dir: Path | None = None, max_age: float = 86400.0) -> list[Path]:
+def remove_abandoned_outboxes(temp_dir: Path | None = None, max_age: float = 86400.0,
+                              prefix: str = OUTBOX_PREFIX) -> list[Path]:
     """Remove outboxes whose lock no live process holds (and unlocked ones of older versions past `max_age`)."""
     removed = []
-    for folder in Path(temp_dir or tempfile.gettempdir()).glob(f"{OUTBOX_PREFIX}*"):
+    for folder in Path(temp_dir or tempfile.gettempdir()).glob(f"{prefix}*"):
         try:
             if _abandoned(folder, max_age):
                 shutil.rmtree(folder, ignore_errors=True)
