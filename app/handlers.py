@@ -241,6 +241,12 @@ class Handlers:
         return None, None, None, None, ""
 
     @staticmethod
+    def mask_upload_failed():
+        """After an uploaded mask that cannot be used (the toast says why): it leaves the upload box, and the mask
+        in use, its picture and its note stay as they were."""
+        return None, gr.skip(), gr.skip(), gr.skip(), gr.skip()
+
+    @staticmethod
     def open_painter(image: str | None, mask: str | None):
         """The mask painter opens when a photo is shown but no mask was found, so the object can be painted."""
         return gr.Accordion(open=True) if image is not None and mask is None else gr.skip()

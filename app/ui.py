@@ -304,8 +304,11 @@ def build_demo(backend: Backend, defaults: InversionConfig | None = None) -> gr.
             h.extract_mask, prompt_inputs, mask_outputs, api_name="extract_mask_cleared", api_visibility="private")
         mask_editor.input(h.edit_mask, [image, mask_editor, mask], [overlay, mask], api_name="edit_mask",
                           api_visibility="private", show_progress="hidden")
-        mask_upload.upload(h.upload_mask, [image, mask_upload], [overlay, mask_editor, mask, mask_note],
-                           api_name="upload_mask", api_visibility="private")
+        mask_uploaded = mask_upload.upload(h.upload_mask, [image, mask_upload], mask_outputs, api_name="upload_mask",
+                                           api_visibility="private")
+        # A mask that cannot be used (the toast says why) leaves the upload box; the mask in use stays.
+        mask_uploaded.failure(h.mask_upload_failed, None, [mask_upload, *mask_outputs], api_name="mask_upload_failed",
+                              api_visibility="private", show_progress="minimal")  # its end clears the error marks
         job_controls = [start, cancel, resume]
         run_list = [runs, run_ids, runs_note]
         started = start.click(h.lock_start, None, [start], queue=False, api_name="lock_start",

@@ -121,3 +121,39 @@ def test_my_runs_shows_small_whole_thumbnails_with_their_captions_in_view(page, 
     caption = page.locator("#runs-gallery").get_by_text(re.compile(r"job · weight [\d.]+ · done · \d+ steps"))
     expect(caption.first).to_be_visible()
     shot(page, "4_my_runs")
+
+
+def test_a_photo_over_the_pixel_limit_is_refused_with_no_stale_note_or_error_marks(page, app_server, tmp_path):
+    from PIL import Image
+    from playwright.sync_api import expect
+
+    huge = tmp_path / "huge.png"
+    Image.new("L", (9000, 6000), 170).save(huge)  # 54 megapixels, a few kB as PNG: one colour
+    assert 54e6 > app_server.backend.limits.max_pixels
+    page.locator("#image input[type=file]").set_input_files(str(huge))
+    expect(page.locator(".toast-message-text").filter(has_text="54 megapixels")).not_to_have_count(0)
+    for box in ("#image", "#mask-points", "#mask-background-points", "#mask-box", "#mask-note", "#overlay",
+                "#mask-editor"):
+        expect(page.locator(f"{box} .error")).to_have_count(0)
+    expect(page.locator("#mask-note")).not_to_contain_text("Finding the object")
+    expect(page.locator("#image img")).to_have_count(0)  # the refused photo does not stay in the upload box
+    shot(page, "5_huge_photo")
+
+
+def test_a_mask_over_the_pixel_limit_is_refused_and_the_mask_in_use_stays_without_error_marks(page, tmp_path):
+    from PIL import Image
+    from playwright.sync_api import expect
+
+    huge = tmp_path / "huge_mask.png"
+    Image.new("L", (9000, 6000), 255).save(huge)  # 54 megapixels
+    pick_example(page, tmp_path)
+    expect(page.locator("#mask-note")).not_to_contain_text("Finding the object")
+    in_use = page.locator("#overlay img").get_attribute("src")
+    page.get_by_text("Correct the mask").click()
+    page.locator("#mask-upload input[type=file]").set_input_files(str(huge))
+    expect(page.locator(".toast-message-text").filter(has_text="54 megapixels")).not_to_have_count(0)
+    for box in ("#mask-upload", "#mask-note", "#overlay", "#mask-editor"):
+        expect(page.locator(f"{box} .error")).to_have_count(0)
+    expect(page.locator("#mask-upload img")).to_have_count(0)
+    expect(page.locator("#overlay img")).to_have_attribute("src", in_use)
+    shot(page, "6_huge_mask")
