@@ -54,7 +54,7 @@ from shapeinv_core.jobs import (
     validate_owner,
 )
 from shapeinv_core.jobs.engines import EMBEDDED, create_engine
-from shapeinv_core.jobs.estimates import run_seconds, seconds_until_start
+from shapeinv_core.jobs.estimates import drawing_seconds, run_seconds, seconds_until_start
 from shapeinv_core.jobs.folders import hold_data_folder, new_outbox
 from shapeinv_core.jobs.retention import DEFAULT_KEEP_DAYS, check_budget, clean_data_folder
 from shapeinv_core.metrics import DEFAULT_CLIP_MODEL, generated_mask_iou, strip_placeholder
@@ -72,6 +72,10 @@ EXAMPLE_PROMPTS = (
 )
 MASK_WEIGHT_HELP = ("Higher: the outline of *s follows the mask more faithfully, but edits get less freedom; "
                     "0 is plain textual inversion, 0.1 was the best trade-off.")
+NOT_TIMED = "Duration: no run has been timed on this server yet; the first run's progress shows its pace."
+# A sweep of fewer steps draws alike pictures for every weight: AdamW's first steps move each weight's *s by about
+# the same small amount whatever the mask term adds to its gradient.
+COMPARABLE_STEPS = 10
 
 
 def format_duration(seconds: float | None) -> str:
@@ -92,6 +96,19 @@ def in_line(position: int | None) -> str:
         return "starting"
     ahead = max(position - 1, 0)
     return "next in line" if ahead == 0 else f"{ahead} job{'s' if ahead > 1 else ''} ahead of it"
+
+
+def few_steps_note(steps: int) -> str:
+    """Why a sweep of very few steps draws alike pictures for every weight; empty for enough steps."""
+    if steps >= COMPARABLE_STEPS:
+        return ""
+    return (f"With {steps} step{'s' if steps != 1 else ''}, each weight's *s has moved only a little from its "
+            "starting word, by about the same for every weight, so the weights cannot differ yet and their pictures "
+            f"look alike. Compare weights with at least {COMPARABLE_STEPS} steps (the research notes used 500).")
+
+
+def _counted(count: int, thing: str) -> str:
+    return f"{count} {thing}{'s' if count != 1 else ''}"
 
 
 def _rounded(value: float | None) -> float | None:
@@ -458,13 +475,28 @@ class Backend:
         self.worker.wake()
         return job
 
-    def duration_estimate(self, config: InversionConfig, concepts: int = 1) -> str:
+    def duration_estimate(self, config: InversionConfig) -> str:
         """A sentence on how long a run with `config` takes here, from the steps timed on this server."""
-        seconds, runs = run_seconds(self.store, config, concepts)
+        seconds, runs = run_seconds(self.store, config)
         if seconds is None:
-            return "Duration: no run has been timed on this server yet; the first run's progress shows its pace."
+            return NOT_TIMED
         return (f"Duration: about {format_duration(seconds)} of learning at this server's pace "
-                f"(measured on {runs} earlier run{'s' if runs != 1 else ''}), plus any wait in the queue.")
+                f"(measured on {_counted(runs, 'earlier run')}), plus any wait in the queue.")
+
+    def sweep_estimate(self, config: InversionConfig, weights: int, images: int, sample_steps: int) -> str:
+        """A sentence on how long a sweep takes here: learning `weights` concepts with `config`, then drawing
+        `images` pictures of `sample_steps` sampling steps, each at the pace measured on this server."""
+        learning, runs = run_seconds(self.store, config, weights)
+        if learning is None:
+            return NOT_TIMED
+        drawing, sweeps = drawing_seconds(self.store, config.resolution, sample_steps, images)
+        measured = f"measured on {_counted(runs, 'earlier run')}"
+        if drawing is None:
+            return (f"Duration: about {format_duration(learning)} of learning at this server's pace ({measured}), "
+                    f"plus drawing its {_counted(images, 'picture')}, which no sweep has timed on this server yet, "
+                    "and any wait in the queue.")
+        return (f"Duration: about {format_duration(learning + drawing)} of learning and drawing at this server's "
+                f"pace ({measured} and {_counted(sweeps, 'sweep')} that drew), plus any wait in the queue.")
 
     def settings(self, job: Job) -> tuple[InversionConfig, SweepSpec | None]:
         """(the job's inversion settings, a sweep's shared ones; its spec, or None for a single run)."""
@@ -612,6 +644,7 @@ class Backend:
             "tradeoff": folder / "tradeoff.png" if done else None,
             "rows": read_metrics_csv(folder / "metrics.csv") if done else [],
             "concepts": concepts if done else [],  # (weight, reference for `generate`)
+            "steps": spec.base.steps,
             "weights": spec.weights,
             "prompts": spec.prompts,
         }

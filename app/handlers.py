@@ -14,7 +14,6 @@ import errno
 import functools
 import logging
 import math
-import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -25,10 +24,20 @@ from PIL import Image
 from shapeinv_core.config import GenerationConfig
 from shapeinv_core.errors import InputError, ModelLoadError, ShapeInvError
 from shapeinv_core.exports import file_name
-from shapeinv_core.jobs import CANCELLED, FAILED, FINISHED, QUEUED, RUNNING, SWEEP, validate_job_id
+from shapeinv_core.jobs import (
+    CANCELLED,
+    DONE,
+    FAILED,
+    FINISHED,
+    QUEUED,
+    RUNNING,
+    SWEEP,
+    drawing_progress,
+    validate_job_id,
+)
 from shapeinv_core.report import METRICS_COLUMNS
 
-from .backend import Backend, Edit, format_duration, in_line
+from .backend import Backend, Edit, few_steps_note, format_duration, in_line
 from .guard import NamedError
 from .plots import loss_plot
 
@@ -161,7 +170,6 @@ def _table(rows: list[dict], columns: list[str] | tuple[str, ...], digits: int =
     return {"headers": list(columns), "data": [[cell(row.get(column)) for column in columns] for row in rows]}
 
 
-DRAWING = re.compile(r"^drawing images: (?P<done>\d+) of (?P<total>\d+)")
 # The inversion settings a restored job puts back on the form, in the order of the form's fields.
 RESTORED_SETTINGS = ("mask_weight", "steps", "class_word", "initializer", "num_vectors", "learning_rate",
                      "batch_size", "resolution", "seed", "map_resolution", "attention_layers", "map_norm", "init_reg",
@@ -420,24 +428,35 @@ class Handlers:
         return (gr.Button(interactive=not active), gr.Button(visible=active),
                 gr.Button(visible=state in (CANCELLED, FAILED)))
 
-    def duration_estimate(self, steps, resolution, batch_size, tune: str = "none", lora_steps=0,
-                          concepts: int = 1) -> str:
+    def _estimated_config(self, steps, resolution, batch_size, tune: str = "none", lora_steps=0):
+        """The settings an estimate is about, from the form's raw values (a bad one raises, naming its field)."""
+        return self.backend.inversion_config(
+            steps=whole(steps, "Steps"), resolution=whole(resolution, "Resolution"),
+            batch_size=whole(batch_size, "Timesteps per step"), tune=text(tune, "Tune") or "none",
+            lora_steps=whole(lora_steps or 1, "LoRA steps"))
+
+    def duration_estimate(self, steps, resolution, batch_size, tune: str = "none", lora_steps=0) -> str:
         """A line under Start: how long such a run takes on this server (from its timed steps)."""
         try:
-            config = self.backend.inversion_config(
-                steps=whole(steps, "Steps"), resolution=whole(resolution, "Resolution"),
-                batch_size=whole(batch_size, "Timesteps per step"), tune=text(tune, "Tune") or "none",
-                lora_steps=whole(lora_steps or 1, "LoRA steps"))
+            config = self._estimated_config(steps, resolution, batch_size, tune, lora_steps)
         except ShapeInvError as error:
             return str(error)
-        return self.backend.duration_estimate(config, concepts)
+        return self.backend.duration_estimate(config)
 
-    def sweep_duration(self, weights, steps, resolution, batch_size) -> str:
+    def sweep_duration(self, weights, steps, resolution, batch_size, prompts: str = "", images=1,
+                       sample_steps=25) -> str:
+        """A line under 'Start the sweep': how long its learning and drawing take on this server, and why a sweep
+        of very few steps will draw alike pictures for every weight."""
         try:
             count = len(self.backend.parse_weights(text(weights, "Mask weights")))
+            config = self._estimated_config(steps, resolution, batch_size)
+            lines = [line for line in text(prompts, "Prompts").splitlines() if line.strip()]
+            pictures = count * len(lines) * whole(images, "Images per prompt", 1, 4)
+            estimate = self.backend.sweep_estimate(config, count, pictures,
+                                                   whole(sample_steps, "Sampling steps", 1, 100))
         except ShapeInvError as error:
             return str(error)
-        return self.duration_estimate(steps, resolution, batch_size, concepts=count)
+        return "\n\n".join(part for part in (estimate, few_steps_note(config.steps)) if part)
 
     # --- my runs ------------------------------------------------------------------------------
     def my_runs(self, owner: str | None = None):
@@ -514,9 +533,9 @@ class Handlers:
             when = f"; starts in about {format_duration(start)}" if start is not None else \
                 "; its start time is not known yet"
             return f"<p>Waiting: {in_line(status['queue_position'])}{when}.</p>"
-        drawing = DRAWING.match(status.get("phase") or "")
+        drawing = drawing_progress(status.get("phase"))
         if status["status"] == RUNNING and drawing:  # a sweep after its steps: images drawn so far
-            done, total = int(drawing["done"]), max(int(drawing["total"]), 1)
+            done, total = drawing[0], max(drawing[1], 1)
             return (f'<progress value="{done}" max="{total}" style="width:100%;height:1.2em"></progress>'
                     f"<p>drawing images: {done} / {total} &middot; elapsed "
                     f"{format_duration(status['elapsed_seconds'])}</p>")
@@ -595,7 +614,8 @@ class Handlers:
         choices = [(f"{weight:g}", ref) for weight, ref in results["concepts"]]
         # Preselect the weight nearest 0.1, the research's best trade-off.
         chosen = min(results["concepts"], key=lambda item: abs(item[0] - 0.1))[1] if choices else None
-        headline = self.backend.describe(status) + (f"\n\n{status['note']}" if status["note"] else "")
+        notes = [status["note"], few_steps_note(results["steps"]) if status["status"] == DONE else ""]
+        headline = "\n\n".join([self.backend.describe(status), *(note for note in notes if note)])
         return (
             status,
             headline,

@@ -337,8 +337,9 @@ def build_demo(backend: Backend, defaults: InversionConfig | None = None) -> gr.
         gr.on([steps.change, resolution.change, batch_size.change, tune.change, lora_steps.change, demo.load,
                status_json.change], h.duration_estimate, estimate_inputs, [estimate], api_name="duration_estimate",
               api_visibility="private", show_progress="hidden", preprocess=False)
-        gr.on([sweep_weights.change, sweep_steps.change, resolution.change, batch_size.change, demo.load,
-               sweep_json.change], h.sweep_duration, [sweep_weights, sweep_steps, resolution, batch_size],
+        gr.on([sweep_weights.change, sweep_steps.change, resolution.change, batch_size.change, sweep_prompts.change,
+               sweep_images.change, sweep_sample_steps.change, demo.load, sweep_json.change], h.sweep_duration,
+              [sweep_weights, sweep_steps, resolution, batch_size, sweep_prompts, sweep_images, sweep_sample_steps],
               [sweep_estimate], api_name="sweep_duration", api_visibility="private", show_progress="hidden",
               preprocess=False)
         job_id.submit(h.job_status, [job_id, owner], status_outputs, api_name="job_status", concurrency_limit=None

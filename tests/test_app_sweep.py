@@ -53,6 +53,9 @@ def test_sweep_shows_grid_plot_table_and_its_concepts_edit_with_metrics(app_serv
     status, headline, _, losses, grid, tradeoff, table, concepts, timer = sweep_results(client, sweep_id)
     assert status["status"] == "done", status
     assert "done" in headline and status["step"] == 4 and status["note"] is None, "tiny CLIP loads: no note"
+    assert "With 4 steps" in headline and "the weights cannot differ yet" in headline, "why its pictures look alike"
+    job = app_server.backend.store.get(sweep_id)
+    assert job.drawn == 4 and job.draw_seconds > 0, "the pace of its drawing is measured, for the estimates"
     assert [t["weight"] for t in status["terms"]] == [0.0, 0.3] and "| 0.3 |" in losses
     folder = app_server.data / "jobs" / sweep_id
     assert same_pixels(grid, folder / "grid.png") and same_pixels(tradeoff, folder / "tradeoff.png")

@@ -157,3 +157,18 @@ def test_a_mask_over_the_pixel_limit_is_refused_and_the_mask_in_use_stays_withou
     expect(page.locator("#mask-upload img")).to_have_count(0)
     expect(page.locator("#overlay img")).to_have_attribute("src", in_use)
     shot(page, "6_huge_mask")
+
+
+def test_a_sweep_of_one_step_is_said_to_draw_alike_pictures_for_every_weight(page):
+    from playwright.sync_api import expect
+
+    page.get_by_role("tab", name="Compare weights").click()
+    estimate = page.locator("#sweep-estimate")
+    expect(estimate).to_contain_text("Duration")
+    expect(estimate).not_to_contain_text("cannot differ")
+    steps = page.locator("#sweep-steps input")
+    steps.fill("1")
+    steps.blur()
+    expect(estimate).to_contain_text("With 1 step, each weight's *s has moved only a little")
+    expect(estimate).to_contain_text("the weights cannot differ yet")
+    shot(page, "7_one_step_sweep")

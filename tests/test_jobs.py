@@ -152,34 +152,14 @@ def test_resume_requeues_a_stopped_job_at_the_back_and_my_runs_lists_only_the_ow
     assert [job.id for job in store.owned_jobs(mine)] == [first.id]
     assert store.owned_jobs(None) == [] and store.owned_jobs("short") == []
 
-    # One timed job (2 steps in 4 s at 64 px x 1 timestep) sets the pace for estimates.
+    # One timed job (5 steps of 2 s at 64 px) sets the pace for estimates.
     running = store.claim_next()
     assert running.id == second.id
-    store.update_progress(second.id, 1, 10, 2.0, 1.0, 1.0, 0.1)
-    store.update_progress(second.id, 2, 10, 2.0, 1.0, 1.0, 0.1)
+    for step in range(1, 6):
+        store.update_progress(second.id, step, 10, 2.0, 1.0, 1.0, 0.1)
     seconds, measured = run_seconds(store, small_config(steps=10, resolution=128))
     assert measured == 1 and seconds == pytest.approx(2.0 * 4 * 10), "4x the pixels, 10 steps"
-    assert seconds_until_start(store, first.id) == pytest.approx(2.0 * 8), "the running job's 8 steps left"
-
-
-def test_a_job_behind_a_sweep_drawing_its_pictures_is_not_said_to_start_in_0_seconds(tmp_path):
-    from shapeinv_core.jobs import SweepSpec
-    from shapeinv_core.jobs.estimates import seconds_until_start
-
-    store = JobStore(tmp_path)
-    image, mask = chair_like()
-    timed = store.create(image, mask, small_config(steps=4))  # one measured run: the server's pace is known
-    store.claim_next()
-    for step in range(1, 5):
-        store.update_progress(timed.id, step, 4, 0.5, 1.0, 1.0, 0.1)
-    store.finish(timed.id, DONE)
-    spec = SweepSpec(small_config(steps=4), [0.0, 0.2], ["a red chair in the shape of *s"], GenerationConfig(steps=2))
-    drawing = store.create_sweep(image, mask, spec)
-    store.claim_next()
-    for step in range(1, 5):  # its steps are done; it now draws its pictures, for a time nothing measured
-        store.update_progress(drawing.id, step, 4, 0.5, 1.0, 1.0, 0.1)
-    waiting = store.create(image, mask, small_config(steps=4))
-    assert seconds_until_start(store, waiting.id) is None
+    assert seconds_until_start(store, first.id) == pytest.approx(2.0 * 5), "the running job's 5 steps left"
 
 
 def test_the_pace_behind_the_estimates_counts_what_the_worker_does_between_steps(tmp_path, inputs):

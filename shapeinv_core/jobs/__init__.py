@@ -21,6 +21,7 @@ from .store import (
     StoreBusy,
     SweepFolder,
     SweepSpec,
+    drawing_progress,
     new_owner_token,
     validate_job_id,
     validate_owner,
@@ -30,5 +31,5 @@ from .worker import ATTENTION_PREVIEW, PREVIEW_DIR, SAMPLE_PREVIEW, Worker, wait
 __all__ = [
     "ATTENTION_PREVIEW", "CANCELLED", "DONE", "FAILED", "FINISHED", "INVERT", "PREVIEW_DIR", "QUEUED", "RUNNING",
     "SAMPLE_PREVIEW", "STATES", "SWEEP", "Job", "JobStore", "StoreBusy", "SweepFolder", "SweepSpec", "Worker",
-    "new_owner_token", "validate_job_id", "validate_owner", "wait_for",
+    "drawing_progress", "new_owner_token", "validate_job_id", "validate_owner", "wait_for",
 ]

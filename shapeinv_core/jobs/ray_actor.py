@@ -31,7 +31,7 @@ from .store import Job, SweepFolder, validate_job_id
 from .worker import Worker
 
 # The store calls the worker makes to record a job's state; the head replays them on its store.
-RELAYED = ("update_progress", "update_terms", "update_phase", "set_note", "finish", "requeue")
+RELAYED = ("update_progress", "update_terms", "update_phase", "update_drawing", "set_note", "finish", "requeue")
 FINAL = ("finish", "requeue")
 ENDED = "ended"  # the worker let go of the job (after `finish`/`requeue`, or without either: lease lost)
 
@@ -108,6 +108,9 @@ class RelayStore:
 
     def update_phase(self, *args) -> None:
         self._relay("update_phase", args)
+
+    def update_drawing(self, *args) -> None:
+        self._relay("update_drawing", args)
 
     def set_note(self, *args) -> None:
         self._relay("set_note", args)

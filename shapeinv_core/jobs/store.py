@@ -84,7 +84,11 @@ _ADDED_COLUMNS = {
     "owner": "TEXT",  # SHA-256 of the owner's token; NULL: a job from before owners, open to all
     "worker": "TEXT",  # the worker holding a running job
     "heartbeat": "REAL",  # when that worker last said it is alive
+    "drawn": "INTEGER NOT NULL DEFAULT 0",  # images a sweep has drawn in this run, after its steps
+    "draw_seconds": "REAL NOT NULL DEFAULT 0",  # wall time those images took
 }
+# A sweep's phase while it draws its pictures, as `shapeinv_core.sweep` announces it.
+DRAWING = re.compile(r"^drawing images: (?P<done>\d+) of (?P<total>\d+)")
 
 
 @dataclass
@@ -115,6 +119,8 @@ class Job:
     owner: str | None = None
     worker: str | None = None
     heartbeat: float | None = None
+    drawn: int = 0
+    draw_seconds: float = 0.0
 
     @property
     def finished_state(self) -> bool:
@@ -130,6 +136,12 @@ class Job:
         if self.status != RUNNING or done < 1 or self.run_seconds <= 0:
             return None
         return self.run_seconds / done * (self.total_steps - self.step)
+
+
+def drawing_progress(phase: str | None) -> tuple[int, int] | None:
+    """(images drawn, images in all) from a sweep's phase while it draws its pictures; None in any other phase."""
+    match = DRAWING.match(phase or "")
+    return (int(match["done"]), int(match["total"])) if match else None
 
 
 def validate_job_id(job_id: str) -> str:
@@ -442,7 +454,8 @@ class JobStore:
             if row is None:
                 return None
             db.execute("UPDATE jobs SET status = ?, started = COALESCE(started, ?), run_seconds = 0, "
-                       "first_step = step, worker = ?, heartbeat = ?, phase = NULL WHERE id = ?",
+                       "first_step = step, worker = ?, heartbeat = ?, phase = NULL, drawn = 0, draw_seconds = 0 "
+                       "WHERE id = ?",
                        (RUNNING, now, worker, now, row["id"]))
             return row["id"]
 
@@ -483,6 +496,12 @@ class JobStore:
     def update_phase(self, job_id: str, phase: str | None) -> None:
         """What a running job is doing besides stepping (a sweep drawing; a job paused on a full disk)."""
         self._execute("UPDATE jobs SET phase = ? WHERE id = ?", (phase, validate_job_id(job_id)))
+
+    def update_drawing(self, job_id: str, drawn: int, seconds: float) -> None:
+        """A sweep's images drawn so far in this run and the wall time they took: the measured pace of drawing,
+        for the wait of the jobs behind it and the duration of sweeps to come."""
+        self._execute("UPDATE jobs SET drawn = ?, draw_seconds = ? WHERE id = ?",
+                      (drawn, seconds, validate_job_id(job_id)))
 
     def set_note(self, job_id: str, note: str | None) -> None:
         self._execute("UPDATE jobs SET note = ? WHERE id = ?", (note, validate_job_id(job_id)))

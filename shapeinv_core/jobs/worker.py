@@ -64,7 +64,7 @@ from ..models import LoadedModel, load_model, quiet_library_logs
 from ..previews import attention_figure
 from ..sweep import sweep
 from ..workflow import learn
-from .store import CANCELLED, DEFAULT_LEASE_SECONDS, DONE, FAILED, SWEEP, Job, JobStore, StoreBusy
+from .store import CANCELLED, DEFAULT_LEASE_SECONDS, DONE, FAILED, SWEEP, Job, JobStore, StoreBusy, drawing_progress
 
 log = logging.getLogger(__name__)
 
@@ -417,7 +417,11 @@ class Worker:
         """One `*s` per weight in shared passes, then images, metrics, grid and plot (resumes from checkpoints)."""
         folder = self.store.sweep_folder(job.id)
         image, mask, spec = folder.inputs()
+        # Loaded once for the app's lifetime, shared with edits; before the pace starts, so that loading it is
+        # not timed as the first step (a sweep of few steps would make it this server's step time).
+        scorer, clip_note = self._clip_scorer()
         pace = _Pace()
+        drawing: list[float] = []  # when the drawing of the pictures began
 
         def on_step(report: StepReport) -> None:
             self.store.update_progress(job.id, report.step, report.total_steps, pace.lap(),
@@ -427,10 +431,14 @@ class Worker:
 
         def on_phase(text: str) -> None:  # between weights while drawing: edits wait no longer than one weight
             self.store.update_phase(job.id, text)
+            progress = drawing_progress(text)
+            if progress is not None:  # the drawing's pace, for the estimates of what waits behind sweeps
+                if not drawing:
+                    drawing.append(time.monotonic())
+                self.store.update_drawing(job.id, progress[0], time.monotonic() - drawing[0])
             if self._should_stop(job):
                 raise Cancelled(f"Stopped while {text}; the sweep can be resumed.")
 
-        scorer, clip_note = self._clip_scorer()  # loaded once for the app's lifetime, shared with edits
         self._inverting = True  # the whole sweep: tokens of edits served meanwhile go when it ends
         try:
             result = sweep(self.model, image, mask, spec.base, spec.weights, spec.prompts, folder.path,
