@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from PIL.PngImagePlugin import PngInfo
 
 from shapeinv_core import masks
 from shapeinv_core.concept import Concept
@@ -116,12 +117,37 @@ def _rounded(value: float | None) -> float | None:
 
 
 EDIT_NAME = re.compile(r"^\d{6}_\d{2}_(?P<prompt>.*)_seed(?P<seed>\d+)$")
+RESEARCH_WEIGHT = 0.1  # the research notes' best trade-off: a sweep's concept offered first
+
+
+def edit_info(prompt: str, seed: int) -> PngInfo:
+    """What an edit's PNG keeps of how it was drawn: its file name holds only a shortened, plain-letter prompt."""
+    info = PngInfo()
+    info.add_text("prompt", prompt)
+    info.add_text("seed", str(seed))
+    return info
+
+
+def edit_prompt(path: Path) -> str | None:
+    """The prompt an edit was drawn with, from its PNG (None for edits saved before the PNG kept it)."""
+    with Image.open(path) as image:
+        return getattr(image, "text", {}).get("prompt")
 
 
 def edit_caption(path: Path) -> str:
-    """'a-red-chair-in-the-shape-of-s (seed 0)' from a saved edit's file name (see `Backend.generate`)."""
+    """'a red chair in the shape of *s (seed 0)' from a saved edit's PNG, or from its file name (older edits:
+    'a red chair in the shape of s (seed 0)'; see `Backend.generate`)."""
+    with Image.open(path) as image:
+        text = getattr(image, "text", {})
+    if "prompt" in text and "seed" in text:
+        return f"{text['prompt']} (seed {text['seed']})"
     match = EDIT_NAME.match(path.stem)
     return f"{match['prompt'].replace('-', ' ')} (seed {match['seed']})" if match else path.stem
+
+
+def nearest_research_weight(concepts: list[tuple[float, str]]) -> str | None:
+    """The reference of the (weight, reference) pair nearest the research's best weight; None for none."""
+    return min(concepts, key=lambda item: abs(item[0] - RESEARCH_WEIGHT))[1] if concepts else None
 
 
 @dataclass
@@ -528,7 +554,9 @@ class Backend:
     def restore(self, job_id: str, owner: str | None) -> dict:
         """What a page needs to show a job as it was started: photo, mask, settings, and the edits made with it.
 
-        -> {kind, image, mask (paths), config (InversionConfig), spec (SweepSpec or None), edits [(path, caption)]}.
+        -> {kind, image, mask (paths), config (InversionConfig), spec (SweepSpec or None), edits [(path, caption)],
+            prompts (the edits' prompts, each once), concept (what the Edit section edits with: the job, or the
+            sweep's learned concept nearest weight 0.1; None before a sweep has one)}.
         """
         job = self.store.owned(job_id, owner)
         folder = self.store.job_dir(job.id)
@@ -537,8 +565,11 @@ class Backend:
             [folder / "edits"]
         edits = sorted((path for directory in edit_dirs if directory.is_dir() for path in directory.glob("*.png")),
                        key=lambda path: path.stat().st_mtime)
+        prompts = [prompt for path in edits if (prompt := edit_prompt(path))]
         return {"kind": job.kind, "image": folder / "input.png", "mask": folder / "mask.png", "config": config,
-                "spec": spec, "edits": [(path, edit_caption(path)) for path in edits]}
+                "spec": spec, "edits": [(path, edit_caption(path)) for path in edits],
+                "prompts": list(dict.fromkeys(prompts)),  # each once, in the gallery's order
+                "concept": nearest_research_weight(self._sweep_concepts(job, spec)) if spec else job.id}
 
     def checkpoint_concept(self, job_id: str, owner: str | None) -> Path | None:
         """A stopped job's concept as of its last checkpoint (NAME-stepN.safetensors, in the tools' format)."""
@@ -637,8 +668,7 @@ class Backend:
         folder = self.store.job_dir(job.id)
         spec = self.store.sweep_folder(job.id).spec()
         done = job.status == DONE and (folder / "metrics.csv").is_file()
-        concepts = [(weight, f"{job.id}/{run_folder_name(weight)}") for weight in spec.weights
-                    if (folder / run_folder_name(weight) / "learned_embeds.safetensors").is_file()]
+        concepts = self._sweep_concepts(job, spec)
         return {
             "grid": folder / "grid.png" if done else None,
             "tradeoff": folder / "tradeoff.png" if done else None,
@@ -648,6 +678,12 @@ class Backend:
             "weights": spec.weights,
             "prompts": spec.prompts,
         }
+
+    def _sweep_concepts(self, job: Job, spec: SweepSpec) -> list[tuple[float, str]]:
+        """(weight, reference for `generate`) of each concept a sweep has learned so far."""
+        folder = self.store.job_dir(job.id)
+        return [(weight, f"{job.id}/{run_folder_name(weight)}") for weight in spec.weights
+                if (folder / run_folder_name(weight) / "learned_embeds.safetensors").is_file()]
 
     def sweep_downloads(self, job_id: str, owner: str | None) -> list[Path]:
         """A finished sweep's files: each weight's concept (NAME-weight_W.safetensors), grid, trade-off plot, CSV."""
@@ -758,7 +794,7 @@ class Backend:
         saved = []
         for index, result in enumerate(results):
             path = out_dir / f"{stamp}_{index:02d}_{slug(result.prompt, 40)}_seed{result.seed}.png"
-            result.image.save(path)
+            result.image.save(path, pnginfo=edit_info(result.prompt, result.seed))
             saved.append(Edit(path, result.prompt, result.seed, concept.token,
                               None if upload else job_id.strip()))
         return saved

@@ -37,7 +37,7 @@ from shapeinv_core.jobs import (
 )
 from shapeinv_core.report import METRICS_COLUMNS
 
-from .backend import Backend, Edit, few_steps_note, format_duration, in_line
+from .backend import Backend, Edit, few_steps_note, format_duration, in_line, nearest_research_weight
 from .guard import NamedError
 from .plots import loss_plot
 
@@ -512,11 +512,12 @@ class Handlers:
         else:
             sweep_fields = [gr.skip()] * 6
         gallery = [(self.backend.outbox(path), caption) for path, caption in restored["edits"]]
+        prompts = "\n".join(restored["prompts"]) or gr.skip()  # the prompts behind the gallery, to draw again
         return (True, self.backend.outbox(restored["image"]), self.backend.overlay(picture, mask),
                 self.backend.editor_value(picture, mask), mask, "The mask this job learned from.", *settings,
-                *sweep_fields, gallery or None)
+                *sweep_fields, gallery or None, prompts, restored["concept"] or gr.skip())
 
-    restore_count = 6 + len(RESTORED_SETTINGS) + 6 + 1
+    restore_count = 6 + len(RESTORED_SETTINGS) + 6 + 3
 
     @user_errors
     def cancel_job(self, job_id: str, owner: str | None = None):
@@ -613,7 +614,7 @@ class Handlers:
         finished = status["status"] in FINISHED
         choices = [(f"{weight:g}", ref) for weight, ref in results["concepts"]]
         # Preselect the weight nearest 0.1, the research's best trade-off.
-        chosen = min(results["concepts"], key=lambda item: abs(item[0] - 0.1))[1] if choices else None
+        chosen = nearest_research_weight(results["concepts"])
         notes = [status["note"], few_steps_note(results["steps"]) if status["status"] == DONE else ""]
         headline = "\n\n".join([self.backend.describe(status), *(note for note in notes if note)])
         return (

@@ -278,7 +278,8 @@ def build_demo(backend: Backend, defaults: InversionConfig | None = None) -> gr.
                             attention_layers, map_norm, init_reg, checkpoint_every, attention_res, mask_form,
                             background_weight, tune, lora_rank, lora_steps, lora_lr, name, preview_prompt,
                             sweep_weights,
-                            sweep_prompts, sweep_steps, sweep_images, sweep_sample_steps, sweep_guidance, gallery]
+                            sweep_prompts, sweep_steps, sweep_images, sweep_sample_steps, sweep_guidance, gallery,
+                            prompts, edit_concept]
         status_outputs = [status_json, job_headline, progress, losses, plot, preview, attention, downloads, timer]
         mask_outputs, prompt_inputs = [overlay, mask_editor, mask, mask_note], [image, points, background_points, box]
         quiet = {"api_visibility": "private", "show_progress": "hidden"}  # page-only events, no spinner on outputs

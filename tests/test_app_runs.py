@@ -105,7 +105,11 @@ def test_double_click_cancel_resume_progress_and_reopening(app_server, browser, 
     expect(reopened.locator("#steps input")).to_have_value(str(SMALL["steps"]))
     expect(reopened.locator("#image img")).to_be_visible()
     expect(reopened.locator("#mask-note")).to_contain_text("The mask this job learned from")
-    expect(reopened.locator("#gallery")).to_contain_text("a red chair in the shape of s (seed 0)")
+    expect(reopened.locator("#gallery")).to_contain_text("a red chair in the shape of *s (seed 0)")
+    # Ready to draw again: the prompts behind the gallery and the concept are back in the Edit section.
+    typed = re.compile(r"(^|\n)a red chair in the shape of \*s($|\n)")
+    expect(reopened.locator("#prompts textarea")).to_have_value(typed)
+    expect(reopened.locator("#edit-concept textarea")).to_have_value(finished_job)
     shot(reopened, "4_reopened")
 
     # My runs on a plain page lists the jobs, newest first; a click opens one with its settings.
