@@ -558,7 +558,10 @@ class Backend:
             prompts (the edits' prompts, each once), concept (what the Edit section edits with: the job, or the
             sweep's learned concept nearest weight 0.1; None before a sweep has one)}.
         """
-        job = self.store.owned(job_id, owner)
+        return self._restored(self.store.owned(job_id, owner))
+
+    def _restored(self, job: Job) -> dict:
+        """`restore` of a job already read through its owner's (or its share link's) secret."""
         folder = self.store.job_dir(job.id)
         config, spec = self.settings(job)
         edit_dirs = [folder / run_folder_name(weight) / "edits" for weight in spec.weights] if spec else \
@@ -571,9 +574,37 @@ class Backend:
                 "prompts": list(dict.fromkeys(prompts)),  # each once, in the gallery's order
                 "concept": nearest_research_weight(self._sweep_concepts(job, spec)) if spec else job.id}
 
-    def checkpoint_concept(self, job_id: str, owner: str | None) -> Path | None:
-        """A stopped job's concept as of its last checkpoint (NAME-stepN.safetensors, in the tools' format)."""
+    # --- read-only sharing --------------------------------------------------------------------
+    def share(self, job_id: str, owner: str | None) -> str:
+        """A read-only link's secret for one of `owner`'s jobs; a new one each time, and the last stops working."""
         job = self.store.owned(job_id, owner)
+        if job.kind == SWEEP:
+            raise InputError("A sweep cannot be shared by a link yet; download its grid, plot and concepts under "
+                             "Compare weights and send those.")
+        return self.store.share(job.id)
+
+    def unshare(self, job_id: str, owner: str | None) -> None:
+        """The job's read-only link stops working: it then says that sharing has ended."""
+        self.store.unshare(self.store.owned(job_id, owner).id)
+
+    def shared(self, token: str | None) -> dict:
+        """What a share link shows, and nothing more: one job's state, its photo, mask and edits, its concept.
+
+        -> {line (the job's state for the visitor), restored (as `restore`), downloads (the concept's files)}.
+        """
+        job = self.store.shared(token)
+        return {"line": self.describe_shared(job), "restored": self._restored(job), "downloads": self._downloads(job)}
+
+    @staticmethod
+    def describe_shared(job: Job) -> str:
+        """One line for the visitor of a share link: where the run stands and what the page shows of it."""
+        state = {QUEUED: "waiting to start", RUNNING: f"learning, step {job.step} of {job.total_steps}",
+                 DONE: f"done ({job.total_steps} steps)"}.get(job.status, f"stopped at step {job.step}")
+        return (f"A run shared with you, to look at: {state}. Its photo, mask, concept and the edits drawn so far "
+                "are on this page; reload it to see newer ones.")
+
+    def _checkpoint_concept(self, job: Job) -> Path | None:
+        """A stopped job's concept as of its last checkpoint (NAME-stepN.safetensors, in the tools' format)."""
         if job.kind == SWEEP:
             return None
         run = self.store.run(job.id)
@@ -585,8 +616,7 @@ class Backend:
         name = f"{config.name or DEFAULT_NAME}-step{step}"
         target = self.data_dir / "exports" / job.id / name
         if not (target / f"{name}.safetensors").is_file():
-            concept = Concept(token=config.placeholder, vectors=state["vectors"],
-                              settings=dataclasses.replace(config, name=name), steps_done=step)
+            concept = Concept.from_checkpoint(dataclasses.replace(config, name=name), step, state)
             target.mkdir(parents=True, exist_ok=True)
             write_named_files(target, concept)
         return target / f"{name}.safetensors"
@@ -606,10 +636,12 @@ class Backend:
     def downloads(self, job_id: str, owner: str | None) -> list[Path]:
         """NAME.safetensors (NAME-lora.safetensors) for other tools; a stopped job's concept at its last checkpoint.
         The whole run is zipped only when asked (`run_zip`): a zip remade after every edit would cost each edit."""
-        job = self.store.owned(job_id, owner)
+        return self._downloads(self.store.owned(job_id, owner))
+
+    def _downloads(self, job: Job) -> list[Path]:
         run = self.store.run(job.id)
         if not run.has_concept():
-            partial = self.checkpoint_concept(job.id, owner) if job.status in (CANCELLED, FAILED) else None
+            partial = self._checkpoint_concept(job) if job.status in (CANCELLED, FAILED) else None
             return [partial] if partial else []
         name = load_json(InversionConfig, run.config_path).name or DEFAULT_NAME
         return [path for path in named_files(run.path, name, with_lora=True) if path.is_file()]

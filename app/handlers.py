@@ -501,6 +501,10 @@ class Handlers:
             restored = self.backend.restore(job_id.strip(), owner)
         except ShapeInvError:
             return skip
+        return self._restored_outputs(restored, restored["concept"] or gr.skip())
+
+    def _restored_outputs(self, restored: dict, concept) -> tuple:
+        """`restore`'s outputs for what `Backend.restore` read; `concept` goes to the Edit section's concept box."""
         picture = self.backend.read_image(restored["image"])
         mask = self.backend.read_mask(restored["mask"], picture)
         config, spec = restored["config"], restored["spec"]
@@ -515,9 +519,54 @@ class Handlers:
         prompts = "\n".join(restored["prompts"]) or gr.skip()  # the prompts behind the gallery, to draw again
         return (True, self.backend.outbox(restored["image"]), self.backend.overlay(picture, mask),
                 self.backend.editor_value(picture, mask), mask, "The mask this job learned from.", *settings,
-                *sweep_fields, gallery or None, prompts, restored["concept"] or gr.skip())
+                *sweep_fields, gallery or None, prompts, concept)
 
     restore_count = 6 + len(RESTORED_SETTINGS) + 6 + 3
+
+    # --- read-only sharing --------------------------------------------------------------------
+    @user_errors
+    def share_job(self, job_id: str, owner: str | None = None):
+        """A read-only link for the shown job -> (its secret, a note). Whoever opens the page with `?share=SECRET`
+        sees the job's photo, mask, concept and edits, and can change nothing. A new link replaces the last."""
+        token = self.backend.share(self._shown_job(job_id, "share"), owner)
+        return token, ("Anyone with this link sees this run's photo, mask, concept and edits, and can change nothing. "
+                       "'Share' again makes a new link and the old one stops working; 'Stop sharing' ends it.")
+
+    @user_errors
+    def unshare_job(self, job_id: str, owner: str | None = None):
+        """The shown job's read-only link stops working -> (secret, link, note), emptied but for the note."""
+        self.backend.unshare(self._shown_job(job_id, "stop sharing"), owner)
+        return "", "", "Not shared: the last link now says that sharing has ended."
+
+    @staticmethod
+    def _shown_job(job_id: str | None, action: str) -> str:
+        if not text(job_id, "Job id").strip():
+            raise InputError(f"No job is shown to {action}: start or open one first (a sweep cannot be shared).")
+        return validate_job_id(job_id)
+
+    @staticmethod
+    def share_controls(status: dict | None):
+        """The share buttons show with a single job (not a sweep, not on a visitor's page)."""
+        return gr.Row(visible=bool(status and status.get("id") and status.get("kind") != SWEEP))
+
+    @staticmethod
+    def forget_share():
+        """Another job is shown: the last job's link and note leave the page (the link itself keeps working)."""
+        return "", "", ""
+
+    def open_shared(self, share: str | None):
+        """`?share=SECRET`: the shared job's photo, mask, settings and edits, its state and its concept to download
+        (the `restore` outputs, then headline and downloads); the Edit concept stays empty: nothing is drawn with
+        it here. A wrong or ended link gets one message in the headline."""
+        skip = (gr.skip(),) * (self.restore_count + 2)
+        if not share:
+            return skip
+        try:
+            view = self.backend.shared(share)
+        except ShapeInvError as error:
+            return *skip[:-2], str(error), None
+        downloads = [self.backend.outbox(path) for path in view["downloads"]] or None
+        return *self._restored_outputs(view["restored"], gr.skip()), view["line"], downloads
 
     @user_errors
     def cancel_job(self, job_id: str, owner: str | None = None):
@@ -682,6 +731,11 @@ class Handlers:
         kept = "with the job ('Zip the whole run' takes them along)" if saved and saved[0].source else "on the server"
         return gallery, f"{len(saved)} images, kept {kept} for {self.backend.limits.keep_days:g} days.", saved
 
+    @staticmethod
+    def keep_gallery():
+        """After a refused Generate: the images and the note shown before it stay as they were."""
+        return gr.skip(), gr.skip()
+
     @user_errors
     def edit_metrics(self, edits: list[Edit] | None, owner: str | None = None):
         """(table of Mask-IoU and CLIP-T per image of this session's last `generate`, note on missing scores)."""
@@ -693,19 +747,21 @@ class Handlers:
         """`?job=ID` shows that job (a sweep in its own tab) and keeps polling it; a bad id gets a message.
 
         Only this browser's own jobs (its `owner` secret) are shown; another's answers like a missing one.
-        -> (job id, its timer, headline, sweep id, its timer, selected tab, the id to restore on the form).
+        `?share=SECRET` is passed on to `open_shared`.
+        -> (job id, its timer, headline, sweep id, its timer, selected tab, the id to restore on the form, share).
         """
         job_id = (request.query_params.get("job") or "").strip() if request else ""
+        share = (request.query_params.get("share") or "").strip() if request else ""
         nothing = ("", gr.Timer(active=False))
         if not job_id:
-            return *nothing, "", *nothing, gr.skip(), ""
+            return *nothing, "", *nothing, gr.skip(), "", share
         try:
             job = self.backend.store.owned(validate_job_id(job_id), owner)
         except ShapeInvError as error:
-            return *nothing, str(error), *nothing, gr.skip(), ""
+            return *nothing, str(error), *nothing, gr.skip(), "", share
         if job.kind == SWEEP:
-            return *nothing, "", job.id, gr.Timer(active=True), gr.Tabs(selected="compare"), job.id
-        return job.id, gr.Timer(active=True), "", *nothing, gr.skip(), job.id
+            return *nothing, "", job.id, gr.Timer(active=True), gr.Tabs(selected="compare"), job.id, share
+        return job.id, gr.Timer(active=True), "", *nothing, gr.skip(), job.id, share
 
     def model_status(self):
         """(status line, timer): polled until the model is ready or has failed."""
@@ -724,7 +780,12 @@ class Handlers:
 
     @staticmethod
     def job_link_js() -> str:
-        """Put ?job=ID in the address bar, so reloading or sharing the page shows the job again."""
-        return ("(id) => { if (id) { const u = new URL(window.location.href); "
+        """Put ?job=ID in the address bar, so reloading the page shows the job again (and no shared run's)."""
+        return ("(id) => { if (id) { const u = new URL(window.location.href); u.searchParams.delete('share'); "
                 "u.searchParams.set('job', id); window.history.replaceState(null, '', u); } }")
+
+    @staticmethod
+    def share_link_js() -> str:
+        """The whole read-only link from its secret: this page's address with ?share=SECRET."""
+        return "(token) => token ? new URL('?share=' + encodeURIComponent(token), window.location.href).href : ''"
 

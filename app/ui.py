@@ -60,6 +60,7 @@ def build_demo(backend: Backend, defaults: InversionConfig | None = None) -> gr.
             refresh_runs = gr.Button("Refresh", size="sm", elem_id="refresh-runs")
         run_ids = gr.State([])  # the ids behind the gallery's pictures, in its order
         opened = gr.State("")  # the job or sweep opened from the address bar or My runs, to restore on the form
+        shared = gr.State("")  # a read-only link's secret from the address bar (?share=): that job is shown
         restored = gr.State(False)  # a job's photo was just restored: its change event keeps the job's mask
 
         gr.Markdown("## 1. Image")
@@ -180,6 +181,14 @@ def build_demo(backend: Backend, defaults: InversionConfig | None = None) -> gr.
                 with gr.Row():
                     cancel = gr.Button("Cancel", variant="stop", visible=False, elem_id="cancel")
                     resume = gr.Button("Resume from the last checkpoint", visible=False, elem_id="resume")
+                # A second secret per job: its holder sees the job and changes nothing (shown with a single job).
+                with gr.Row(visible=False, elem_id="share-row") as share_row:
+                    share = gr.Button("Share a read-only link", size="sm", scale=0, elem_id="share")
+                    unshare = gr.Button("Stop sharing", size="sm", scale=0, elem_id="unshare")
+                    share_link = gr.Textbox(label="Read-only link", interactive=False, max_lines=1, buttons=["copy"],
+                                            elem_id="share-link")
+                share_note = gr.Markdown(elem_id="share-note")
+                share_token = gr.Textbox(visible=False, label="Share secret", elem_id="share-token")
             with gr.Tab("Compare weights", id="compare", elem_id="compare-tab"):
                 gr.Markdown(COMPARE_HELP)
                 with gr.Row():
@@ -349,12 +358,20 @@ def build_demo(backend: Backend, defaults: InversionConfig | None = None) -> gr.
                    concurrency_limit=None, show_progress="hidden")
         job_id.submit(None, [job_id], None, js=Handlers.job_link_js())
         cancel.click(h.cancel_job, [job_id, owner], [status_json, job_headline], api_name="cancel_job")
+        share.click(h.share_job, [job_id, owner], [share_token, share_note], api_name="share_job").success(
+            None, [share_token], [share_link], js=Handlers.share_link_js())
+        unshare.click(h.unshare_job, [job_id, owner], [share_token, share_link, share_note], api_name="unshare_job")
+        status_json.change(h.share_controls, [status_json], [share_row], api_name="share_controls", **quiet)
+        job_id.change(h.forget_share, None, [share_token, share_link, share_note], api_name="forget_share", **quiet)
         job_id.change(None, [job_id], [edit_concept], js="(id) => id", api_name="follow_job",
                       api_visibility="private")
-        generate.click(h.generate, [edit_concept, concept_file, prompts, num_images, gen_seed, gen_steps, guidance,
-                                    shape_steps, shape_order, owner],
-                       [gallery, edit_note, edits], api_name="generate",
-                       ).success(h.edit_metrics, [edits, owner], [edit_metrics, metrics_note], api_name="edit_metrics")
+        generated = generate.click(h.generate, [edit_concept, concept_file, prompts, num_images, gen_seed, gen_steps,
+                                                guidance, shape_steps, shape_order, owner],
+                                   [gallery, edit_note, edits], api_name="generate")
+        generated.success(h.edit_metrics, [edits, owner], [edit_metrics, metrics_note], api_name="edit_metrics")
+        # A refused Generate (the toast says why) leaves the images shown before it, without an Error mark.
+        generated.failure(h.keep_gallery, None, [gallery, edit_note], api_name="keep_gallery",
+                          api_visibility="private", show_progress="minimal")  # its end clears the error marks
         zip_run.click(h.run_zip, [job_id, owner], [run_zip], api_name="run_zip")
 
         sweep_outputs = [sweep_json, sweep_headline, sweep_progress, sweep_losses, sweep_grid, sweep_tradeoff,
@@ -394,9 +411,10 @@ def build_demo(backend: Backend, defaults: InversionConfig | None = None) -> gr.
         model_timer.tick(h.model_status, None, [model_status, model_timer], api_name="model_status",
                          show_progress="hidden")
         demo.load(None, None, [owner], js=Handlers.owner_js(), api_name="owner", api_visibility="private").then(
-            h.on_load, [owner], [job_id, timer, job_headline, sweep_id, sweep_timer, views, opened], api_name="on_load",
-            **quiet).then(
-            h.restore, [opened, owner], restored_outputs, api_name="restore_opened", **quiet)
+            h.on_load, [owner], [job_id, timer, job_headline, sweep_id, sweep_timer, views, opened, shared],
+            api_name="on_load", **quiet).then(
+            h.restore, [opened, owner], restored_outputs, api_name="restore_opened", **quiet).then(
+            h.open_shared, [shared], [*restored_outputs, job_headline, downloads], api_name="open_shared", **quiet)
         my_runs.expand(h.my_runs, [owner], run_list, api_name="my_runs", **quiet)
         refresh_runs.click(h.my_runs, [owner], run_list, api_name="refresh_runs", api_visibility="private")
         runs.select(h.open_run, [run_ids, owner], [job_id, timer, sweep_id, sweep_timer, views, opened],

@@ -172,3 +172,46 @@ def test_a_sweep_of_one_step_is_said_to_draw_alike_pictures_for_every_weight(pag
     expect(estimate).to_contain_text("With 1 step, each weight's *s has moved only a little")
     expect(estimate).to_contain_text("the weights cannot differ yet")
     shot(page, "7_one_step_sweep")
+
+
+def test_a_read_only_link_shows_the_run_to_another_browser_until_its_owner_stops_sharing(page, browser, app_server,
+                                                                                        client, finished_job):
+    from playwright.sync_api import expect
+
+    client.predict(job_id=finished_job, concept_file=None, prompts="a blue chair in the shape of *s", num_images=1,
+                   seed=7, steps=2, guidance=7.5, owner=OWNER, api_name="/generate")  # an edit to show
+    open_app(page, f"{app_server.url}?job={finished_job}")
+    expect(page.locator("#job-status")).to_contain_text("done")
+    page.locator("#share").click()
+    link = page.locator("#share-link input, #share-link textarea")
+    expect(link).to_have_value(re.compile(r"\?share=[A-Za-z0-9_-]{22,}$"))
+    url = link.input_value()
+    shot(page, "8_share_owner")
+
+    visitor = browser.new_context(viewport={"width": 1280, "height": 900}).new_page()  # another browser: no secret
+    visitor.set_default_timeout(120_000)
+    open_app(visitor, url)
+    expect(visitor.locator("#job-status")).to_contain_text("A run shared with you, to look at: done")
+    expect(visitor.locator("#image img")).to_be_visible()
+    expect(visitor.locator("#overlay img")).to_be_visible()
+    expect(visitor.locator("#downloads")).to_contain_text(".safetensors")
+    expect(visitor.locator("#gallery")).to_contain_text("a blue chair in the shape of *s (seed 7)")
+    for control in ("#cancel", "#resume", "#share-row"):
+        expect(visitor.locator(control)).to_be_hidden()
+    expect(visitor.locator("#job-id textarea")).to_have_value("")  # nothing polled or controlled with the job
+    expect(visitor.locator("#edit-concept textarea")).to_have_value("")
+    visitor.locator("#generate").click()
+    expect(visitor.locator(".toast-message-text").filter(has_text="No concept yet")).not_to_have_count(0)
+    expect(visitor.locator("#gallery .error")).to_have_count(0)  # the refusal leaves the shared edits in view
+    expect(visitor.locator("#gallery")).to_contain_text("a blue chair in the shape of *s (seed 7)")
+    visitor.get_by_text("My runs").click()
+    expect(visitor.locator("#runs-note")).to_contain_text("No runs from this browser yet")  # never the owner's
+    shot(visitor, "9_share_visitor")
+
+    page.locator("#unshare").click()
+    expect(page.locator("#share-note")).to_contain_text("Not shared")
+    expect(link).to_have_value("")
+    open_app(visitor, url)
+    expect(visitor.locator("#job-status")).to_contain_text("owner has stopped sharing it")
+    expect(visitor.locator("#image img")).to_have_count(0)
+    visitor.context.close()

@@ -17,6 +17,9 @@ Three rules make it survive a flaky machine and strangers:
 - **Owners.** `create()` records the SHA-256 of the caller's owner token (never the token), and
   `owned(job_id, token)` is the only way a user-facing caller should read a job: another owner's
   job answers exactly like a missing one. Jobs from before owners existed have none and are open.
+  An owner may also hand out a read-only view: `share()` records the SHA-256 of a second, separate
+  token, `shared(token)` is the one read it allows, and `unshare()` ends it. A share token is never
+  an owner token: it cancels, resumes and edits with nothing.
 """
 
 from __future__ import annotations
@@ -86,6 +89,7 @@ _ADDED_COLUMNS = {
     "heartbeat": "REAL",  # when that worker last said it is alive
     "drawn": "INTEGER NOT NULL DEFAULT 0",  # images a sweep has drawn in this run, after its steps
     "draw_seconds": "REAL NOT NULL DEFAULT 0",  # wall time those images took
+    "share": "TEXT",  # SHA-256 of the job's read-only share token; NULL: not shared
 }
 # A sweep's phase while it draws its pictures, as `shapeinv_core.sweep` announces it.
 DRAWING = re.compile(r"^drawing images: (?P<done>\d+) of (?P<total>\d+)")
@@ -121,6 +125,7 @@ class Job:
     heartbeat: float | None = None
     drawn: int = 0
     draw_seconds: float = 0.0
+    share: str | None = None
 
     @property
     def finished_state(self) -> bool:
@@ -173,6 +178,10 @@ def validate_owner(token: str | None) -> str:
 
 def owner_hash(token: str) -> str:
     return hashlib.sha256(validate_owner(token).encode()).hexdigest()
+
+
+SHARE_ENDED = ("This share link does not open a run: its owner has stopped sharing it, or the link is incomplete. "
+               "Ask them for a new link.")
 
 
 class StoreBusy(ShapeInvError):
@@ -400,6 +409,29 @@ class JobStore:
             raise InputError(f"There is no job {job.id} here, or it is not yours. Check the id, and use the page "
                              "(or the owner token) that started it.")
         return job
+
+    # --- read-only sharing ------------------------------------------------------------------
+    def share(self, job_id: str) -> str:
+        """A new read-only token for the job (returned once; only its hash is kept); an earlier one stops working.
+
+        Callers acting for a user check ownership first (`owned`).
+        """
+        token = new_owner_token()
+        self._execute("UPDATE jobs SET share = ? WHERE id = ?", (owner_hash(token), validate_job_id(job_id)))
+        return token
+
+    def unshare(self, job_id: str) -> None:
+        """The job's share token stops working (callers check ownership first)."""
+        self._execute("UPDATE jobs SET share = NULL WHERE id = ?", (validate_job_id(job_id),))
+
+    def shared(self, token: str | None) -> Job:
+        """The one job `token` shares; a malformed, wrong or revoked token gets the same one message."""
+        if not token or not OWNER_TOKEN.match(token.strip()):
+            raise InputError(SHARE_ENDED)
+        rows = self._rows("SELECT * FROM jobs WHERE share = ?", (owner_hash(token),))
+        if not rows:
+            raise InputError(SHARE_ENDED)
+        return _job(rows[0])
 
     def list(self, *states: str) -> list[Job]:
         """Jobs in queue order, optionally only those in `states`."""
