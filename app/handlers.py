@@ -451,6 +451,8 @@ class Handlers:
             count = len(self.backend.parse_weights(text(weights, "Mask weights")))
             config = self._estimated_config(steps, resolution, batch_size)
             lines = [line for line in text(prompts, "Prompts").splitlines() if line.strip()]
+            if not lines:
+                raise InputError("No prompts yet: write one per line, each with *s, to draw with every weight.")
             pictures = count * len(lines) * whole(images, "Images per prompt", 1, 4)
             estimate = self.backend.sweep_estimate(config, count, pictures,
                                                    whole(sample_steps, "Sampling steps", 1, 100))

@@ -107,3 +107,4 @@ def test_a_sweeps_duration_counts_its_drawing_and_very_few_steps_are_said_to_dra
     assert "With 1 step, each weight's *s has moved only a little" in line, line
     assert "the weights cannot differ yet" in line and "at least 10 steps" in line, line
     assert "--" not in line and "steps=" not in line, "the page's words"
+    assert handlers.sweep_duration(**{**form, "prompts": " \n"}).startswith("No prompts yet")
