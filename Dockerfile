@@ -44,11 +44,13 @@ RUN if [ -n "$TORCH_INDEX_URL" ]; then pip install --user "torch==2.13.0" --inde
 ENV SHAPEINV_ENGINE=${ENGINE}
 
 # Model weights in the image (network is there at build time, and only then is it certain):
-# the diffusers folders of the default model (fp32 safetensors only), and rembg's mask model.
+# the diffusers folders of the default model (fp32 safetensors only; SDXL's second text encoder too),
+# and rembg's mask model.
 RUN mkdir -p "$HF_HOME" "$REMBG_HOME" "$SHAPEINV_CACHE" "$SHAPEINV_DATA" \
     && if [ -n "$BAKE_MODEL" ]; then python -c "import sys; from huggingface_hub import snapshot_download; \
-snapshot_download(sys.argv[1], allow_patterns=['model_index.json', 'scheduler/*', 'tokenizer/*', \
-'feature_extractor/*', 'text_encoder/config.json', 'text_encoder/model.safetensors', 'unet/config.json', \
+snapshot_download(sys.argv[1], allow_patterns=['model_index.json', 'scheduler/*', 'tokenizer/*', 'tokenizer_2/*', \
+'feature_extractor/*', 'text_encoder/config.json', 'text_encoder/model.safetensors', 'text_encoder_2/config.json', \
+'text_encoder_2/model.safetensors', 'unet/config.json', \
 'unet/diffusion_pytorch_model.safetensors', 'vae/config.json', 'vae/diffusion_pytorch_model.safetensors'])" \
 "$BAKE_MODEL"; fi \
     && if [ -n "$BAKE_CLIP" ]; then python -c "import sys; from huggingface_hub import snapshot_download; \

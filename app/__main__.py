@@ -26,7 +26,7 @@ from shapeinv_core.errors import ShapeInvError  # noqa: E402
 from shapeinv_core.jobs.engines import EMBEDDED, ENGINES  # noqa: E402
 from shapeinv_core.jobs.retention import DEFAULT_KEEP_DAYS  # noqa: E402
 from shapeinv_core.metrics import DEFAULT_CLIP_MODEL  # noqa: E402
-from shapeinv_core.models import TINY, TOY, native_resolution_of  # noqa: E402
+from shapeinv_core.models import TINY, TINY_SDXL, TOY, native_resolution_of  # noqa: E402
 
 from .backend import Backend, Limits  # noqa: E402
 from .guard import EXCEPTION_HANDLERS  # noqa: E402
@@ -68,8 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--port", type=int, default=int(env("SHAPEINV_PORT", env("GRADIO_SERVER_PORT", "7860"))),
                         help="port (env SHAPEINV_PORT; default 7860)")
     parser.add_argument("--model", default=env("SHAPEINV_MODEL", DEFAULT_MODEL),
-                        help="hub id, local diffusers folder, .safetensors file, or 'tiny' / 'toy' "
-                             "(offline test models; env SHAPEINV_MODEL)")
+                        help="SD 1.x/2.x or SDXL: hub id, local diffusers folder, .safetensors file, or 'toy' / "
+                             "'tiny' / 'tiny-sdxl' (offline models; env SHAPEINV_MODEL)")
     parser.add_argument("--data", type=Path, default=Path(env("SHAPEINV_DATA", "data")),
                         help="folder for the job database and run folders (env SHAPEINV_DATA; default ./data)")
     parser.add_argument("--device", default=env("SHAPEINV_DEVICE", "auto"),
@@ -122,7 +122,7 @@ def auth_pair(text: str | tuple | None) -> tuple[str, str] | None:
 
 def form_defaults(model: str) -> InversionConfig:
     """The research defaults at the model's native size; for the offline test models, settings a CPU can finish."""
-    if model == TINY:
+    if model in (TINY, TINY_SDXL):
         return InversionConfig(resolution=64, steps=10, batch_size=1, checkpoint_every=5)
     native = native_resolution_of(model)  # None for a hub id (not loaded yet): the research default, 512
     if model == TOY:
@@ -141,8 +141,10 @@ def create(data: Path, model: str, device: str = "auto", dtype: str = "auto", li
     """
     from .ui import build_demo
 
+    if preview_steps is None:
+        preview_steps = 4 if model in (TINY, TINY_SDXL) else 20
     backend = Backend(Path(data), model=model, device=device, dtype=dtype, limits=limits or Limits(),
-                      preview_steps=preview_steps if preview_steps is not None else (4 if model == TINY else 20),
+                      preview_steps=preview_steps,
                       clip_model=None if clip_model in (None, "", "none") else clip_model, engine=engine,
                       ray_address=ray_address, workers=workers)
     if own_cache and "GRADIO_TEMP_DIR" not in os.environ:

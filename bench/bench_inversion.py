@@ -35,7 +35,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from shapeinv_core.attention import AttentionStore, capture_attention  # noqa: E402
 from shapeinv_core.chairs import render_chair  # noqa: E402
 from shapeinv_core.config import InversionConfig  # noqa: E402
-from shapeinv_core.inversion import invert_many, substitute_embeddings  # noqa: E402
+from shapeinv_core.families import (  # noqa: E402
+    ImageSizes,
+    cast_conditioning,
+    encode_ids,
+    repeat_conditioning,
+    text_pairs,
+)
+from shapeinv_core.inversion import invert_many, prompt_ids, substitute_embeddings  # noqa: E402
 from shapeinv_core.models import load_model  # noqa: E402
 from shapeinv_core.tiny import build_tiny_pipeline  # noqa: E402
 
@@ -45,20 +52,9 @@ def build_sd15_shaped(folder: Path) -> Path:
     if (folder / "model_index.json").is_file():
         return folder
     from diffusers import AutoencoderKL, DDPMScheduler, StableDiffusionPipeline, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+    from transformers import CLIPTextConfig, CLIPTextModel
 
-    from shapeinv_core.tiny import write_tiny_clip_vocab
-
-    vocab, merges = write_tiny_clip_vocab(folder.with_name(folder.name + "-vocab"))
-    # Pad the vocabulary to CLIP's 49408 entries, so the token table has SD 1.5's real size.
-    entries = json.loads(vocab.read_text())
-    specials = [entries.pop("<|startoftext|>"), entries.pop("<|endoftext|>")]
-    entries.update({f"filler{index}</w>": len(entries) + index for index in range(49406 - len(entries))})
-    entries = {token: index for index, token in enumerate(entries)}
-    entries.update({"<|startoftext|>": 49406, "<|endoftext|>": 49407})
-    assert len(entries) == 49408 and specials
-    vocab.write_text(json.dumps(entries))
-    tokenizer = CLIPTokenizer(vocab=str(vocab), merges=str(merges), model_max_length=77)
+    tokenizer = _sd_sized_tokenizer(folder)
     text_encoder = CLIPTextModel(CLIPTextConfig(
         vocab_size=49408, hidden_size=768, intermediate_size=3072, num_attention_heads=12, num_hidden_layers=12,
         max_position_embeddings=77, projection_dim=768, bos_token_id=tokenizer.bos_token_id,
@@ -73,6 +69,68 @@ def build_sd15_shaped(folder: Path) -> Path:
                             safety_checker=None, feature_extractor=None, requires_safety_checker=False
                             ).save_pretrained(folder, safe_serialization=True)
     return folder
+
+
+def build_sdxl_shaped(folder: Path) -> Path:
+    """A random-weight pipeline with SDXL base's shapes: its UNet (2.6 B parameters, `text_time` conditioning),
+    VAE, CLIP ViT-L and OpenCLIP ViT-bigG text encoders (the second with its projection).
+
+    Built in bf16 on the GPU when there is one (fp32 on a CPU would need 10 GB and minutes).
+    """
+    if (folder / "model_index.json").is_file():
+        return folder
+    from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    tokenizer = _sd_sized_tokenizer(folder)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    with torch.device(device):
+        text_encoder = CLIPTextModel(CLIPTextConfig(
+            vocab_size=49408, hidden_size=768, intermediate_size=3072, num_attention_heads=12, num_hidden_layers=12,
+            max_position_embeddings=77, projection_dim=768, hidden_act="quick_gelu",
+            bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id))
+        text_encoder_2 = CLIPTextModelWithProjection(CLIPTextConfig(
+            vocab_size=49408, hidden_size=1280, intermediate_size=5120, num_attention_heads=20, num_hidden_layers=32,
+            max_position_embeddings=77, projection_dim=1280, hidden_act="gelu",
+            bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id))
+        unet = UNet2DConditionModel(
+            sample_size=128, block_out_channels=(320, 640, 1280), layers_per_block=2,
+            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+            up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+            transformer_layers_per_block=(1, 2, 10), attention_head_dim=(5, 10, 20), use_linear_projection=True,
+            cross_attention_dim=2048, addition_embed_type="text_time", addition_time_embed_dim=256,
+            projection_class_embeddings_input_dim=2816)
+        vae = AutoencoderKL(block_out_channels=(128, 256, 512, 512), down_block_types=("DownEncoderBlock2D",) * 4,
+                            up_block_types=("UpDecoderBlock2D",) * 4, layers_per_block=2, latent_channels=4,
+                            sample_size=1024, scaling_factor=0.13025)
+    scheduler = EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                                       steps_offset=1, timestep_spacing="leading")
+    pipe = StableDiffusionXLPipeline(vae=vae, text_encoder=text_encoder, text_encoder_2=text_encoder_2,
+                                     tokenizer=tokenizer, tokenizer_2=tokenizer, unet=unet, scheduler=scheduler,
+                                     add_watermarker=False)
+    if device == "cuda":
+        pipe.to(torch.bfloat16)
+    pipe.save_pretrained(folder, safe_serialization=True)
+    return folder
+
+
+def _sd_sized_tokenizer(folder: Path):
+    """A CLIP tokenizer with CLIP's 49408 entries, so the token tables have the real models' size."""
+    from transformers import CLIPTokenizer
+
+    from shapeinv_core.tiny import write_tiny_clip_vocab
+
+    vocab, merges = write_tiny_clip_vocab(folder.with_name(folder.name + "-vocab"))
+    entries = json.loads(vocab.read_text())
+    for special in ("<|startoftext|>", "<|endoftext|>"):
+        entries.pop(special)
+    entries.update({f"filler{index}</w>": len(entries) + index for index in range(49406 - len(entries))})
+    entries = {token: index for index, token in enumerate(entries)}
+    entries.update({"<|startoftext|>": 49406, "<|endoftext|>": 49407})
+    vocab.write_text(json.dumps(entries))
+    return CLIPTokenizer(vocab=str(vocab), merges=str(merges), model_max_length=77)
 
 
 def step_times(model, configs) -> list[float]:
@@ -115,11 +173,17 @@ def bench_capture(model, base: InversionConfig, repeats: int) -> dict:
     """UNet forward+backward with fused attention everywhere vs *s maps captured on every cross-attention layer."""
     pipe = model.pipe
     pipe.unet.requires_grad_(False)
-    latents, timesteps, ids, size = _unet_inputs(model, base)
-    hidden = pipe.text_encoder(ids)[0].repeat(base.batch_size, 1, 1).detach().requires_grad_(True)
+    latents, timesteps, _, size = _unet_inputs(model, base)
+    encoders = [encoder for _, encoder in text_pairs(pipe)]
+    sizes = ImageSizes((base.resolution,) * 2, (0, 0), (base.resolution,) * 2)  # used by SDXL only
+    with torch.no_grad():  # the text side is not what this measures
+        hidden, added = encode_ids(encoders, prompt_ids(pipe, base.prompt()).to(model.device), sizes)
+    hidden = hidden.repeat(base.batch_size, 1, 1).to(model.dtype).detach().requires_grad_(True)
+    added = cast_conditioning(repeat_conditioning(added, base.batch_size), model.dtype)
 
     def one_pass():
-        pipe.unet(latents, timesteps, encoder_hidden_states=hidden).sample.float().mean().backward()
+        pipe.unet(latents, timesteps, encoder_hidden_states=hidden,
+                  added_cond_kwargs=added).sample.float().mean().backward()
 
     store = AttentionStore([6], (size, size), base.map_resolution, device=model.device)
     fused, captured = [], []
@@ -144,7 +208,7 @@ def bench_trainable(model, base: InversionConfig, repeats: int) -> dict:
     full_optimizer = torch.optim.AdamW([table.weight], lr=base.learning_rate)
 
     def step(optimizer, substitute: bool):
-        with substitute_embeddings(pipe.text_encoder, [placeholder_id]) as substitution:
+        with substitute_embeddings({table: ([placeholder_id], slice(None))}) as substitution:
             substitution.vectors = vectors if substitute else None
             hidden = pipe.text_encoder(ids)[0].repeat(base.batch_size, 1, 1)
         pipe.unet(latents, timesteps, encoder_hidden_states=hidden.to(model.dtype)).sample.float().mean().backward()

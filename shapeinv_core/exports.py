@@ -3,7 +3,8 @@
 AUTOMATIC1111 and ComfyUI name an embedding after its file (`embeddings/oak-chair.safetensors`
 is written `oak-chair` in a prompt), so every `learned_embeds.safetensors` would collide. Each run
 therefore also writes `NAME.safetensors` with the single key `emb_params` (both tools read it;
-diffusers reads any single-key file, with `token=`), and, when it has a LoRA,
+diffusers reads any single-key file, with `token=`), for SDXL the keys `clip_l` and `clip_g` (what
+both tools read for SDXL embeddings), and, when it has a LoRA,
 `NAME-lora.safetensors` in kohya's key naming (`<lora:NAME-lora:1>` in AUTOMATIC1111).
 """
 
@@ -14,7 +15,7 @@ from pathlib import Path
 
 from safetensors.torch import save_file
 
-from .concept import Concept
+from .concept import SDXL_KEYS, Concept
 from .config import RESERVED_NAMES
 from .errors import InputError
 from .files import like_other_files
@@ -62,7 +63,9 @@ def named_files(folder: Path, name: str, with_lora: bool) -> list[Path]:
 def write_named_files(folder: Path, concept: Concept) -> list[Path]:
     """Write `named_files` of `concept` into `folder`; returns their paths."""
     files = named_files(folder, concept_name(concept), bool(concept.lora))
-    save_file({"emb_params": concept.vectors.detach().float().cpu().contiguous()}, str(files[0]))
+    parts = concept.parts()
+    tensors = dict(zip(SDXL_KEYS, parts)) if len(parts) == 2 else {"emb_params": parts[0]}
+    save_file(tensors, str(files[0]))
     if concept.lora:
         save_file(kohya_state(concept.lora), str(files[1]))
     like_other_files(*files)

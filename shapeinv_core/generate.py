@@ -17,6 +17,7 @@ from PIL import Image
 from .concept import Concept, install_tokens
 from .config import GenerationConfig
 from .errors import InputError
+from .families import encoder_widths, prompt_embeddings, text_pairs
 from .lora import lora_for_generation
 from .metrics import strip_placeholder
 from .models import LoadedModel
@@ -83,8 +84,7 @@ def generate(model: LoadedModel, concept: Concept, prompts: list[str], config: G
                 first = then
             switch = None
             if 0 < switch_at < config.steps:
-                embeds = pipe.encode_prompt(then, pipe._execution_device, 1, False)[0]
-                switch = _PromptSwitch(switch_at, embeds)
+                switch = _PromptSwitch(switch_at, prompt_embeddings(pipe, then))
             if on_sampling_step is not None:
                 switch = _StepCounter(switch, start // config.batch_size * config.steps, batches * config.steps,
                                       on_sampling_step)
@@ -97,7 +97,7 @@ def generate(model: LoadedModel, concept: Concept, prompts: list[str], config: G
                 width=width,
                 generator=[torch.Generator().manual_seed(seed) for _, seed in batch],
                 callback_on_step_end=switch,
-                callback_on_step_end_tensor_inputs=["prompt_embeds"],
+                callback_on_step_end_tensor_inputs=list(switch.names) if switch is not None else ["prompt_embeds"],
             )
             results += [GeneratedImage(prompt, seed, image) for (prompt, seed), image in zip(batch, output.images)]
             if on_image is not None:
@@ -118,19 +118,25 @@ def shape_schedule(config: GenerationConfig) -> tuple[int, bool]:
 
 
 class _PromptSwitch:
-    """`callback_on_step_end`: after step `at_step`, the text half of the prompt embeddings becomes `embeds`."""
+    """`callback_on_step_end`: after step `at_step`, the text half of the prompt's encodings becomes `embeds`
+    (SDXL: its pooled embedding too)."""
 
-    def __init__(self, at_step: int, embeds: torch.Tensor):
+    def __init__(self, at_step: int, embeds: dict[str, torch.Tensor]):
         self.at_step, self.embeds = at_step, embeds
+        self.names = tuple(embeds)
 
     def __call__(self, pipe, step: int, timestep, callback_kwargs: dict) -> dict:
         if step + 1 != self.at_step:
             return {}
-        current = callback_kwargs["prompt_embeds"]
-        if pipe.do_classifier_free_guidance:  # [unconditional rows, text rows]
-            unconditional = current[: current.shape[0] // 2]
-            return {"prompt_embeds": torch.cat([unconditional, self.embeds.to(current.dtype)])}
-        return {"prompt_embeds": self.embeds.to(current.dtype)}
+        changed = {}
+        for name, embeds in self.embeds.items():
+            current = callback_kwargs[name]
+            if pipe.do_classifier_free_guidance:  # [unconditional rows, text rows]
+                unconditional = current[: current.shape[0] // 2]
+                changed[name] = torch.cat([unconditional, embeds.to(current.dtype)])
+            else:
+                changed[name] = embeds.to(current.dtype)
+        return changed
 
 
 class _StepCounter:
@@ -138,6 +144,7 @@ class _StepCounter:
 
     def __init__(self, inner: _PromptSwitch | None, before: int, total: int, report: Callable[[int, int], None]):
         self.inner, self.before, self.total, self.report = inner, before, total, report
+        self.names = inner.names if inner is not None else ("prompt_embeds",)
 
     def __call__(self, pipe, step: int, timestep, callback_kwargs: dict) -> dict:
         changed = self.inner(pipe, step, timestep, callback_kwargs) if self.inner is not None else {}
@@ -151,23 +158,24 @@ def slug(text: str, limit: int = 48) -> str:
 
 
 def _check_dimensions(pipe, concept: Concept) -> None:
-    """The vectors fit the text encoder: the same width, and a length near the model's own words' (finite but
+    """The vectors fit the text encoders: the same widths, and lengths near the model's own words' (finite but
     huge values pass every other check and draw black images)."""
-    table = pipe.text_encoder.get_input_embeddings().weight
-    expected = table.shape[-1]
-    if concept.vectors.shape[-1] != expected:
+    widths = encoder_widths(pipe)
+    if list(concept.widths or [concept.vectors.shape[-1]]) != widths:
+        have = "+".join(map(str, concept.widths or [concept.vectors.shape[-1]]))
         raise InputError(
-            f"This concept has {concept.vectors.shape[-1]}-dimensional vectors but the model's text encoder "
-            f"uses {expected}. Load the model it was learned with ({concept.model or 'see concept.json'})."
+            f"This concept has {have}-dimensional vectors but the model's text encoders use "
+            f"{'+'.join(map(str, widths))}. Load the model it was learned with ({concept.model or 'see concept.json'})."
         )
-    longest = float(table.detach().float().norm(dim=-1).max())
-    length = float(concept.vectors.float().norm(dim=-1).max())
-    if not length <= MAX_NORM_RATIO * longest:  # also refuses a length that overflowed to inf
-        raise InputError(
-            f"This concept's vectors are {length:.3g} long, over {MAX_NORM_RATIO:g} times the longest word of this "
-            f"model ({longest:.3g}); they would draw black images. Use a concept learned by textual inversion for "
-            "this model (its vectors are about as long as the model's words)."
-        )
+    for (_, encoder), part in zip(text_pairs(pipe), concept.parts()):
+        longest = float(encoder.get_input_embeddings().weight.detach().float().norm(dim=-1).max())
+        length = float(part.norm(dim=-1).max())
+        if not length <= MAX_NORM_RATIO * longest:  # also refuses a length that overflowed to inf
+            raise InputError(
+                f"This concept's vectors are {length:.3g} long, over {MAX_NORM_RATIO:g} times the longest word of "
+                f"this model ({longest:.3g}); they would draw black images. Use a concept learned by textual "
+                "inversion for this model (its vectors are about as long as the model's words)."
+            )
 
 
 def _sampling_scheduler(pipe):

@@ -35,11 +35,22 @@ from PIL import Image
 
 from .appearance import View, appearance_views
 from .attention import AttentionStore, capture_attention
-from .concept import Concept, initializer_vectors, install_tokens, remove_tokens
+from .concept import Concept, initializer_vectors, install_tokens, placeholder_tokens, remove_tokens
 from .config import AUTO_INITIALIZER, InversionConfig, to_dict
 from .errors import InputError, ShapeInvError
+from .families import (
+    SDXL,
+    ImageSizes,
+    cast_conditioning,
+    encode_ids,
+    encoder_widths,
+    family_of_pipe,
+    freeze_text,
+    repeat_conditioning,
+    text_pairs,
+)
 from .masks import check_mask
-from .models import LoadedModel
+from .models import LoadedModel, checkpointed_unet
 from .probe import best_word, denoising_loss, initializer_candidates, known_phrases, probe_batch
 from .runs import RunFolder
 
@@ -122,14 +133,14 @@ def invert_many(model: LoadedModel, image: Image.Image, mask: Image.Image, confi
     init_word = starting_word(base)
     token_ids = install_tokens(pipe, base.placeholder, initializer_vectors(pipe, init_word, base.num_vectors))
     inputs = training_inputs(pipe, device, image, mask, base, token_ids, views)  # the VAE runs once per view
-    latents, mask_grid = inputs.latents, inputs.mask_grid
+    latents = inputs.latents
     scheduler = _training_scheduler(pipe)
-    text_encoder = training_text_encoder(pipe.text_encoder, model.dtype)
+    encoders = training_text_encoders(pipe, model.dtype)
     if base.initializer == AUTO_INITIALIZER:
-        init_word, _ = choose_initializer(pipe, text_encoder, inputs, base, scheduler)
+        init_word, _ = choose_initializer(pipe, encoders, inputs, base, scheduler)
     init = initializer_vectors(pipe, init_word, base.num_vectors)
 
-    count = len(configs)
+    count, widths = len(configs), concept_widths(pipe)
     weights = torch.tensor([c.mask_weight for c in configs], device=device)
     init = init.to(device)
     vectors = torch.nn.Parameter(init.repeat(count, 1, 1))  # [concepts, n, dim], fp32
@@ -145,16 +156,17 @@ def invert_many(model: LoadedModel, image: Image.Image, mask: Image.Image, confi
     per_pass = count if rows_per_pass is None else max(1, rows_per_pass // base.batch_size)
     store = AttentionStore(inputs.positions[0].tolist(), tuple(latents.shape[-2:]), base.map_resolution,
                            device=device)
+    parts = embedding_parts(pipe, encoders, base.placeholder, base.num_vectors)
     try:
         with capture_attention(pipe.unet, store, base.attention_layers, base.map_sides()), \
-                substitute_embeddings(text_encoder, token_ids) as substitution:
-            objective = _Objective(pipe, model.dtype, inputs.prompt_ids, substitution, store, base, mask_grid, init,
-                                   weights, denoising_weights(image, mask, base, latents.shape[-1], device),
-                                   text_encoder=text_encoder, positions=inputs.positions)
+                substitute_embeddings(parts) as substitution, \
+                checkpointed_unet(pipe.unet, model.gradient_checkpointing):
+            objective = _Objective(pipe, model.dtype, inputs, substitution, store, base, init, weights,
+                                   denoising_weights(image, mask, base, latents.shape[-1], device), encoders)
             for step in range(start, base.steps):
                 if should_stop is not None and should_stop():
                     if runs and step > start:  # at `start` the newest checkpoint already holds this state
-                        _save_checkpoints(runs, step, _training_state(vectors, optimizer))
+                        _save_checkpoints(runs, step, _training_state(vectors, optimizer), widths)
                     raise Cancelled(f"Stopped after {step} of {base.steps} steps; the run can be resumed.")
                 began = time.perf_counter()
                 noise, timesteps = sample_noise(base.seed, step, base.batch_size, latents.shape, scheduler)
@@ -175,7 +187,7 @@ def invert_many(model: LoadedModel, image: Image.Image, mask: Image.Image, confi
                 terms, maps = read_back(values, maps, balance)  # the step's one wait for the device
                 if not all(math.isfinite(t.loss) for t in terms):
                     if before is not None:  # the update of this step is dropped: keep the state after `step` steps
-                        _save_checkpoints(runs, step, before)
+                        _save_checkpoints(runs, step, before, widths)
                     raise ShapeInvError(
                         f"The loss became {terms[0].loss} at step {step + 1}. Lower the learning rate "
                         f"(now {base.learning_rate}) or use fp32 (--dtype fp32); a checkpoint of step {step} was kept."
@@ -186,7 +198,7 @@ def invert_many(model: LoadedModel, image: Image.Image, mask: Image.Image, confi
                     for index, run in enumerate(runs):
                         run.append_log(report.log_record(index))
                     if (step + 1) % base.checkpoint_every == 0 or step + 1 == base.steps:
-                        _save_checkpoints(runs, step + 1, _training_state(vectors, optimizer))
+                        _save_checkpoints(runs, step + 1, _training_state(vectors, optimizer), widths)
                 last_terms = terms
                 if on_step is not None:
                     on_step(report)
@@ -205,7 +217,7 @@ def invert_many(model: LoadedModel, image: Image.Image, mask: Image.Image, confi
             token=config.placeholder, vectors=vectors[index].detach().float().cpu(), settings=config,
             model=model.source, model_revision=model.revision, steps_done=base.steps,
             final_losses={key: final[key] for key in ("loss", "diffusion_loss", "mask_loss") if key in final},
-            attention_map=final_maps[index], initializer_used=init_word,
+            attention_map=final_maps[index], initializer_used=init_word, widths=widths,
         ))
     return concepts
 
@@ -215,10 +227,11 @@ class TrainingInputs:
     """What every step reads: one row per view (view 0 is the photo itself)."""
 
     latents: torch.Tensor  # [views, 4, h, w], fp32 on the device
-    prompt_ids: torch.Tensor  # [views, tokens] on the device: the template with each view's look named
+    prompt_ids: torch.Tensor  # [views, encoders, tokens] on the device: the template with each view's look named
     positions: torch.Tensor  # [views, num_vectors] the placeholder's token positions in each prompt
     mask_grid: torch.Tensor  # [map_res, map_res] on the device: the views share the photo's geometry
     looks: list[str]
+    sizes: ImageSizes | None = None  # SDXL's size conditioning (the views share the photo's size)
 
 
 def training_views(image: Image.Image, mask: Image.Image, config: InversionConfig) -> list[View]:
@@ -237,6 +250,8 @@ def training_inputs(pipe, device: torch.device, image: Image.Image, mask: Image.
     """Encode every view once (VAE, in chunks of 8) and tokenize its prompt."""
     views = views or training_views(image, mask, config)
     _, mask_grid = prepare_inputs(image, mask, config.resolution, config.map_resolution)
+    side = max(image.size)  # the photo padded to a square, then resized: nothing is cropped
+    sizes = ImageSizes((side, side), (0, 0), (config.resolution,) * 2) if family_of_pipe(pipe) == SDXL else None
     latents = []
     for start in range(0, len(views), 8):
         pixels = torch.cat([square_pixels(view.image, config.resolution) for view in views[start:start + 8]])
@@ -245,7 +260,7 @@ def training_inputs(pipe, device: torch.device, image: Image.Image, mask: Image.
     return TrainingInputs(
         latents=torch.cat(latents), prompt_ids=torch.cat([ids for ids, _ in tokenized]).to(device),
         positions=torch.tensor([positions for _, positions in tokenized], device=device),
-        mask_grid=mask_grid.to(device), looks=[view.look for view in views],
+        mask_grid=mask_grid.to(device), looks=[view.look for view in views], sizes=sizes,
     )
 
 
@@ -254,7 +269,7 @@ def starting_word(config: InversionConfig) -> str:
     return config.class_word if config.initializer == AUTO_INITIALIZER else config.initializer
 
 
-def choose_initializer(pipe, text_encoder, inputs: TrainingInputs, config: InversionConfig,
+def choose_initializer(pipe, encoders: list, inputs: TrainingInputs, config: InversionConfig,
                        scheduler) -> tuple[str, dict[str, float]]:
     """The shape word that, written in the training prompt in place of `*s` ('... in the shape of a stool'),
     explains the photo best (lowest probe loss). Written as text, not as `*s`'s starting vector: a
@@ -265,12 +280,10 @@ def choose_initializer(pipe, text_encoder, inputs: TrainingInputs, config: Inver
 
     def loss_of(word: str) -> float:
         phrase = f"{'an' if word[0] in 'aeiou' else 'a'} {word}"
-        prompt = config.prompt(inputs.looks[0], token=phrase)
-        ids = pipe.tokenizer(prompt, padding="max_length", max_length=pipe.tokenizer.model_max_length,
-                             truncation=True, return_tensors="pt").input_ids.to(device)
+        ids = prompt_ids(pipe, config.prompt(inputs.looks[0], token=phrase)).to(device)
         with torch.no_grad():
-            hidden = text_encoder(ids)[0]
-        return denoising_loss(pipe.unet, hidden, batch)
+            hidden, added = encode_ids(encoders, ids, inputs.sizes)
+        return denoising_loss(pipe.unet, hidden, batch, added)
 
     return best_word(list(dict.fromkeys(words)), loss_of)
 
@@ -284,16 +297,16 @@ def view_rows(seed: int, step: int, batch: int, views: int) -> torch.Tensor:
 
 
 class _Objective:
-    """The batched forward pass (text encoder with the vectors substituted, UNet with map capture) and the loss."""
+    """The batched forward pass (text encoders with the vectors substituted, UNet with map capture) and the loss."""
 
-    def __init__(self, pipe, dtype, prompt_ids, substitution, store, config: InversionConfig,
-                 mask_grid: torch.Tensor, init: torch.Tensor, weights: torch.Tensor,
-                 pixel_weights: torch.Tensor | None = None, text_encoder=None, positions: torch.Tensor | None = None):
-        self.pipe, self.dtype, self.prompt_ids = pipe, dtype, prompt_ids  # [views, tokens]
-        self.positions = positions  # [views, num_vectors]; needed when there is more than one view
-        self.text_encoder = text_encoder if text_encoder is not None else pipe.text_encoder
+    def __init__(self, pipe, dtype, inputs: TrainingInputs, substitution, store, config: InversionConfig,
+                 init: torch.Tensor, weights: torch.Tensor, pixel_weights: torch.Tensor | None = None,
+                 encoders: list | None = None):
+        self.pipe, self.dtype, self.inputs = pipe, dtype, inputs
+        self.prompt_ids, self.positions = inputs.prompt_ids, inputs.positions  # [views, encoders, tokens]
+        self.encoders = encoders if encoders is not None else [encoder for _, encoder in text_pairs(pipe)]
         self.substitution, self.store, self.config = substitution, store, config
-        self.mask_grid, self.init, self.weights = mask_grid, init, weights
+        self.mask_grid, self.init, self.weights = inputs.mask_grid, init, weights
         self.pixel_weights = pixel_weights  # [1, 1, h, w] on the latent grid; None: the plain MSE
 
     def losses(self, vectors: torch.Tensor, chunk: slice, noisy: torch.Tensor, timesteps: torch.Tensor,
@@ -316,11 +329,12 @@ class _Objective:
         device = self.pipe.unet.device
         if rows is None or self.prompt_ids.shape[0] == 1:  # one prompt: encode it once per concept
             self.substitution.vectors = vectors
-            hidden = self.text_encoder(self.prompt_ids[:1].repeat(concepts, 1))[0].repeat_interleave(batch, dim=0)
+            hidden, added = encode_ids(self.encoders, self.prompt_ids[:1].repeat(concepts, 1, 1), self.inputs.sizes)
+            hidden, added = hidden.repeat_interleave(batch, dim=0), repeat_conditioning(added, batch)
             self.store.row_positions = None
         else:  # each row names its view's look: encode every (concept, row) prompt
             self.substitution.vectors = vectors.repeat_interleave(batch, dim=0)
-            hidden = self.text_encoder(self.prompt_ids[rows].repeat(concepts, 1))[0]
+            hidden, added = encode_ids(self.encoders, self.prompt_ids[rows].repeat(concepts, 1, 1), self.inputs.sizes)
             self.store.row_positions = self.positions[rows].repeat(concepts, 1)
         self.substitution.vectors = None
         self.store.reset()
@@ -328,6 +342,7 @@ class _Objective:
             noisy.to(device, self.dtype).repeat(concepts, 1, 1, 1),
             timesteps.to(device).repeat(concepts),
             encoder_hidden_states=hidden.to(self.dtype),
+            added_cond_kwargs=cast_conditioning(added, self.dtype),
         ).sample
         maps = self.store.mean_map().float().view(concepts, batch, *self.store.maps[0].shape[-2:])
         if self.config.map_norm == "max":
@@ -432,14 +447,28 @@ def encode_image(pipe, pixels: torch.Tensor) -> torch.Tensor:
 
 
 def tokenize_prompt(pipe, prompt: str, token_ids: list[int]) -> tuple[torch.Tensor, list[int]]:
-    """Token ids of the template (placeholder expanded to its vectors) and the placeholder positions."""
-    prompt = pipe.maybe_convert_prompt(prompt, pipe.tokenizer)
-    ids = pipe.tokenizer(prompt, padding="max_length", max_length=pipe.tokenizer.model_max_length,
-                         truncation=True, return_tensors="pt").input_ids
-    positions = [index for index, value in enumerate(ids[0].tolist()) if value in token_ids]
+    """Token ids [1, encoders, tokens] of the template (placeholder expanded to its vectors) and the
+    placeholder's positions, which every tokenizer must put at the same places."""
+    ids = prompt_ids(pipe, prompt)
+    positions = [index for index, value in enumerate(ids[0, 0].tolist()) if value in token_ids]
     if len(positions) != len(token_ids):
         raise InputError(f"The template {prompt!r} must contain the placeholder once, within 77 tokens.")
+    for (tokenizer, _), row in zip(text_pairs(pipe)[1:], ids[0, 1:]):
+        own = set(tokenizer.convert_tokens_to_ids(pipe.tokenizer.convert_ids_to_tokens(token_ids)))
+        if [index for index, value in enumerate(row.tolist()) if value in own] != positions:
+            raise InputError(f"The two tokenizers split {prompt!r} differently around the placeholder; "
+                             "use a placeholder such as '*s'.")
     return ids, positions
+
+
+def prompt_ids(pipe, prompt: str) -> torch.Tensor:
+    """[1, encoders, 77]: the prompt through each tokenizer, with learned words expanded to their vectors."""
+    rows = []
+    for tokenizer, _ in text_pairs(pipe):
+        text = pipe.maybe_convert_prompt(prompt, tokenizer)
+        rows.append(tokenizer(text, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
+                              return_tensors="pt").input_ids)
+    return torch.stack(rows, dim=1)
 
 
 def sample_noise(seed: int, step: int, batch: int, latent_shape: torch.Size,
@@ -462,10 +491,11 @@ def denoising_target(scheduler, latents: torch.Tensor, noise: torch.Tensor, time
 
 
 class _Substitution:
-    """Forward hook on the token embedding: put the trainable vectors at the placeholder ids."""
+    """Forward hook on each encoder's token embedding: put that encoder's part of the trainable vectors at the
+    placeholder ids."""
 
-    def __init__(self, token_ids: list[int]):
-        self.token_ids = token_ids
+    def __init__(self, parts: dict[torch.nn.Module, tuple[list[int], slice]]):
+        self.parts = parts  # embedding module -> (its placeholder ids, its columns of the vectors)
         self.vectors: torch.Tensor | None = None  # [rows, n, dim], one row per prompt in the batch
 
     def __call__(self, module, args, output):
@@ -474,20 +504,37 @@ class _Substitution:
         input_ids = args[0]
         if input_ids.shape[0] != self.vectors.shape[0]:
             raise RuntimeError("One set of vectors per prompt row is needed.")
-        for index, token_id in enumerate(self.token_ids):
+        token_ids, columns = self.parts[module]
+        for index, token_id in enumerate(token_ids):
             hit = (input_ids == token_id).unsqueeze(-1)
-            output = torch.where(hit, self.vectors[:, index, None, :].to(output.dtype), output)
+            output = torch.where(hit, self.vectors[:, index, None, columns].to(output.dtype), output)
         return output
 
 
+def embedding_parts(pipe, encoders: list, placeholder: str,
+                    num_vectors: int) -> dict[torch.nn.Module, tuple[list[int], slice]]:
+    """Each encoder's token embedding -> (the placeholder's ids in its tokenizer, its columns of the vectors).
+
+    `encoders`: the ones the loop runs, in `text_pairs` order (an fp32 copy of an fp16 encoder included).
+    """
+    parts, start = {}, 0
+    for (tokenizer, _), encoder, width in zip(text_pairs(pipe), encoders, encoder_widths(pipe)):
+        ids = tokenizer.convert_tokens_to_ids(placeholder_tokens(placeholder, num_vectors))
+        parts[encoder.get_input_embeddings()] = (ids, slice(start, start + width))
+        start += width
+    return parts
+
+
 @contextmanager
-def substitute_embeddings(text_encoder, token_ids: list[int]) -> Iterator[_Substitution]:
-    substitution = _Substitution(token_ids)
-    handle = text_encoder.get_input_embeddings().register_forward_hook(substitution)
+def substitute_embeddings(parts: dict[torch.nn.Module, tuple[list[int], slice]]) -> Iterator[_Substitution]:
+    """While open, `substitution.vectors` replace the given ids' rows in each embedding (`embedding_parts`)."""
+    substitution = _Substitution(parts)
+    handles = [embedding.register_forward_hook(substitution) for embedding in parts]
     try:
         yield substitution
     finally:
-        handle.remove()
+        for handle in handles:
+            handle.remove()
 
 
 def _common_settings(configs: list[InversionConfig]) -> InversionConfig:
@@ -503,9 +550,16 @@ def _common_settings(configs: list[InversionConfig]) -> InversionConfig:
 
 
 def _freeze(pipe) -> None:
-    for module in (pipe.unet, pipe.vae, pipe.text_encoder):
+    for module in (pipe.unet, pipe.vae):
         module.requires_grad_(False)
         module.eval()
+    freeze_text(pipe)
+
+
+def concept_widths(pipe) -> tuple[int, ...] | None:
+    """Each encoder's width of a concept's vectors for SDXL; None for one encoder."""
+    widths = encoder_widths(pipe)
+    return tuple(widths) if len(widths) > 1 else None
 
 
 def _training_scheduler(pipe):
@@ -576,15 +630,16 @@ def _chunks(count: int, size: int) -> list[slice]:
     return [slice(start, min(start + size, count)) for start in range(0, count, size)]
 
 
-def training_text_encoder(text_encoder, dtype: torch.dtype):
-    """The text encoder the vectors learn through: an fp32 copy of an fp16 one, else the model's own.
+def training_text_encoders(pipe, dtype: torch.dtype) -> list:
+    """The text encoders the vectors learn through: fp32 copies of fp16 ones, else the model's own.
 
-    In fp16 the encoder loses the mask term's gradient (cosine ~0.99 to fp32 with loss scaling
+    In fp16 an encoder loses the mask term's gradient (cosine ~0.99 to fp32 with loss scaling
     alone). A copy, not a cast: edits served between steps still run the fp16 pipeline.
     """
+    encoders = [encoder for _, encoder in text_pairs(pipe)]
     if dtype != torch.float16:
-        return text_encoder
-    return copy.deepcopy(text_encoder).float()
+        return encoders
+    return [copy.deepcopy(encoder).float() for encoder in encoders]
 
 
 def loss_scaler(model: LoadedModel) -> torch.amp.GradScaler:
@@ -622,10 +677,11 @@ def _training_state(vectors: torch.Tensor, optimizer, copy: bool = False) -> dic
     return {key: tensor.clone() for key, tensor in state.items()} if copy else state
 
 
-def _save_checkpoints(runs: list[RunFolder], step: int, state: dict[str, torch.Tensor]) -> None:
+def _save_checkpoints(runs: list[RunFolder], step: int, state: dict[str, torch.Tensor],
+                      widths: tuple[int, ...] | None = None) -> None:
     """Each concept's slice of the vectors and AdamW moments, after at least one optimiser step."""
     for index, run in enumerate(runs):
-        run.save_checkpoint(step, {key: tensor[index] for key, tensor in state.items()})
+        run.save_checkpoint(step, {key: tensor[index] for key, tensor in state.items()}, widths)
 
 
 def _resume(runs: list[RunFolder], vectors: torch.Tensor, optimizer) -> int:

@@ -1,4 +1,5 @@
-"""Loading a Stable Diffusion 1.x/2.x pipeline: hub id, local folder, single checkpoint, `tiny` or `toy`.
+"""Loading a Stable Diffusion 1.x/2.x or SDXL pipeline: hub id, local folder, single checkpoint, `tiny`,
+`tiny-sdxl` or `toy`. The family comes from the model's own files (`families.py`), never its name.
 
 `tiny` (see `tiny.py`) is written to a cache folder and loaded back through the same
 local-folder path a real model uses, so the loading code under test is the real one. `toy` is the
@@ -10,6 +11,8 @@ from __future__ import annotations
 import logging
 import os
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,8 +20,19 @@ import torch
 
 from .config import DEFAULT_MODEL
 from .errors import ModelLoadError, first_line
+from .families import (
+    SD,
+    SDXL,
+    SUPPORTED,
+    family_of_checkpoint,
+    family_of_folder,
+    family_of_index,
+    family_of_pipe,
+    pipeline_class,
+)
 
 TINY = "tiny"
+TINY_SDXL = "tiny-sdxl"  # the same, SDXL-shaped: two text encoders, size conditioning
 TOY = "toy"
 # What an offline user is told to run: the trained toy world first (real chairs), the random tiny one for tests.
 OFFLINE_MODELS = ("--model toy (offline: a small model trained on rendered chairs that ships with shapeinv, 64 px, "
@@ -30,11 +44,12 @@ log = logging.getLogger(__name__)
 class LoadedModel:
     """A pipeline plus what a concept must record about where it came from."""
 
-    pipe: object  # diffusers.StableDiffusionPipeline
+    pipe: object  # diffusers.StableDiffusionPipeline or StableDiffusionXLPipeline
     source: str
     revision: str | None
     device: torch.device
     dtype: torch.dtype
+    gradient_checkpointing: bool = False  # recompute the UNet's activations while learning (less memory)
 
 
 def cache_dir() -> Path:
@@ -64,12 +79,14 @@ def choose_device(device: str = "auto", dtype: str = "auto") -> tuple[torch.devi
 
 def load_model(model: str = DEFAULT_MODEL, device: str = "auto", dtype: str = "auto",
                revision: str | None = None, single_file_config: str | None = None,
-               compile_unet: bool = False, channels_last: bool = False) -> LoadedModel:
+               compile_unet: bool = False, channels_last: bool = False,
+               gradient_checkpointing: str = "auto") -> LoadedModel:
     """Load a pipeline from `tiny`, a local diffusers folder, a `.safetensors` file or a hub id.
 
     `single_file_config` (a diffusers folder or hub id) gives a single-file checkpoint its
     component configs; without it diffusers picks the matching base model's from the hub cache.
-    `compile_unet` and `channels_last`: see `speed_up_unet`.
+    `compile_unet` and `channels_last`: see `speed_up_unet`. `gradient_checkpointing` ("auto", "on",
+    "off"): auto is on for SDXL on a GPU, where 1024 px inversion must fit a 24 GB card.
     """
     torch_device, torch_dtype = choose_device(device, dtype)
     source = str(model)
@@ -77,6 +94,12 @@ def load_model(model: str = DEFAULT_MODEL, device: str = "auto", dtype: str = "a
         from .tiny import build_tiny_pipeline
 
         folder = build_tiny_pipeline()
+        pipe = _from_folder(folder, torch_dtype)
+        source_revision = _folder_fingerprint(folder)
+    elif source == TINY_SDXL:
+        from .tiny import build_tiny_sdxl_pipeline
+
+        folder = build_tiny_sdxl_pipeline()
         pipe = _from_folder(folder, torch_dtype)
         source_revision = _folder_fingerprint(folder)
     elif source == TOY:
@@ -94,11 +117,31 @@ def load_model(model: str = DEFAULT_MODEL, device: str = "auto", dtype: str = "a
                              f"{DEFAULT_MODEL}, or {OFFLINE_MODELS}.")
     else:
         pipe, source_revision = _from_hub(source, torch_dtype, revision)
-    _check_is_stable_diffusion(pipe, source)
+    _check_has_text_encoders(pipe, source)
     pipe.set_progress_bar_config(disable=True)
     pipe.to(torch_device)
     speed_up_unet(pipe.unet, compile_unet=compile_unet, channels_last=channels_last)
-    return LoadedModel(pipe, source, source_revision, torch_device, torch_dtype)
+    checkpointing = gradient_checkpointing == "on" or (
+        gradient_checkpointing == "auto" and family_of_pipe(pipe) == SDXL and torch_device.type == "cuda")
+    return LoadedModel(pipe, source, source_revision, torch_device, torch_dtype, checkpointing)
+
+
+@contextmanager
+def checkpointed_unet(unet, enabled: bool) -> Iterator[None]:
+    """While learning: the UNet's blocks recompute their activations in the backward pass, when `enabled`.
+
+    diffusers' non-reentrant checkpointing; the captured cross-attention maps keep their gradient
+    (the learned vectors come out bit-identical, tests/test_sdxl.py). Off again afterwards: sampling has no
+    backward pass.
+    """
+    if not enabled:
+        yield
+        return
+    unet.enable_gradient_checkpointing()
+    try:
+        yield
+    finally:
+        unet.disable_gradient_checkpointing()
 
 
 def toy_model_folder() -> Path:
@@ -191,10 +234,10 @@ def _config_file(model: str, part: str, single_file_config: str | None) -> Path 
     """`part/config.json` of a model, without loading it; a hub id's from the cache, else fetched alone."""
     if model == TOY:
         from .toy import MODEL_DIR as folder
-    elif model == TINY:  # read once its first load has written it (building it here would race that load)
-        from .tiny import default_folder
+    elif model in (TINY, TINY_SDXL):  # read once its first load has written it (building it here would race it)
+        from .tiny import default_folder, default_sdxl_folder
 
-        folder = default_folder()
+        folder = default_folder() if model == TINY else default_sdxl_folder()
     elif Path(model).is_dir():
         folder = Path(model)
     elif model.endswith((".safetensors", ".ckpt")) or Path(model).exists():
@@ -202,20 +245,20 @@ def _config_file(model: str, part: str, single_file_config: str | None) -> Path 
     elif _looks_like_a_path(model):
         return None
     else:
-        return _hub_config(model, part)
+        return _hub_file(model, f"{part}/config.json")
     path = folder / part / "config.json"
     return path if path.is_file() else None
 
 
-def _hub_config(model_id: str, part: str) -> Path | None:
-    """A hub model's small config file: from the cache, else downloaded alone (unless offline); None if neither."""
+def _hub_file(model_id: str, name: str) -> Path | None:
+    """A hub model's small file: from the cache, else downloaded alone (unless offline); None if neither."""
     from huggingface_hub import hf_hub_download
 
     for local in (True, False):
         if not local and os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on"):
             return None
         try:
-            return Path(hf_hub_download(model_id, f"{part}/config.json", local_files_only=local))
+            return Path(hf_hub_download(model_id, name, local_files_only=local))
         except Exception:  # not cached, no network, no such repo: the model's own load says which
             continue
     return None
@@ -263,12 +306,6 @@ def _looks_like_a_path(source: str) -> bool:
     return source.startswith(("/", ".", "~")) or source.count("/") > 1 or "\\" in source
 
 
-def _pipeline_class():
-    from diffusers import StableDiffusionPipeline
-
-    return StableDiffusionPipeline
-
-
 def _from_folder(folder: Path, dtype: torch.dtype):
     if not (folder / "model_index.json").is_file():
         raise ModelLoadError(
@@ -276,16 +313,20 @@ def _from_folder(folder: Path, dtype: torch.dtype):
             "that holds model_index.json, unet/, vae/, text_encoder/ and tokenizer/, at a single .safetensors "
             f"checkpoint, or {OFFLINE_MODELS}."
         )
+    family = family_of_folder(folder)
     try:
-        return _pipeline_class().from_pretrained(
-            folder, dtype=dtype, safety_checker=None, requires_safety_checker=False,
-            local_files_only=True, use_safetensors=True,
-        )
+        return pipeline_class(family).from_pretrained(folder, dtype=dtype, local_files_only=True, use_safetensors=True,
+                                                      **_no_safety_checker(family))
     except Exception as error:  # diffusers raises many types; the user needs one message
         raise ModelLoadError(
-            f"Could not load the pipeline in {folder}: {first_line(error)}. The folder must be a Stable "
-            "Diffusion 1.x/2.x pipeline saved with safetensors weights (save_pretrained(..., safe_serialization=True))."
+            f"Could not load the pipeline in {folder}: {first_line(error)}. The folder must be a {SUPPORTED} "
+            "pipeline saved with safetensors weights (save_pretrained(..., safe_serialization=True))."
         ) from error
+
+
+def _no_safety_checker(family: str) -> dict:
+    """SD 1.x pipelines take a safety checker (this tool draws chairs, and users run their own); SDXL has none."""
+    return {} if family == SDXL else {"safety_checker": None, "requires_safety_checker": False}
 
 
 def _from_single_file(path: Path, dtype: torch.dtype, config: str | None):
@@ -296,12 +337,11 @@ def _from_single_file(path: Path, dtype: torch.dtype, config: str | None):
             f"{path.name} is not a .safetensors file. Only safetensors checkpoints are loaded (no pickle); "
             "convert it, or use the model's diffusers folder or hub id."
         )
+    family = family_of_checkpoint(path)
     try:
         local = config is not None and Path(config).is_dir()
-        return _pipeline_class().from_single_file(
-            str(path), config=config, local_files_only=local or None, dtype=dtype, safety_checker=None,
-            requires_safety_checker=False,
-        )
+        return pipeline_class(family).from_single_file(str(path), config=config, local_files_only=local or None,
+                                                       dtype=dtype, **_no_safety_checker(family))
     except Exception as error:
         raise ModelLoadError(
             f"Could not load the checkpoint {path}: {first_line(error)}. A single-file checkpoint needs its "
@@ -311,11 +351,11 @@ def _from_single_file(path: Path, dtype: torch.dtype, config: str | None):
 
 
 def _from_hub(model_id: str, dtype: torch.dtype, revision: str | None):
+    index = _hub_file(model_id, "model_index.json")
+    family = family_of_index(_read_json(index), model_id) if index is not None else SD  # else the load says why
     try:
-        pipe = _pipeline_class().from_pretrained(
-            model_id, dtype=dtype, revision=revision, safety_checker=None,
-            requires_safety_checker=False, use_safetensors=True,
-        )
+        pipe = pipeline_class(family).from_pretrained(model_id, dtype=dtype, revision=revision,
+                                                      use_safetensors=True, **_no_safety_checker(family))
     except Exception as error:
         cause = first_line(error)
         raise ModelLoadError(
@@ -328,14 +368,25 @@ def _from_hub(model_id: str, dtype: torch.dtype, revision: str | None):
     return pipe, commit or revision
 
 
-def _check_is_stable_diffusion(pipe, source: str) -> None:
-    unet = getattr(pipe, "unet", None)
-    text_encoder = getattr(pipe, "text_encoder", None)
-    if unet is None or text_encoder is None or getattr(pipe, "tokenizer", None) is None:
-        raise ModelLoadError(
-            f"{source} is not a Stable Diffusion 1.x/2.x pipeline (it needs a UNet, a CLIP text encoder and "
-            "a tokenizer). SDXL and other families are not supported."
-        )
+def _read_json(path: Path) -> dict:
+    import json
+
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _check_has_text_encoders(pipe, source: str) -> None:
+    """A UNet and every text encoder and tokenizer the family needs, or a message naming what is missing."""
+    needed = ["unet", "text_encoder", "tokenizer"]
+    if family_of_pipe(pipe) == SDXL:
+        needed += ["text_encoder_2", "tokenizer_2"]
+    missing = [name for name in needed if getattr(pipe, name, None) is None]
+    if missing:
+        raise ModelLoadError(f"{source} has no {', '.join(missing)}; shapeinv handles {SUPPORTED} pipelines with "
+                             "their UNet, text encoders and tokenizers.")
 
 
 def _folder_fingerprint(folder: Path) -> str | None:

@@ -47,12 +47,17 @@ def probe_batch(scheduler, latents: torch.Tensor, seed: int = 0,
 
 
 @torch.no_grad()
-def denoising_loss(unet, hidden: torch.Tensor, batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> float:
-    """Mean denoising MSE of one prompt's encoding `hidden` [1, tokens, dim] over the probe batch."""
+def denoising_loss(unet, hidden: torch.Tensor, batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+                   added: dict[str, torch.Tensor] | None = None) -> float:
+    """Mean denoising MSE of one prompt's encoding `hidden` [1, tokens, dim] (and SDXL's extra conditioning
+    `added`, one row) over the probe batch."""
     noisy, timesteps, target = batch
     device, dtype = unet.device, unet.dtype
+    rows = noisy.shape[0]
+    if added is not None:
+        added = {key: value.to(device, dtype).expand(rows, -1) for key, value in added.items()}
     pred = unet(noisy.to(device, dtype), timesteps.to(device),
-                encoder_hidden_states=hidden.to(device, dtype).expand(noisy.shape[0], -1, -1)).sample
+                encoder_hidden_states=hidden.to(device, dtype).expand(rows, -1, -1), added_cond_kwargs=added).sample
     return float(F.mse_loss(pred.float(), target.to(device)))
 
 

@@ -20,7 +20,7 @@ from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from .concept import EMBEDS_FILE
+from .concept import EMBEDS_FILE, WIDTHS_KEY
 from .config import InversionConfig, load_json, save_json, to_dict
 from .errors import InputError
 from .files import like_other_files
@@ -125,14 +125,18 @@ class RunFolder:
                 found.append((int(match.group(1)), path))
         return sorted(found)
 
-    def save_checkpoint(self, step: int, state: dict[str, torch.Tensor]) -> Path:
-        """Vectors and AdamW moments after `step` steps, in safetensors (no pickle)."""
+    def save_checkpoint(self, step: int, state: dict[str, torch.Tensor], widths: tuple[int, ...] | None = None) -> Path:
+        """Vectors and AdamW moments after `step` steps, in safetensors (no pickle); `widths`: each text encoder's
+        part of the vectors (SDXL), so a checkpoint can be used as a concept on its own."""
         self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
         path = self.checkpoint_dir / f"step_{step:06d}.safetensors"
         tmp = path.with_name(path.name + ".tmp")
         tensors = {key: state[key].detach().float().cpu().contiguous() for key in STATE_KEYS}
         try:
-            save_file(tensors, str(tmp), metadata={"step": str(step)})
+            metadata = {"step": str(step)}
+            if widths:
+                metadata[WIDTHS_KEY] = ",".join(map(str, widths))
+            save_file(tensors, str(tmp), metadata=metadata)
             like_other_files(tmp)
             os.replace(tmp, path)
         finally:
@@ -142,13 +146,17 @@ class RunFolder:
         return path
 
     def load_checkpoint(self) -> tuple[int, dict[str, torch.Tensor]] | None:
-        """The newest readable checkpoint, or None."""
+        """The newest readable checkpoint, or None; its state has WIDTHS_KEY too when it was saved with widths."""
         for step, path in reversed(self.checkpoints()):
             try:
                 with safe_open(str(path), framework="pt") as handle:
-                    if int(handle.metadata()["step"]) != step:
+                    metadata = handle.metadata()
+                    if int(metadata["step"]) != step:
                         continue
-                    return step, {key: handle.get_tensor(key) for key in STATE_KEYS}
+                    state = {key: handle.get_tensor(key) for key in STATE_KEYS}
+                    if metadata.get(WIDTHS_KEY):
+                        state[WIDTHS_KEY] = torch.tensor([int(part) for part in metadata[WIDTHS_KEY].split(",")])
+                    return step, state
             except Exception:  # a torn or foreign file: fall back to the one before
                 continue
         return None

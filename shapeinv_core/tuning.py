@@ -24,6 +24,7 @@ from safetensors.torch import save_file
 from .attention import AttentionStore, capture_attention
 from .concept import Concept, initializer_vectors, install_tokens, remove_tokens
 from .errors import ShapeInvError
+from .families import text_pairs
 from .inversion import (
     Cancelled,
     StepCallback,
@@ -35,6 +36,7 @@ from .inversion import (
     balance_due,
     denoising_target,
     denoising_weights,
+    embedding_parts,
     read_back,
     sample_noise,
     starting_word,
@@ -43,7 +45,7 @@ from .inversion import (
     view_rows,
 )
 from .lora import add_lora, lora_parameter_names, lora_state, remove_lora
-from .models import LoadedModel
+from .models import LoadedModel, checkpointed_unet
 from .runs import RunFolder
 
 CHECKPOINT_PATTERN = re.compile(r"^lora_step_(\d{6,})\.safetensors$")
@@ -75,11 +77,12 @@ def tune_lora(model: LoadedModel, image: Image.Image, mask: Image.Image, concept
                            device=device)
     try:
         with capture_attention(pipe.unet, store, config.attention_layers, config.map_sides()), \
-                substitute_embeddings(pipe.text_encoder, token_ids) as substitution:
-            objective = _Objective(pipe, model.dtype, inputs.prompt_ids, substitution, store, config,
-                                   inputs.mask_grid, init, torch.tensor([config.mask_weight], device=device),
-                                   denoising_weights(image, mask, config, latents.shape[-1], device),
-                                   positions=inputs.positions)
+                substitute_embeddings(embedding_parts(pipe, [encoder for _, encoder in text_pairs(pipe)],
+                                                      config.placeholder, config.num_vectors)) as substitution, \
+                checkpointed_unet(pipe.unet, model.gradient_checkpointing):
+            objective = _Objective(pipe, model.dtype, inputs, substitution, store, config, init,
+                                   torch.tensor([config.mask_weight], device=device),
+                                   denoising_weights(image, mask, config, latents.shape[-1], device))
             for step in range(start, config.lora_steps):
                 if should_stop is not None and should_stop():
                     if run and step > start:
@@ -123,7 +126,7 @@ def tune_lora(model: LoadedModel, image: Image.Image, mask: Image.Image, concept
         token=concept.token, vectors=vectors[0].detach().float().cpu(), settings=config, model=concept.model,
         model_revision=concept.model_revision, steps_done=concept.steps_done,
         final_losses={key: final[key] for key in ("loss", "diffusion_loss", "mask_loss") if key in final},
-        attention_map=final_maps[0], lora=lora, initializer_used=concept.initializer_used,
+        attention_map=final_maps[0], lora=lora, initializer_used=concept.initializer_used, widths=concept.widths,
     )
 
 

@@ -131,6 +131,8 @@ def test_bad_input_gets_one_line_and_exit_code_2(photo, tmp_path, capsys):
     ("invert", ["--attention-res", "16"], ["attention_res 16", "its layers have 4, 8", "'all'"]),
     ("invert", ["--model", "tiny", "--attention-res", "16"], ["attention_res 16", "its layers have 4, 8"]),
     ("invert", ["--attention-layers", "mid", "--attention-res", "8"], ["attention_res 8", "'mid'", "have 4"]),
+    # SDXL has no cross-attention at its highest latent resolution: 8 is the latent side of 64 px, not a grid.
+    ("invert", ["--model", "tiny-sdxl", "--attention-res", "8"], ["attention_res 8", "its layers have 2, 4"]),
     ("invert", ["--tune", "lora", "--lora-rank", "64"], ["lora_rank 64", "at most 32"]),
     ("sweep", ["--attention-res", "64", "--weights", "0,0.1"], ["attention_res 64", "its layers have 4, 8"]),
 ])

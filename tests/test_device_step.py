@@ -125,3 +125,12 @@ def test_the_gpu_check_runs_every_section_on_the_tiny_model(tmp_path):
     assert results["step"]["median_s"] > 0 and results["generate"]["batch_of_4_s"] > 0
     table = (tmp_path / "gpu_results.md").read_text()
     assert "| inversion step / floor |" in table and "| one image, 2 steps |" in table
+    assert "LoRA phase step" in table
+
+    # The SDXL part: the tiny SDXL-shaped model, with its own files.
+    done = subprocess.run([*command, "--family", "sdxl"], capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    results = json.loads((tmp_path / "gpu_results_sdxl.json").read_text())
+    assert results["errors"] == {} and results["family"] == "sdxl"
+    assert {"floor", "step", "lora", "generate"} <= set(results) and "sweep" not in results
+    assert "target <= 24 GB" in (tmp_path / "gpu_results_sdxl.md").read_text()

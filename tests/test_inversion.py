@@ -191,7 +191,7 @@ def test_template_and_placeholder_positions_with_several_vectors():
     ids = install_tokens(model.pipe, "*s", initializer_vectors(model.pipe, "chair", 3))
     prompt_ids, positions = tokenize_prompt(model.pipe, config.prompt(), ids)
     assert config.prompt() == "a photo of chair in the shape of *s"
-    assert [prompt_ids[0, p].item() for p in positions] == ids
+    assert [prompt_ids[0, 0, p].item() for p in positions] == ids
 
 
 def test_non_square_photos_are_padded_not_cropped():

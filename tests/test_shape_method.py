@@ -99,9 +99,9 @@ def test_varied_appearance_trains_on_every_view_each_named_in_its_prompt():
     ids = install_tokens(model.pipe, "*s", initializer_vectors(model.pipe, "chair", 1))
     inputs = training_inputs(model.pipe, model.device, image, mask, config, ids)
     assert inputs.latents.shape[0] == 6 and len(set(inputs.looks)) == 6
-    assert len({tuple(row.tolist()) for row in inputs.prompt_ids}) == 6, "each view's prompt names its look"
+    assert len({tuple(row[0].tolist()) for row in inputs.prompt_ids}) == 6, "each view's prompt names its look"
     for row, positions in zip(inputs.prompt_ids, inputs.positions):
-        assert [row[p].item() for p in positions] == ids
+        assert [row[0, p].item() for p in positions] == ids
     assert not torch.allclose(inputs.latents[0], inputs.latents[1])
     drawn = torch.cat([view_rows(config.seed, step, 2, 6) for step in range(6)])
     assert len(set(drawn.tolist())) >= 4 and torch.equal(view_rows(0, 3, 2, 6), view_rows(0, 3, 2, 6))

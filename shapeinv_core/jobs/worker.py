@@ -57,10 +57,11 @@ from ..attention import MapCaptureProcessor, cross_attention_layers
 from ..concept import Concept, remove_tokens
 from ..config import GenerationConfig
 from ..errors import DiskFullError, InputError, ModelLoadError, ShapeInvError
+from ..families import FAMILY_NAMES, family_of_pipe, freeze_text
 from ..generate import GeneratedImage, check_prompts, generate
 from ..inversion import Cancelled, StepReport, pad_to_square
 from ..metrics import DEFAULT_CLIP_MODEL, ClipScorer, load_clip_scorer
-from ..models import LoadedModel, load_model, quiet_library_logs
+from ..models import LoadedModel, load_model, native_resolution, quiet_library_logs
 from ..previews import attention_figure
 from ..sweep import sweep
 from ..workflow import learn
@@ -182,7 +183,9 @@ class Worker:
             return f"Loading the model {name} ... (masks can be made meanwhile)"
         if self.state == LOAD_FAILED:
             return f"The model {name} failed to load: {self.error}"
-        return f"Model {name} ready on {self.model.device} ({str(self.model.dtype).replace('torch.', '')})."
+        pipe = self.model.pipe
+        kind = f"{FAMILY_NAMES[family_of_pipe(pipe)]}, {native_resolution(pipe)} px"
+        return f"Model {name} ({kind}) ready on {self.model.device} ({str(self.model.dtype).replace('torch.', '')})."
 
     # --- requests from other threads --------------------------------------------------------
     def generate(self, concept: Concept, prompts: list[str], config: GenerationConfig,
@@ -483,7 +486,7 @@ class Worker:
         finally:
             if self._inverting:
                 self._pending_tokens.append(token)
-                self.model.pipe.text_encoder.requires_grad_(False)  # a resized embedding comes back trainable
+                freeze_text(self.model.pipe)  # a resized embedding comes back trainable
             else:
                 remove_tokens(self.model.pipe, token)
         by_renamed = dict(zip(renamed, prompts))
@@ -500,7 +503,7 @@ class Worker:
         if loaded is None:
             return
         step, state = loaded
-        concept = Concept(token=config.placeholder, vectors=state["vectors"], settings=config)
+        concept = Concept.from_checkpoint(config, step, state)
         try:
             [result] = self._generate_now(concept, [config.preview_prompt or config.prompt()],
                                           GenerationConfig(steps=self.preview_steps, seed=config.seed))
