@@ -213,10 +213,10 @@ def test_an_injected_enospc_pauses_the_job_until_writes_succeed_again(tmp_path, 
     disk_full.set()
     original = RunFolder.save_checkpoint
 
-    def save_checkpoint(self, step, state):  # injected: a full disk cannot be made without mounting one
+    def save_checkpoint(self, step, state, *more):  # injected: a full disk cannot be made without mounting one
         if disk_full.is_set():
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self.checkpoint_dir))
-        return original(self, step, state)
+        return original(self, step, state, *more)
 
     monkeypatch.setattr(RunFolder, "save_checkpoint", save_checkpoint)
     store = JobStore(tmp_path / "data")
