@@ -149,8 +149,10 @@ def _draw_lines(draw: ImageDraw.ImageDraw, lines: list[str], font, x: float, top
 
 def tradeoff_plot(points: Sequence[tuple[str, float | None, float | None]], title: str | None = None,
                   size: tuple[int, int] = (720, 540), axes: tuple[str, str] | None = None,
-                  connect: bool = True) -> Image.Image:
+                  connect: bool = True, errors: Sequence[float | None] | None = None) -> Image.Image:
     """Mean Mask-IoU against mean CLIP-T, one labelled point per weight (`(label, clip_t, mask_iou)`).
+
+    `errors`: one standard error of each point's y (or None), drawn as a bar of +-1 SE and counted in the range.
 
     Without CLIP-T for every point (no CLIP model), Mask-IoU is plotted against the weights in the
     given order instead, and the title says so. Points without Mask-IoU are listed under the plot.
@@ -176,8 +178,9 @@ def tradeoff_plot(points: Sequence[tuple[str, float | None, float | None]], titl
     draw = ImageDraw.Draw(plot)
     _draw_lines(draw, [title], font, width / 2, 8, text_h, anchor="center")
 
+    spread = {label: float(error) for (label, _, _), error in zip(points, errors or []) if error is not None}
     x_range = (-0.5, len(points) - 0.5) if by_weight else _padded_range([x for _, x, _ in shown])
-    y_range = _padded_range([y for _, _, y in shown])
+    y_range = _padded_range([y + sign * spread.get(label, 0.0) for label, _, y in shown for sign in (-1, 1)])
 
     def to_pixel(x: float, y: float) -> tuple[float, float]:
         px = left + (x - x_range[0]) / (x_range[1] - x_range[0]) * (right - left)
@@ -208,6 +211,12 @@ def tradeoff_plot(points: Sequence[tuple[str, float | None, float | None]], titl
     if connect and len(pixels) > 1:  # the points of a sweep, in weight order; unrelated settings stay apart
         draw.line([(px, py) for _, px, py in pixels], fill=LINE_COLOR, width=2)
     radius = max(4, height // 90)
+    for (label, x, y), (_, px, _) in zip(shown, pixels):
+        if label in spread:
+            (_, low), (_, high) = to_pixel(x, y - spread[label]), to_pixel(x, y + spread[label])
+            draw.line([(px, low), (px, high)], fill=LINE_COLOR, width=2)
+            draw.line([(px - radius, low), (px + radius, low)], fill=LINE_COLOR, width=2)
+            draw.line([(px - radius, high), (px + radius, high)], fill=LINE_COLOR, width=2)
     for _, px, py in pixels:
         draw.ellipse([px - radius, py - radius, px + radius, py + radius], fill=MARKER_COLOR)
     for label, px, py in pixels:

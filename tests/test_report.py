@@ -136,6 +136,22 @@ def test_tradeoff_plot_without_clip_t_plots_against_the_weights():
     assert plot.crop(title).tobytes() != with_clip.crop(title).tobytes()  # the title says which plot it is
 
 
+def test_tradeoff_plot_error_bars_span_one_standard_error_each_way():
+    points = [("a", 0.6, 0.05), ("b", 0.8, 0.15)]
+    plain = tradeoff_plot(points, connect=False)
+    barred = tradeoff_plot(points, connect=False, errors=[0.03, None])
+    (ax, ay), (bx, by) = marker_centres(barred)
+    dark = np.asarray(barred.convert("L"))[:, round(ax)] < 200
+    top = bottom = round(ay)  # the run of drawn pixels through point a: its marker and its bar
+    while dark[top - 1]:
+        top -= 1
+    while dark[bottom + 1]:
+        bottom += 1
+    # The y scale from the two markers: 0.10 of specificity is (ay - by) pixels; the bar is +-0.03.
+    assert bottom - top == pytest.approx(0.06 / 0.10 * (ay - by), abs=3)
+    assert plain.tobytes() != barred.tobytes()
+
+
 def test_tradeoff_plot_survives_a_single_point_and_no_points():
     assert len(marker_centres(tradeoff_plot([("0.1", 0.35, 0.7)]))) == 1
     assert marker_centres(tradeoff_plot([])) == []
