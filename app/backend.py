@@ -28,14 +28,13 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from PIL.PngImagePlugin import PngInfo
 
 from shapeinv_core import masks
 from shapeinv_core.concept import Concept
 from shapeinv_core.config import DEFAULT_PLACEHOLDER, GenerationConfig, InversionConfig, load_json
 from shapeinv_core.errors import InputError, ModelLoadError
 from shapeinv_core.exports import DEFAULT_NAME, named_files, write_named_files
-from shapeinv_core.generate import check_prompts, slug
+from shapeinv_core.generate import check_prompts, image_info, slug
 from shapeinv_core.images import check_object_size, fit_within, open_image
 from shapeinv_core.inversion import pad_to_square
 from shapeinv_core.jobs import (
@@ -118,14 +117,6 @@ def _rounded(value: float | None) -> float | None:
 
 EDIT_NAME = re.compile(r"^\d{6}_\d{2}_(?P<prompt>.*)_seed(?P<seed>\d+)$")
 RESEARCH_WEIGHT = 0.1  # the research notes' best trade-off: a sweep's concept offered first
-
-
-def edit_info(prompt: str, seed: int) -> PngInfo:
-    """What an edit's PNG keeps of how it was drawn: its file name holds only a shortened, plain-letter prompt."""
-    info = PngInfo()
-    info.add_text("prompt", prompt)
-    info.add_text("seed", str(seed))
-    return info
 
 
 def edit_prompt(path: Path) -> str | None:
@@ -826,7 +817,8 @@ class Backend:
         saved = []
         for index, result in enumerate(results):
             path = out_dir / f"{stamp}_{index:02d}_{slug(result.prompt, 40)}_seed{result.seed}.png"
-            result.image.save(path, pnginfo=edit_info(result.prompt, result.seed))
+            # The PNG keeps the prompt (its file name holds only a shortened slug), seed and how *s was learned.
+            result.image.save(path, pnginfo=image_info(concept, config, result.prompt, result.seed))
             saved.append(Edit(path, result.prompt, result.seed, concept.token,
                               None if upload else job_id.strip()))
         return saved

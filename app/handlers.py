@@ -21,7 +21,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 import gradio as gr
 from PIL import Image
 
-from shapeinv_core.config import GenerationConfig
+from shapeinv_core.config import GenerationConfig, InversionConfig
 from shapeinv_core.errors import InputError, ModelLoadError, ShapeInvError
 from shapeinv_core.exports import file_name
 from shapeinv_core.jobs import (
@@ -174,7 +174,7 @@ def _table(rows: list[dict], columns: list[str] | tuple[str, ...], digits: int =
 RESTORED_SETTINGS = ("mask_weight", "steps", "class_word", "initializer", "num_vectors", "learning_rate",
                      "batch_size", "resolution", "seed", "map_resolution", "attention_layers", "map_norm", "init_reg",
                      "checkpoint_every", "attention_res", "mask_form", "background_weight", "tune", "lora_rank",
-                     "lora_steps", "lora_lr", "name", "preview_prompt")
+                     "lora_steps", "lora_lr", "name", "preview_prompt", "appearance")
 
 def _sampling_progress(steps_done: dict) -> tuple[tuple[int, int] | float, str]:
     """(value, text) for gr.Progress while images are drawn: steps done of all, and the time left at this pace."""
@@ -313,12 +313,13 @@ class Handlers:
                         map_norm: str, init_reg: float, checkpoint_every: int, attention_res: str = "all",
                         mask_form: str = "mse", background_weight: float = 1.0, tune: str = "none",
                         lora_rank: int = 4, lora_steps: int = 100, lora_lr: float = 1e-4, name: str = "",
-                        owner: str | None = None, preview_prompt: str = ""):
+                        owner: str | None = None, preview_prompt: str = "", appearance: str = ""):
         """Queue an inversion -> (job id, status, timer, owner token); the mask is extracted when none is given.
 
         The concept's file name (NAME.safetensors) is `name`, or else made from the photo's file name.
         `preview_prompt` (with *s) is drawn at each checkpoint; empty: the training prompt.
-        Every setting and limit is checked before the job is queued. Keep the returned `owner`
+        `appearance`: "varied" (the photo and re-drawn looks, each named) or "photo" (the research's form); empty:
+        this server's default. Every setting and limit is checked before the job is queued. Keep the returned `owner`
         token: it is needed to see, cancel, edit with or download the job.
         """
         owner = self.backend.owner_token(owner)
@@ -331,7 +332,8 @@ class Handlers:
                               lora_steps=whole(lora_steps, "LoRA steps"), lora_lr=real(lora_lr, "LoRA learning rate"),
                               name=file_name(text(name, "Name").strip(), image,
                                              (text(class_word, "Class word"), text(initializer, "Initializer"))),
-                              preview_prompt=text(preview_prompt, "Preview prompt").strip())
+                              preview_prompt=text(preview_prompt, "Preview prompt").strip(),
+                              appearance=text(appearance, "Training views") or InversionConfig.appearance)
         self.backend.check_room(owner)
         picture = self.backend.read_image(image)
         object_mask = self.backend.read_mask(mask, picture)
@@ -615,7 +617,7 @@ class Handlers:
                     num_vectors: int, learning_rate: float, batch_size: int, resolution: int, seed: int,
                     map_resolution: int, attention_layers: str, map_norm: str, init_reg: float,
                     checkpoint_every: int, attention_res: str = "all", mask_form: str = "mse",
-                    background_weight: float = 1.0, owner: str | None = None):
+                    background_weight: float = 1.0, owner: str | None = None, appearance: str = ""):
         """Queue one job that learns a `*s` per mask weight together, then draws and measures every prompt.
 
         -> (sweep id, status, timer, owner token). The other settings are the single run's (its Advanced section).
@@ -628,7 +630,8 @@ class Handlers:
                               mask_form=text(mask_form, "Mask term"),
                               background_weight=real(background_weight, "Background weight"),
                               name=file_name(None, image, (text(class_word, "Class word"),
-                                                           text(initializer, "Initializer"))))
+                                                           text(initializer, "Initializer"))),
+                              appearance=text(appearance, "Training views") or InversionConfig.appearance)
         generation = GenerationConfig(num_images=whole(num_images, "Images per prompt", 1, 4),
                                       steps=whole(sample_steps, "Sampling steps", 1, 100),
                                       guidance=real(guidance, "Guidance"), seed=config.seed).validate()

@@ -33,6 +33,8 @@ each and measure **Mask-IoU** (the shape kept) and **CLIP-T** (the prompt follow
 of *Learn one \\*s → Advanced*."""
 EDIT_METRICS_LABEL = ("Metrics: Mask-IoU to the input mask (shape kept), "
                       "CLIP-T to the prompt without *s (prompt followed)")
+APPEARANCE_CHOICES = [("the photo and re-drawn looks (shape, not look)", "varied"),
+                      ("the photo alone (the research's form)", "photo")]
 SCROLL_TO_EDIT = "() => document.getElementById('edit')?.scrollIntoView({behavior: 'smooth'})"
 
 
@@ -108,8 +110,9 @@ def build_demo(backend: Backend, defaults: InversionConfig | None = None) -> gr.
                         class_word = gr.Textbox(d.class_word, label="Class word ({cls} in the template)",
                                                 info="what the object is: 'chair' in 'a photo of chair ...'",
                                                 elem_id="class-word")
-                        initializer = gr.Textbox(d.initializer, label="Initializer word", info="*s starts as this word",
-                                                 elem_id="initializer")
+                        initializer = gr.Textbox(d.initializer, label="Initializer word",
+                                                 info="*s starts as this word; auto: the shape word that best "
+                                                 "explains the photo", elem_id="initializer")
                         num_vectors = gr.Number(d.num_vectors, label="Vectors per *s", precision=0, minimum=1,
                                                 maximum=16, info="more: *s can hold more detail, learns slower")
                         learning_rate = gr.Number(d.learning_rate, label="Learning rate", minimum=0,
@@ -124,6 +127,9 @@ def build_demo(backend: Backend, defaults: InversionConfig | None = None) -> gr.
                         checkpoint_every = gr.Number(d.checkpoint_every, label="Checkpoint every (steps)", precision=0,
                                                      minimum=1, info="saved state: a preview, and where Resume starts",
                                                      elem_id="checkpoint-every")
+                    appearance = gr.Radio(APPEARANCE_CHOICES, value=d.appearance, label="Training views",
+                                          info="re-drawn looks, each named, leave *s only the shape to learn",
+                                          elem_id="appearance")
                     with gr.Row():
                         map_resolution = gr.Dropdown([8, 16, 32, 64], value=d.map_resolution,
                                                      label="Attention map grid",
@@ -286,7 +292,7 @@ def build_demo(backend: Backend, defaults: InversionConfig | None = None) -> gr.
                             initializer, num_vectors, learning_rate, batch_size, resolution, seed, map_resolution,
                             attention_layers, map_norm, init_reg, checkpoint_every, attention_res, mask_form,
                             background_weight, tune, lora_rank, lora_steps, lora_lr, name, preview_prompt,
-                            sweep_weights,
+                            appearance, sweep_weights,
                             sweep_prompts, sweep_steps, sweep_images, sweep_sample_steps, sweep_guidance, gallery,
                             prompts, edit_concept]
         status_outputs = [status_json, job_headline, progress, losses, plot, preview, attention, downloads, timer]
@@ -327,7 +333,7 @@ def build_demo(backend: Backend, defaults: InversionConfig | None = None) -> gr.
             [image, mask, mask_weight, steps, class_word, initializer, num_vectors, learning_rate, batch_size,
              resolution, seed, map_resolution, attention_layers, map_norm, init_reg, checkpoint_every,
              attention_res, mask_form, background_weight, tune, lora_rank, lora_steps, lora_lr, name, owner,
-             preview_prompt],
+             preview_prompt, appearance],
             [started_id, status_json, started_timer, owner], api_name="start_inversion", show_progress="hidden")
         # A refusal (the message is the toast) gives Start back at once, as the shown job allows; the form stays.
         started.failure(h.job_controls, [status_json], job_controls, api_name="refused_controls",
@@ -382,7 +388,7 @@ def build_demo(backend: Backend, defaults: InversionConfig | None = None) -> gr.
             [image, mask, sweep_weights, sweep_prompts, sweep_steps, sweep_images, sweep_sample_steps, sweep_guidance,
              class_word, initializer, num_vectors, learning_rate, batch_size, resolution, seed, map_resolution,
              attention_layers, map_norm, init_reg, checkpoint_every, attention_res, mask_form, background_weight,
-             owner],
+             owner, appearance],
             [started_sweep, sweep_json, started_timer, owner], api_name="start_sweep", show_progress="hidden")
         sweep_started.failure(h.job_controls, [sweep_json], [start_sweep, cancel_sweep, resume_sweep],
                               api_name="refused_sweep_controls", api_visibility="private")

@@ -409,7 +409,7 @@ def run_generate(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from .concept import Concept
-    from .generate import check_prompts, generate, slug
+    from .generate import check_prompts, generate, image_info, slug
     from .models import load_model, quiet_library_logs
     from .report import image_grid
 
@@ -434,7 +434,8 @@ def run_generate(args: argparse.Namespace) -> int:
     for prompt_index, prompt in enumerate(prompts):
         row = [result for result in results if result.prompt == prompt]
         for result in row:
-            result.image.save(args.output / f"{prompt_index:02d}_{slug(prompt)}_seed{result.seed}.png")
+            result.image.save(args.output / f"{prompt_index:02d}_{slug(prompt)}_seed{result.seed}.png",
+                              pnginfo=image_info(concept, config, result.prompt, result.seed))
         rows.append([result.image for result in row])
     seeds = [f"seed {config.seed + index}" for index in range(config.num_images)]
     grid = image_grid(rows, row_labels=prompts, col_labels=seeds)

@@ -7,15 +7,17 @@ prompt without its `*s` phrase the rest, so the shape is set early and the edit 
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from PIL import Image
+from PIL.PngImagePlugin import PngInfo
 
 from .concept import Concept, install_tokens
-from .config import GenerationConfig
+from .config import GenerationConfig, to_dict
 from .errors import InputError
 from .families import encoder_widths, prompt_embeddings, text_pairs
 from .lora import lora_for_generation
@@ -103,6 +105,19 @@ def generate(model: LoadedModel, concept: Concept, prompts: list[str], config: G
             if on_image is not None:
                 on_image(len(results), len(work))
     return results
+
+
+def image_info(concept: Concept, config: GenerationConfig, prompt: str, seed: int) -> PngInfo:
+    """What a generated PNG records of how it was made: the prompt and seed, the sampling settings, and how its
+    `*s` was learned (model, the word it started from, every training setting), so an image says what was done."""
+    info = PngInfo()
+    info.add_text("prompt", prompt)
+    info.add_text("seed", str(seed))
+    info.add_text("generation", json.dumps(to_dict(config)))
+    info.add_text("concept", json.dumps({"token": concept.token, "model": concept.model,
+                                         "initializer_used": concept.initializer_used,
+                                         "steps_done": concept.steps_done, "settings": to_dict(concept.settings)}))
+    return info
 
 
 def shape_schedule(config: GenerationConfig) -> tuple[int, bool]:

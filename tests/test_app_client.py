@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 import urllib.error
@@ -34,7 +35,8 @@ def test_upload_mask_start_poll_generate(app_server, client, tmp_path):
     assert Image.open(editor["background"]).size == Image.open(image).size and len(editor["layers"]) == 1
 
     job_id, status, _, owner = client.predict(image=handle_file(str(image)), mask=handle_file(mask), mask_weight=0.2,
-                                              steps=6, api_name="/start_inversion")  # the rest: the form's defaults
+                                              steps=6, appearance="varied",
+                                              api_name="/start_inversion")  # the rest: the form's defaults
     assert len(owner) >= 22, "a client that brings no owner token gets a new one"
     assert status["status"] in ("queued", "running") and status["total_steps"] == 6
     status = wait_for_status(client, job_id, owner=owner)
@@ -49,7 +51,7 @@ def test_upload_mask_start_poll_generate(app_server, client, tmp_path):
 
     run_dir = app_server.data / "jobs" / job_id
     concept = Concept.load(run_dir)  # the CLI's layout: `shapeinv generate DATA/jobs/<id>` reads the same
-    assert concept.settings.mask_weight == 0.2 and concept.steps_done == 6
+    assert concept.settings.mask_weight == 0.2 and concept.steps_done == 6 and concept.settings.appearance == "varied"
     assert torch.equal(concept.vectors, Concept.load(next(p for p in downloads if p.endswith(".safetensors"))).vectors)
 
     gallery, note = client.predict(job_id=job_id, concept_file=None,
@@ -58,6 +60,10 @@ def test_upload_mask_start_poll_generate(app_server, client, tmp_path):
     assert [item["caption"] for item in gallery] == [
         "a red chair in the shape of *s (seed 3)", "a red chair in the shape of *s (seed 4)",
         "a leopard-print chair in the shape of *s (seed 3)", "a leopard-print chair in the shape of *s (seed 4)"]
+    # Each edit's PNG says how it was made: its prompt and seed, and how its *s was learned.
+    saved = Image.open(next(run_dir.rglob("*_seed4.png"))).text
+    assert saved["seed"] == "4" and json.loads(saved["concept"])["settings"]["appearance"] == "varied"
+    assert json.loads(saved["generation"])["steps"] == 3
     saved = sorted((run_dir / "edits").glob("*.png"))
     assert len(saved) == 4 and all(Image.open(path).size == (64, 64) for path in saved)
 

@@ -11,6 +11,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from safetensors.torch import load_file, save_file
 
 from helpers import chair_like, small_config
@@ -289,4 +290,6 @@ def test_the_command_line_learns_and_draws_on_sdxl(tmp_path, capsys):
     assert main(["generate", str(run), "a red chair in the shape of *s", "-n", "1", "--steps", "2",
                  "--device", "cpu", "-o", str(tmp_path / "images")]) == 0
     assert (tmp_path / "images" / "grid.png").is_file()
+    made = Image.open(next((tmp_path / "images").glob("00_*_seed0.png"))).text  # each image says how it was made
+    assert made["prompt"] == "a red chair in the shape of *s" and json.loads(made["concept"])["model"] == TINY_SDXL
     capsys.readouterr()
