@@ -13,6 +13,7 @@ from shapeinv_core.concept import Concept
 from shapeinv_core.config import GenerationConfig
 from shapeinv_core.errors import InputError, ModelLoadError
 from shapeinv_core.jobs import CANCELLED, DONE, QUEUED, RUNNING, JobStore, Worker, validate_job_id, wait_for
+from shapeinv_core.jobs.worker import PAUSED_FOR_EDIT
 from shapeinv_core.models import load_model
 from shapeinv_core.workflow import learn
 from tests.helpers import chair_like, small_config, tiny_folder
@@ -75,10 +76,13 @@ def test_edits_are_served_between_steps_and_do_not_change_the_run(tmp_path, inpu
         running = store.create(*inputs, config)
         while store.get(running.id).step < 2:
             time.sleep(0.02)
-        during = worker.generate(concept, prompts, gen)
+        phases = []  # read on the worker thread while the edit is drawn
+        during = worker.generate(concept, prompts, gen,
+                                 on_progress=lambda done, total: phases.append(store.get(running.id).phase))
         assert store.get(running.id).status == RUNNING and store.get(running.id).step < config.steps, \
             "the edit came back before the inversion ended"
-        assert wait_for(store, running.id).status == DONE
+        assert phases and set(phases) == {PAUSED_FOR_EDIT}, "the store says so too (the Ray engine's pages read it)"
+        assert wait_for(store, running.id).status == DONE and store.get(running.id).phase is None
     finally:
         worker.stop()
     for a, b in zip(idle, during):  # the training hooks were out of the edit's way

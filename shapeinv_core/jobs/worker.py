@@ -384,11 +384,20 @@ class Worker:
         meanwhile), then say whether to stop."""
         if not self._requests.empty():
             before, self.paused = self.paused, PAUSED_FOR_EDIT
+            self._record_phase(job.id, PAUSED_FOR_EDIT)  # in the store too: the Ray engine's pages read it there
             try:
                 self._serve_requests(self.serve_budget)
             finally:
                 self.paused = before
+                self._record_phase(job.id, None)
         return self._stopping.is_set() or self._lease_lost.is_set() or self.store.cancel_requested(job.id)
+
+    def _record_phase(self, job_id: str, phase: str | None) -> None:
+        """A note for the job's page; a busy or full database only loses the note, never the job."""
+        try:
+            self.store.update_phase(job_id, phase)
+        except Exception:  # noqa: BLE001 - the in-memory `paused` still tells this process's pages
+            log.warning("job %s: phase %r not recorded", job_id, phase)
 
     def _invert(self, job: Job) -> None:
         run = self.store.run(job.id)
