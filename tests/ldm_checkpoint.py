@@ -24,6 +24,7 @@ def unet_renames(config) -> list[tuple[str, str]]:
         ("conv_in.", "input_blocks.0.0."), ("conv_norm_out.", "out.0."), ("conv_out.", "out.2."),
         ("mid_block.attentions.0.", "middle_block.1."),
         ("mid_block.resnets.0.", "middle_block.0."), ("mid_block.resnets.1.", "middle_block.2."),
+        ("add_embedding.linear_1.", "label_emb.0.0."), ("add_embedding.linear_2.", "label_emb.0.2."),  # SDXL
     ]
     for i in range(levels):
         for j in range(layers):
@@ -80,6 +81,39 @@ def _rename_inner(key: str, pairs: list[tuple[str, str]]) -> str:
 
 
 def write_ldm_checkpoint(pipe, path: Path) -> Path:
+    state = _unet_and_vae(pipe)
+    for key, value in pipe.text_encoder.state_dict().items():
+        state["cond_stage_model.transformer.text_model." + key] = value
+    save_file({key: value.contiguous() for key, value in state.items()}, str(path))
+    return path
+
+
+def write_ldm_sdxl_checkpoint(pipe, path: Path) -> Path:
+    """An SDXL pipeline in the original layout: `conditioner.embedders.0` (CLIP ViT-L, Hugging Face names) and
+    `conditioner.embedders.1` (OpenCLIP names: fused q/k/v, `resblocks`, a transposed `text_projection`)."""
+    state = _unet_and_vae(pipe)
+    for key, value in pipe.text_encoder.state_dict().items():
+        state["conditioner.embedders.0.transformer.text_model." + key] = value  # CLIPTextModel's keys are flat
+    prefix = "conditioner.embedders.1.model."
+    encoder = pipe.text_encoder_2.state_dict()
+    state[prefix + "token_embedding.weight"] = encoder["text_model.embeddings.token_embedding.weight"]
+    state[prefix + "positional_embedding"] = encoder["text_model.embeddings.position_embedding.weight"]
+    state[prefix + "ln_final.weight"] = encoder["text_model.final_layer_norm.weight"]
+    state[prefix + "ln_final.bias"] = encoder["text_model.final_layer_norm.bias"]
+    state[prefix + "text_projection"] = encoder["text_projection.weight"].T
+    for layer in range(pipe.text_encoder_2.config.num_hidden_layers):
+        ours, theirs = f"text_model.encoder.layers.{layer}.", f"{prefix}transformer.resblocks.{layer}."
+        for kind in ("weight", "bias"):
+            state[f"{theirs}attn.in_proj_{kind}"] = torch.cat(
+                [encoder[f"{ours}self_attn.{part}_proj.{kind}"] for part in ("q", "k", "v")])
+            for mine, open_clip in (("self_attn.out_proj", "attn.out_proj"), ("layer_norm1", "ln_1"),
+                                    ("layer_norm2", "ln_2"), ("mlp.fc1", "mlp.c_fc"), ("mlp.fc2", "mlp.c_proj")):
+                state[f"{theirs}{open_clip}.{kind}"] = encoder[f"{ours}{mine}.{kind}"]
+    save_file({key: value.contiguous() for key, value in state.items()}, str(path))
+    return path
+
+
+def _unet_and_vae(pipe) -> dict[str, torch.Tensor]:
     state: dict[str, torch.Tensor] = {}
     for key, value in pipe.unet.state_dict().items():
         renamed = _rename(key, unet_renames(pipe.unet.config))
@@ -97,7 +131,4 @@ def write_ldm_checkpoint(pipe, path: Path) -> Path:
                     value = value[:, :, None, None]
             key = f"{part}.{rest}"
         state["first_stage_model." + key] = value
-    for key, value in pipe.text_encoder.state_dict().items():
-        state["cond_stage_model.transformer.text_model." + key] = value
-    save_file({key: value.contiguous() for key, value in state.items()}, str(path))
-    return path
+    return state

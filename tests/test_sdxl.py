@@ -293,3 +293,20 @@ def test_the_command_line_learns_and_draws_on_sdxl(tmp_path, capsys):
     made = Image.open(next((tmp_path / "images").glob("00_*_seed0.png"))).text  # each image says how it was made
     assert made["prompt"] == "a red chair in the shape of *s" and json.loads(made["concept"])["model"] == TINY_SDXL
     capsys.readouterr()
+
+
+def test_a_single_original_layout_sdxl_checkpoint_loads_with_the_same_weights(tmp_path):
+    # No real SDXL checkpoint can be downloaded: tiny-sdxl is saved in the original layout (both text
+    # encoders, the second in OpenCLIP's names), and diffusers' converter must rebuild it through load_model.
+    from ldm_checkpoint import write_ldm_sdxl_checkpoint
+
+    reference = sdxl_model()
+    checkpoint = write_ldm_sdxl_checkpoint(reference.pipe, tmp_path / "tiny-sdxl.safetensors")
+    assert family_of_checkpoint(checkpoint) == SDXL
+    model = load_model(str(checkpoint), device="cpu", single_file_config=str(sdxl_folder()))
+    assert type(model.pipe).__name__ == "StableDiffusionXLPipeline"
+    for name in ("unet", "vae", "text_encoder", "text_encoder_2"):
+        expected, loaded = getattr(reference.pipe, name).state_dict(), getattr(model.pipe, name).state_dict()
+        assert expected.keys() == loaded.keys(), name
+        for key, value in expected.items():
+            assert torch.equal(loaded[key].reshape(value.shape), value), f"{name}.{key}"
