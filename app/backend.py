@@ -63,6 +63,8 @@ from shapeinv_core.report import read_metrics_csv
 from shapeinv_core.runs import RunFolder
 from shapeinv_core.sweep import DEFAULT_WEIGHTS, run_folder_name
 
+from .display import counted, format_duration, in_line
+
 log = logging.getLogger(__name__)
 
 EXAMPLE_PROMPTS = (
@@ -78,26 +80,6 @@ NOT_TIMED = "Duration: no run has been timed on this server yet; the first run's
 COMPARABLE_STEPS = 10
 
 
-def format_duration(seconds: float | None) -> str:
-    """12:05 or 1:02:03; '-' for unknown."""
-    if seconds is None:
-        return "-"
-    seconds = int(round(seconds))
-    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}" if seconds >= 3600 \
-        else f"{seconds // 60}:{seconds % 60:02d}"
-
-
-def in_line(position: int | None) -> str:
-    """Where a queued job stands, counted as people read it: the jobs ahead of it, the running one included.
-
-    None: the job left the queue between the status read and the position read (it is starting).
-    """
-    if position is None:
-        return "starting"
-    ahead = max(position - 1, 0)
-    return "next in line" if ahead == 0 else f"{ahead} job{'s' if ahead > 1 else ''} ahead of it"
-
-
 def few_steps_note(steps: int) -> str:
     """Why a sweep of very few steps draws alike pictures for every weight; empty for enough steps."""
     if steps >= COMPARABLE_STEPS:
@@ -105,10 +87,6 @@ def few_steps_note(steps: int) -> str:
     return (f"With {steps} step{'s' if steps != 1 else ''}, each weight's *s has moved only a little from its "
             "starting word, by about the same for every weight, so the weights cannot differ yet and their pictures "
             f"look alike. Compare weights with at least {COMPARABLE_STEPS} steps (the research notes used 500).")
-
-
-def _counted(count: int, thing: str) -> str:
-    return f"{count} {thing}{'s' if count != 1 else ''}"
 
 
 def _rounded(value: float | None) -> float | None:
@@ -498,7 +476,7 @@ class Backend:
         if seconds is None:
             return NOT_TIMED
         return (f"Duration: about {format_duration(seconds)} of learning at this server's pace "
-                f"(measured on {_counted(runs, 'earlier run')}), plus any wait in the queue.")
+                f"(measured on {counted(runs, 'earlier run')}), plus any wait in the queue.")
 
     def sweep_estimate(self, config: InversionConfig, weights: int, images: int, sample_steps: int) -> str:
         """A sentence on how long a sweep takes here: learning `weights` concepts with `config`, then drawing
@@ -507,13 +485,13 @@ class Backend:
         if learning is None:
             return NOT_TIMED
         drawing, sweeps = drawing_seconds(self.store, config.resolution, sample_steps, images)
-        measured = f"measured on {_counted(runs, 'earlier run')}"
+        measured = f"measured on {counted(runs, 'earlier run')}"
         if drawing is None:
             return (f"Duration: about {format_duration(learning)} of learning at this server's pace ({measured}), "
-                    f"plus drawing its {_counted(images, 'picture')}, which no sweep has timed on this server yet, "
+                    f"plus drawing its {counted(images, 'picture')}, which no sweep has timed on this server yet, "
                     "and any wait in the queue.")
         return (f"Duration: about {format_duration(learning + drawing)} of learning and drawing at this server's "
-                f"pace ({measured} and {_counted(sweeps, 'sweep')} that drew), plus any wait in the queue.")
+                f"pace ({measured} and {counted(sweeps, 'sweep')} that drew), plus any wait in the queue.")
 
     def settings(self, job: Job) -> tuple[InversionConfig, SweepSpec | None]:
         """(the job's inversion settings, a sweep's shared ones; its spec, or None for a single run)."""

@@ -15,6 +15,7 @@ import gradio as gr
 from fastapi.responses import JSONResponse
 from gradio.route_utils import FnIndexInferError
 from gradio.utils import get_upload_folder, is_in_or_equal
+from PIL import Image
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +31,27 @@ FIXES = {
 
 class NamedError(gr.Error):
     """An input's own refusal that already names what is wrong (e.g. a file that is not an image): shown as is."""
+
+
+def checked_image(**options) -> gr.Image:
+    """A `gr.Image` that answers a file Pillow cannot open with a message instead of a bare 'Error'.
+
+    The check wraps the instance's `preprocess`; a subclass would make Gradio write a .pyi stub
+    next to this module at import time.
+    """
+    image = gr.Image(**options)
+    original = image.preprocess
+
+    def preprocess(payload):
+        try:
+            return original(payload)
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+            name = getattr(payload, "orig_name", None) or "The upload"
+            raise NamedError(f"{name} is not an image this app can read. Upload a PNG, JPEG or WebP photo.",
+                             print_exception=False) from error
+
+    image.preprocess = preprocess
+    return image
 
 
 def fix_for(component) -> str:

@@ -10,10 +10,7 @@ that sent none).
 
 from __future__ import annotations
 
-import errno
-import functools
 import logging
-import math
 import time
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -22,7 +19,7 @@ import gradio as gr
 from PIL import Image
 
 from shapeinv_core.config import GenerationConfig, InversionConfig
-from shapeinv_core.errors import InputError, ModelLoadError, ShapeInvError
+from shapeinv_core.errors import InputError, ShapeInvError
 from shapeinv_core.exports import file_name
 from shapeinv_core.jobs import (
     CANCELLED,
@@ -37,108 +34,15 @@ from shapeinv_core.jobs import (
 )
 from shapeinv_core.report import METRICS_COLUMNS
 
-from .backend import Backend, Edit, few_steps_note, format_duration, in_line, nearest_research_weight
-from .guard import NamedError
+from .backend import Backend, Edit, few_steps_note, nearest_research_weight
+from .display import format_duration, in_line, table
+from .errors import MODEL_UNAVAILABLE, UNEXPECTED, user_errors
 from .plots import loss_plot
+from .values import given_id, real, text, whole
 
 EDIT_METRICS_COLUMNS = ["prompt", "seed", "image", "mask_iou", "clip_t"]
-UNEXPECTED = "Something went wrong on the server; it has been logged. Try again, and report it if it persists."
-DISK_FULL = "The server's disk is full. Try again later; nothing of your jobs is lost."
-# A visitor cannot fix a model that did not load; the terminal has the cause and the operator's fixes.
-MODEL_UNAVAILABLE = ("No model could be loaded on this server, so nothing can be learned or drawn now (masks still "
-                     "work). Whoever runs the app finds the cause and the fix in its terminal.")
 
 log = logging.getLogger(__name__)
-
-
-def user_errors(function):
-    """Show `ShapeInvError`s as they are written; a full disk and anything unexpected as one plain sentence."""
-
-    @functools.wraps(function)
-    def wrapper(*args, **kwargs):
-        try:
-            return function(*args, **kwargs)
-        except gr.Error:
-            raise
-        except ModelLoadError as error:
-            log.error("%s", error)  # the terminal, again: the cause and the fixes
-            raise gr.Error(MODEL_UNAVAILABLE, print_exception=False) from error
-        except ShapeInvError as error:
-            raise gr.Error(str(error), print_exception=False) from error
-        except OSError as error:
-            if error.errno in (errno.ENOSPC, errno.EDQUOT):
-                raise gr.Error(DISK_FULL, print_exception=False) from error
-            log.exception("%s failed", function.__name__)
-            raise gr.Error(UNEXPECTED, print_exception=False) from error
-        except Exception as error:
-            log.exception("%s failed", function.__name__)
-            raise gr.Error(UNEXPECTED, print_exception=False) from error
-
-    return wrapper
-
-
-def whole(value, name: str, low: int | None = None, high: int | None = None) -> int:
-    """A form or API value as an int, or `InputError` naming the field and its range."""
-    number = real(value, name)
-    if not number.is_integer():
-        raise InputError(f"{name} must be a whole number, not {value!r:.40}.")
-    number = int(number)
-    if (low is not None and number < low) or (high is not None and number > high):
-        raise InputError(f"{name} must be between {low} and {high}, not {number}.")
-    return number
-
-
-def real(value, name: str) -> float:
-    """A form or API value as a finite float, or `InputError` naming the field."""
-    if value is None or value == "":
-        raise InputError(f"{name} is missing; give a number.")
-    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        raise InputError(f"{name} must be a number, not {type(value).__name__}.")
-    try:
-        number = float(value)
-    except (ValueError, OverflowError):
-        raise InputError(f"{name} must be a number, not {str(value)[:40]!r}.") from None
-    if not math.isfinite(number):
-        raise InputError(f"{name} must be a finite number, not {value!r:.40}.")
-    return number
-
-
-def text(value, name: str) -> str:
-    if value is None:
-        return ""
-    if not isinstance(value, str):
-        raise InputError(f"{name} must be text, not {type(value).__name__}.")
-    return value
-
-
-def given_id(value, kind: str, start: str) -> str:
-    """A job or sweep id someone asked about; an empty one is told, not answered with an empty status."""
-    job_id = text(value, f"{kind.capitalize()} id").strip()
-    if not job_id:
-        raise InputError(f"No {kind} id given. Type the id that Start gave (it is in the address bar as "
-                         f"?job=...); from a program, the id {start} returned.")
-    return job_id
-
-
-def checked_image(**options) -> gr.Image:
-    """A `gr.Image` that answers a file Pillow cannot open with a message instead of a bare 'Error'.
-
-    The check wraps the instance's `preprocess`; a subclass would make Gradio write a .pyi stub
-    next to this module at import time.
-    """
-    image = gr.Image(**options)
-    original = image.preprocess
-
-    def preprocess(payload):
-        try:
-            return original(payload)
-        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
-            name = getattr(payload, "orig_name", None) or "The upload"
-            raise NamedError(f"{name} is not an image this app can read. Upload a PNG, JPEG or WebP photo.",
-                             print_exception=False) from error
-
-    image.preprocess = preprocess
-    return image
 
 
 def _at_least(path, side: int) -> Image.Image | None:
@@ -158,16 +62,6 @@ def _thumbnail(path, side: int = 160) -> Image.Image:
         image = image.convert("RGB")
         image.thumbnail((side, side))
     return image
-
-
-def _table(rows: list[dict], columns: list[str] | tuple[str, ...], digits: int = 4) -> dict:
-    """Rows as a Dataframe value; scores rounded for reading, empty cells for missing scores."""
-    def cell(value):
-        if value is None:
-            return ""
-        return round(value, digits) if isinstance(value, float) else value
-
-    return {"headers": list(columns), "data": [[cell(row.get(column)) for column in columns] for row in rows]}
 
 
 # The inversion settings a restored job puts back on the form, in the order of the form's fields.
@@ -678,7 +572,7 @@ class Handlers:
             self._weight_losses(status),
             self.backend.outbox(results["grid"]),
             self.backend.outbox(results["tradeoff"]),
-            _table(results["rows"], METRICS_COLUMNS) if results["rows"] else None,
+            table(results["rows"], METRICS_COLUMNS) if results["rows"] else None,
             gr.Dropdown(choices=choices, value=chosen) if finished else gr.skip(),
             gr.Timer(active=not finished),
         )
@@ -745,7 +639,7 @@ class Handlers:
     def edit_metrics(self, edits: list[Edit] | None, owner: str | None = None):
         """(table of Mask-IoU and CLIP-T per image of this session's last `generate`, note on missing scores)."""
         rows, note = self.backend.edit_metrics(edits or [], owner)
-        return _table(rows, EDIT_METRICS_COLUMNS) if rows else None, note
+        return table(rows, EDIT_METRICS_COLUMNS) if rows else None, note
 
     # --- page load ----------------------------------------------------------------------------
     def on_load(self, owner: str, request: gr.Request):
@@ -773,24 +667,3 @@ class Handlers:
         worker = self.backend.worker
         line = f"**{MODEL_UNAVAILABLE}**" if worker.state == "failed" else worker.status_line()
         return line, gr.Timer(active=worker.state == "loading")
-
-    @staticmethod
-    def owner_js() -> str:
-        """This browser's owner secret: kept in localStorage, made once (192 random bits, URL-safe base64)."""
-        return ("() => { const key = 'shapeinv-owner'; let token = window.localStorage.getItem(key); "
-                "if (!token || !/^[A-Za-z0-9_-]{22,128}$/.test(token)) { "
-                "const bytes = crypto.getRandomValues(new Uint8Array(24)); "
-                "token = btoa(String.fromCharCode(...bytes)).replace(/\\+/g, '-').replace(/\\//g, '_'); "
-                "window.localStorage.setItem(key, token); } return token; }")
-
-    @staticmethod
-    def job_link_js() -> str:
-        """Put ?job=ID in the address bar, so reloading the page shows the job again (and no shared run's)."""
-        return ("(id) => { if (id) { const u = new URL(window.location.href); u.searchParams.delete('share'); "
-                "u.searchParams.set('job', id); window.history.replaceState(null, '', u); } }")
-
-    @staticmethod
-    def share_link_js() -> str:
-        """The whole read-only link from its secret: this page's address with ?share=SECRET."""
-        return "(token) => token ? new URL('?share=' + encodeURIComponent(token), window.location.href).href : ''"
-

@@ -19,8 +19,9 @@ from shapeinv_core.report import METRICS_COLUMNS
 from shapeinv_core.sweep import DEFAULT_PROMPTS, DEFAULT_WEIGHTS
 
 from .backend import EXAMPLE_PROMPTS, MASK_WEIGHT_HELP, Backend
-from .guard import guard_inputs
-from .handlers import CLICK_MODES, EDIT_METRICS_COLUMNS, Handlers, checked_image
+from .browser import JOB_LINK_JS, OWNER_JS, SCROLL_TO_EDIT, SHARE_LINK_JS
+from .guard import checked_image, guard_inputs
+from .handlers import CLICK_MODES, EDIT_METRICS_COLUMNS, Handlers
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 INTRO = """# ShapeInversion
@@ -35,7 +36,6 @@ EDIT_METRICS_LABEL = ("Metrics: Mask-IoU to the input mask (shape kept), "
                       "CLIP-T to the prompt without *s (prompt followed)")
 APPEARANCE_CHOICES = [("the photo and re-drawn looks (shape, not look)", "varied"),
                       ("the photo alone (the research's form)", "photo")]
-SCROLL_TO_EDIT = "() => document.getElementById('edit')?.scrollIntoView({behavior: 'smooth'})"
 
 
 def example_images() -> list[str]:
@@ -341,7 +341,7 @@ def build_demo(backend: Backend, defaults: InversionConfig | None = None) -> gr.
         started.success(Handlers.show_started, [started_id], [job_id, timer], api_name="show_started",
                         api_visibility="private").then(
             h.job_controls, [status_json], job_controls, api_name="start_controls", api_visibility="private").then(
-            None, [job_id], None, js=Handlers.job_link_js()).then(
+            None, [job_id], None, js=JOB_LINK_JS).then(
             h.my_runs, [owner], run_list, api_name="runs_after_start", **quiet)
         status_json.change(h.job_controls, [status_json], job_controls, api_name="job_controls",
                            api_visibility="private", show_progress="hidden")
@@ -362,10 +362,10 @@ def build_demo(backend: Backend, defaults: InversionConfig | None = None) -> gr.
                       ).then(h.restore, [job_id, owner], restored_outputs, api_name="restore_job", **quiet)
         timer.tick(h.poll_job, [job_id, owner], status_outputs, api_name="poll_job", api_visibility="private",
                    concurrency_limit=None, show_progress="hidden")
-        job_id.submit(None, [job_id], None, js=Handlers.job_link_js())
+        job_id.submit(None, [job_id], None, js=JOB_LINK_JS)
         cancel.click(h.cancel_job, [job_id, owner], [status_json, job_headline], api_name="cancel_job")
         share.click(h.share_job, [job_id, owner], [share_token, share_note], api_name="share_job").success(
-            None, [share_token], [share_link], js=Handlers.share_link_js())
+            None, [share_token], [share_link], js=SHARE_LINK_JS)
         unshare.click(h.unshare_job, [job_id, owner], [share_token, share_link, share_note], api_name="unshare_job")
         status_json.change(h.share_controls, [status_json], [share_row], api_name="share_controls", **quiet)
         job_id.change(h.forget_share, None, [share_token, share_link, share_note], api_name="forget_share", **quiet)
@@ -396,7 +396,7 @@ def build_demo(backend: Backend, defaults: InversionConfig | None = None) -> gr.
                               api_name="show_started_sweep", api_visibility="private").then(
             h.job_controls, [sweep_json], [start_sweep, cancel_sweep, resume_sweep], api_name="start_sweep_controls",
             api_visibility="private").then(
-            None, [sweep_id], None, js=Handlers.job_link_js()).then(
+            None, [sweep_id], None, js=JOB_LINK_JS).then(
             h.my_runs, [owner], run_list, api_name="runs_after_sweep", **quiet)
         sweep_id.submit(h.sweep_results, [sweep_id, owner], sweep_outputs, api_name="sweep_results",
                         concurrency_limit=None).then(h.restore, [sweep_id, owner], restored_outputs,
@@ -408,7 +408,7 @@ def build_demo(backend: Backend, defaults: InversionConfig | None = None) -> gr.
         resume_sweep.click(h.resume_job, [sweep_id, owner], [sweep_json, sweep_headline, sweep_timer],
                            api_name="resume_sweep")
         zip_sweep.click(h.run_zip, [sweep_id, owner], [sweep_zip], api_name="sweep_zip")
-        sweep_id.submit(None, [sweep_id], None, js=Handlers.job_link_js())
+        sweep_id.submit(None, [sweep_id], None, js=JOB_LINK_JS)
         sweep_timer.tick(h.poll_sweep, [sweep_id, owner], sweep_outputs, api_name="poll_sweep",
                          api_visibility="private", concurrency_limit=None, show_progress="hidden")
         cancel_sweep.click(h.cancel_job, [sweep_id, owner], [sweep_json, sweep_headline], api_name="cancel_sweep")
@@ -416,7 +416,7 @@ def build_demo(backend: Backend, defaults: InversionConfig | None = None) -> gr.
                           ).success(None, None, None, js=SCROLL_TO_EDIT)
         model_timer.tick(h.model_status, None, [model_status, model_timer], api_name="model_status",
                          show_progress="hidden")
-        demo.load(None, None, [owner], js=Handlers.owner_js(), api_name="owner", api_visibility="private").then(
+        demo.load(None, None, [owner], js=OWNER_JS, api_name="owner", api_visibility="private").then(
             h.on_load, [owner], [job_id, timer, job_headline, sweep_id, sweep_timer, views, opened, shared],
             api_name="on_load", **quiet).then(
             h.restore, [opened, owner], restored_outputs, api_name="restore_opened", **quiet).then(
