@@ -21,7 +21,8 @@ from shapeinv_core.sweep import DEFAULT_PROMPTS, DEFAULT_WEIGHTS
 from .backend import EXAMPLE_PROMPTS, MASK_WEIGHT_HELP, Backend
 from .browser import JOB_LINK_JS, OWNER_JS, SCROLL_TO_EDIT, SHARE_LINK_JS
 from .guard import checked_image, guard_inputs
-from .handlers import CLICK_MODES, EDIT_METRICS_COLUMNS, Handlers
+from .handlers import EDIT_METRICS_COLUMNS, Handlers
+from .mask.handlers import CLICK_MODES
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 INTRO = """# ShapeInversion

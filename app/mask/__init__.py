@@ -1,0 +1,1 @@
+"""1. Image: the photo of one chair and its mask (found, clicked, painted or uploaded)."""
