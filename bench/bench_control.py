@@ -105,7 +105,7 @@ def main() -> None:
     model = load_model(args.model, device="auto")
     out = args.out or Path(tempfile.mkdtemp(prefix="bench-control-"))
     base = InversionConfig(mask_weight=args.mask_weight, steps=args.steps, balance_every=max(1, args.steps // 10),
-                           checkpoint_every=max(args.steps, args.lora_steps))
+                           checkpoint_every=max(args.steps, args.lora_steps)).research_form()  # as recorded
     if args.resolution:
         base = replace(base, resolution=args.resolution)
     prompts = [RECONSTRUCTION] + [f"a {colour} chair in the shape of *s" for colour in EDIT_COLOURS]

@@ -296,7 +296,8 @@ def main() -> None:
     folder = build_tiny_pipeline(args.folder / "tiny") if args.size == "tiny" else build_sd15_shaped(
         args.folder / "sd15")
     model = load_model(str(folder), device=args.device, dtype=args.dtype)
-    base = InversionConfig(resolution=args.resolution, steps=args.steps, batch_size=args.batch).validate()
+    base = InversionConfig(resolution=args.resolution, steps=args.steps, batch_size=args.batch).research_form()
+    base = base.validate()  # the research form, as recorded
     weights = [float(w) for w in args.weights.split(",")]
     results = {
         "size": args.size, "device": str(model.device), "dtype": str(model.dtype), "torch": torch.__version__,

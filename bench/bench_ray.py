@@ -39,7 +39,8 @@ OPTIONS = {"preview_steps": 0, "clip_model": None}  # the same job work in both 
 
 
 def config(steps: int) -> InversionConfig:
-    return InversionConfig(resolution=64, steps=steps, batch_size=1, checkpoint_every=max(1, steps // 2))
+    config = InversionConfig(resolution=64, steps=steps, batch_size=1, checkpoint_every=max(1, steps // 2))
+    return config.research_form()  # as recorded
 
 
 def run_jobs(store: JobStore, wake, count: int, steps: int) -> dict:

@@ -31,7 +31,7 @@ def run(budget: float | None, args, folder: Path) -> dict:
     store = JobStore(folder)
     worker = Worker(store, model=str(tiny_folder()), device="cpu", preview_steps=0, serve_budget=budget).start()
     image, mask = chair_like()
-    settings = {"resolution": 64, "batch_size": 1}
+    settings = {"resolution": 64, "batch_size": 1, "appearance": "photo", "initializer": "chair"}  # as recorded
     try:
         first = store.create(image, mask, InversionConfig(steps=2, checkpoint_every=2, **settings))
         wait_for(store, first.id)

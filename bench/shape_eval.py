@@ -68,12 +68,13 @@ PROMPTS = (
 )
 EDITS = ("red", "blue", "leopard")
 # group -> (settings that differ from the defaults, where the views come from, mask weights learned together)
+RESEARCH = {"appearance": "photo", "initializer": "chair"}
 GROUPS = {
-    "plain": ({}, None, (0.0, 0.1)),  # (c) and the research's setting
-    "auto": ({"initializer": "auto"}, None, (0.0, 0.1)),
-    "varied": ({"appearance": "varied"}, None, (0.0, 0.1)),
-    "varied-auto": ({"appearance": "varied", "initializer": "auto"}, None, (0.0, 0.1)),
-    "rerendered": ({"appearance": "varied"}, "render", (0.0,)),  # (d)
+    "plain": (RESEARCH, None, (0.0, 0.1)),  # (c) and the research's setting
+    "auto": ({**RESEARCH, "initializer": "auto"}, None, (0.0, 0.1)),
+    "varied": ({**RESEARCH, "appearance": "varied"}, None, (0.0, 0.1)),
+    "varied-auto": ({"appearance": "varied", "initializer": "auto"}, None, (0.0, 0.1)),  # the defaults since 25
+    "rerendered": ({**RESEARCH, "appearance": "varied"}, "render", (0.0,)),  # (d)
 }
 REFERENCES = ("no-word", "family-word")  # (a), (b)
 BASELINE = "plain-w0"  # (c): the chosen setting must beat it on edit specificity by 2 standard errors

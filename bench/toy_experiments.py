@@ -92,7 +92,7 @@ def main() -> None:
     classifier = PatternClassifier.cached()
     model = load_model(args.model, device="cpu")
     base = InversionConfig(resolution=native_resolution(model.pipe), steps=args.steps, batch_size=args.batch,
-                           learning_rate=args.lr, checkpoint_every=max(args.steps, 1))
+                           learning_rate=args.lr, checkpoint_every=max(args.steps, 1)).research_form()  # as recorded
     generation = GenerationConfig(num_images=args.seeds, steps=args.sample_steps, guidance=args.guidance,
                                   batch_size=16)
     prompts = [p for p, _, _ in chosen]

@@ -182,6 +182,9 @@ def _add_inversion_options(parser: argparse.ArgumentParser) -> None:
     add("--appearance", default=defaults.appearance, choices=["photo", "varied"],
         help="'varied': also learn from the photo re-drawn in named colours and patterns, so *s learns the shape and "
              "not the look; 'photo': the photo alone (research form) (default: %(default)s)")
+    add("--research-form", action="store_true",
+        help="learn as the research notes do: the photo alone (--appearance photo), *s started from the class "
+             "word (--initializer CLASS_WORD); the defaults are the measured better form, see bench/RESULTS.md")
     add("--views", type=int, default=defaults.views,
         help="with --appearance varied: the photo plus this many minus one re-drawn views (default: %(default)s)")
     add("--class-word", default=defaults.class_word, help="class word in the template (default: %(default)s)")
@@ -256,7 +259,7 @@ def _add_generation_options(parser: argparse.ArgumentParser) -> None:
 def inversion_config(args: argparse.Namespace) -> InversionConfig:
     from .exports import file_name
 
-    return InversionConfig(
+    config = InversionConfig(
         placeholder=args.placeholder, initializer=args.initializer, class_word=args.class_word,
         template=args.template, num_vectors=args.num_vectors, mask_weight=args.mask_weight,
         map_resolution=args.map_resolution, attention_layers=args.attention_layers, map_norm=args.map_norm,
@@ -266,7 +269,8 @@ def inversion_config(args: argparse.Namespace) -> InversionConfig:
         balance_every=args.balance_every, tune=args.tune, lora_rank=args.lora_rank, lora_steps=args.lora_steps,
         lora_lr=args.lora_lr, name=file_name(args.name, args.image, (args.class_word, args.initializer)),
         appearance=args.appearance, views=args.views,
-    ).validate()
+    )
+    return (config.research_form() if args.research_form else config).validate()
 
 
 def check_model_settings(config: InversionConfig, args: argparse.Namespace) -> None:

@@ -37,10 +37,15 @@ MAX_TEMPLATE_CHARS = 300
 
 @dataclass
 class InversionConfig:
-    """How `*s` is learned. Defaults follow the research notes (DESIGN.md)."""
+    """How `*s` is learned.
+
+    Defaults: the measured best at keeping a chair's shape through edits (bench/RESULTS.md, "Does *s carry
+    *this* chair's shape?"): varied views with their looks named, `*s` started from the shape word that
+    explains the photo best, mask weight 0.1. `research_form()` gives the research notes' form (DESIGN.md).
+    """
 
     placeholder: str = DEFAULT_PLACEHOLDER
-    initializer: str = "chair"
+    initializer: str = AUTO_INITIALIZER
     class_word: str = "chair"
     template: str = DEFAULT_TEMPLATE
     num_vectors: int = 1
@@ -53,7 +58,7 @@ class InversionConfig:
     background_weight: float = 1.0  # denoising loss weight of background pixels; 1 = whole image, 0 = Break-A-Scene
     # "photo": learn from the photo alone (the research's form); "varied": from the photo and re-drawn views
     # of it in named colours and patterns, each named in the prompt, so the shape is what *s must explain.
-    appearance: str = "photo"
+    appearance: str = "varied"
     views: int = 32  # the "varied" bank: the photo plus views - 1 re-drawn ones
     init_reg: float = 0.0
     learning_rate: float = 5e-3
@@ -132,6 +137,10 @@ class InversionConfig:
         except ValueError:
             return ()
         return sides if sides and all(side in ATTENTION_RESOLUTIONS for side in sides) else ()
+
+    def research_form(self) -> InversionConfig:
+        """These settings in the research notes' form: the photo alone, `*s` started from the class word."""
+        return dataclasses.replace(self, appearance="photo", initializer=self.class_word)
 
     def prompt(self, look: str = "", token: str | None = None) -> str:
         """The training prompt, e.g. 'a photo of chair in the shape of *s'; a view's `look` goes before the class

@@ -7,11 +7,12 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import chair_like, small_config, tiny_model
+from helpers import chair_like, small_config, tiny_folder, tiny_model
 from shapeinv_core.appearance import appearance_views, estimate_shading, look_words
 from shapeinv_core.attention import AttentionStore
 from shapeinv_core.cli import build_parser, inversion_config
 from shapeinv_core.concept import Concept, initializer_vectors, install_tokens
+from shapeinv_core.config import InversionConfig
 from shapeinv_core.errors import InputError
 from shapeinv_core.inversion import invert, training_inputs, view_rows
 from shapeinv_core.metrics import mask_iou, object_silhouette, shape_specificity
@@ -152,3 +153,23 @@ def test_the_cli_takes_the_new_flags_and_refuses_a_bank_of_one(tmp_path):
     assert (config.appearance, config.views, config.initializer) == ("varied", 12, "auto")
     with pytest.raises(InputError, match="views must be between 2 and 256"):
         inversion_config(parser.parse_args(base + ["--views", "1"]))
+
+
+def test_the_defaults_are_the_measured_best_and_the_research_form_is_one_flag_away(tmp_path, capsys):
+    from shapeinv_core.cli import main
+
+    defaults = InversionConfig()
+    assert (defaults.appearance, defaults.initializer, defaults.mask_weight) == ("varied", "auto", 0.1)
+    research = defaults.research_form()
+    assert (research.appearance, research.initializer) == ("photo", defaults.class_word)
+    image, mask = chair_like()
+    image.save(tmp_path / "oak.png")
+    mask.save(tmp_path / "oak_mask.png")
+    for flags, expected in (([], ("varied", "auto")), (["--research-form"], ("photo", "chair"))):
+        run = tmp_path / ("research" if flags else "default")
+        assert main(["invert", str(tmp_path / "oak.png"), "--mask", str(tmp_path / "oak_mask.png"), "-o", str(run),
+                     "--model", str(tiny_folder()), "--device", "cpu", "--steps", "1", "--batch", "1",
+                     "--views", "3", *flags]) == 0
+        saved = json.loads((run / "config.json").read_text())
+        assert (saved["appearance"], saved["initializer"]) == expected, flags
+    capsys.readouterr()
