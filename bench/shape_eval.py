@@ -353,6 +353,17 @@ def summary(args: argparse.Namespace) -> None:
         labels.append(f"chair {chair}")
     columns = ["input"] + [f"{s}: {k}" for s in shown for k in ("recon", "red", "leopard")]
     image_grid(sheet_rows, labels, columns, cell=80).save(pictures / "sheet.png", optimize=True)
+    if args.default in settings:  # the README's picture: one unseen chair per training family, the default setting
+        first = {}
+        for row in rows:
+            if not int(row["held_out"]):
+                first.setdefault(row["family"], int(row["chair"]))
+        kinds = ("recon", "red", "leopard")
+        grid = [[_image(args.out, f"c{c:02d}_input.png")] + [_image(args.out, f"c{c:02d}_{args.default}_{k}.png")
+                                                          for k in kinds] for c in first.values()]
+        image_grid(grid, list(first), ["photo", "a photo of chair in the shape of *s", "a red chair ...",
+                                       "a leopard-print chair ..."], cell=96).save(pictures / "default.png",
+                                                                                    optimize=True)
 
 
 def _image(folder: Path, name: str) -> Image.Image | None:
@@ -400,7 +411,8 @@ def main() -> None:
     parser.add_argument("--chairs", default=":", help="a slice of the set to run, e.g. 0:8 (another process: 8:)")
     parser.add_argument("--reverse", action="store_true", help="run the slice last chair first (a second process)")
     parser.add_argument("--pictures", type=Path, default=Path("bench/shape"))
-    parser.add_argument("--show", default="plain-w0,plain-w0.1,varied-auto-w0", help="settings on the picture sheet")
+    parser.add_argument("--show", default="plain-w0,plain-w0.1,varied-auto-w0.1", help="settings on the picture sheet")
+    parser.add_argument("--default", default="varied-auto-w0.1", help="the setting default.png shows (the default)")
     args = parser.parse_args()
     args.groups = [g for g in args.groups.split(",") if g]
     unknown = [g for g in args.groups if g not in GROUPS and g != "references"]
