@@ -18,7 +18,7 @@ from shapeinv_core.config import (
 from shapeinv_core.report import METRICS_COLUMNS
 from shapeinv_core.sweep import DEFAULT_PROMPTS, DEFAULT_WEIGHTS
 
-from .backend import EXAMPLE_PROMPTS, MASK_WEIGHT_HELP, Backend
+from .backend import Backend
 from .browser import JOB_LINK_JS, OWNER_JS, SCROLL_TO_EDIT, SHARE_LINK_JS
 from .guard import checked_image, guard_inputs
 from .handlers import EDIT_METRICS_COLUMNS, Handlers
@@ -35,6 +35,13 @@ each and measure **Mask-IoU** (the shape kept) and **CLIP-T** (the prompt follow
 of *Learn one \\*s → Advanced*."""
 EDIT_METRICS_LABEL = ("Metrics: Mask-IoU to the input mask (shape kept), "
                       "CLIP-T to the prompt without *s (prompt followed)")
+EXAMPLE_PROMPTS = (  # the Edit section's first prompts
+    "a leopard-print chair in the shape of *s",
+    "a red chair in the shape of *s",
+    "a photo of chair in the shape of *s",
+)
+MASK_WEIGHT_HELP = ("Higher: the outline of *s follows the mask more faithfully, but edits get less freedom; "
+                    "0 is plain textual inversion, 0.1 was the best trade-off.")
 APPEARANCE_CHOICES = [("the photo and re-drawn looks (shape, not look)", "varied"),
                       ("the photo alone (the research's form)", "photo")]
 

@@ -39,7 +39,7 @@ def test_a_sweep_drawing_its_images_shows_images_done_of_all_not_a_stalled_step_
 
 def test_a_job_that_left_the_queue_between_two_reads_is_starting_not_a_crash():
     # The status said queued; by the time its place was read the worker had taken it (place None).
-    from app.backend import in_line
+    from app.display import in_line
 
     assert in_line(None) == "starting"
     assert in_line(1) == "next in line" and in_line(3) == "2 jobs ahead of it"
