@@ -89,11 +89,17 @@ class LearnHandlers:
 
     def poll_job(self, job_id: str, owner: str | None = None):
         """`job_status` for the page's timer: a bad id stops the polling with a note, not an error a second."""
+        return self._polled(self._status_outputs, job_id, owner, stopped=(None, None, None, None))
+
+    @staticmethod
+    def _polled(outputs, job_id: str, owner: str | None, stopped: tuple):
+        """`outputs(job_id, owner)`, or, when that fails, (no status, a note, `stopped`, a stopped timer): the timer
+        must stop, whatever went wrong, and the note says why."""
         try:
-            return self._status_outputs(job_id, owner)
+            return outputs(job_id, owner)
         except Exception as error:  # noqa: BLE001 - the timer must stop, whatever went wrong
             note = str(error) if isinstance(error, ShapeInvError) else UNEXPECTED
-            return {}, note, "", "", None, None, None, None, gr.Timer(active=False)
+            return {}, note, "", "", *stopped, gr.Timer(active=False)
 
     def _status_outputs(self, job_id: str, owner: str):
         if not job_id or not job_id.strip():
