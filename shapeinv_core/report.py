@@ -1,7 +1,8 @@
 """The pictures and the table of a weight sweep: a labelled image grid, the trade-off plot, metrics.csv.
 
-Drawn with Pillow alone (no matplotlib) so the library, the CLI and the app need nothing more
-to show a sweep. The grid answers "what does each weight draw for each prompt?"; the plot
+The grid is a small Pillow contact sheet (labels that wrap, grey cells for missing images); the plot
+is drawn with matplotlib's Agg canvas, imported only when a plot is drawn so that importing the
+library stays light. The grid answers "what does each weight draw for each prompt?"; the plot
 answers "which weight keeps the shape without losing the edit?".
 """
 
@@ -150,81 +151,92 @@ def _draw_lines(draw: ImageDraw.ImageDraw, lines: list[str], font, x: float, top
 def tradeoff_plot(points: Sequence[tuple[str, float | None, float | None]], title: str | None = None,
                   size: tuple[int, int] = (720, 540), axes: tuple[str, str] | None = None,
                   connect: bool = True, errors: Sequence[float | None] | None = None) -> Image.Image:
-    """Mean Mask-IoU against mean CLIP-T, one labelled point per weight (`(label, clip_t, mask_iou)`).
+    """Mean Mask-IoU against mean CLIP-T, one labelled point per weight (`(label, clip_t, mask_iou)`), as an image.
 
     `errors`: one standard error of each point's y (or None), drawn as a bar of +-1 SE and counted in the range.
+    `axes`: the x and y titles; `connect`: a line through the points in the given order (a sweep's weights).
 
     Without CLIP-T for every point (no CLIP model), Mask-IoU is plotted against the weights in the
     given order instead, and the title says so. Points without Mask-IoU are listed under the plot.
+    Drawn with matplotlib's Agg canvas (no GUI, no pyplot state), imported here so importing the
+    library stays light.
     """
+    canvas = _tradeoff_figure(points, title, size, axes, connect, errors).canvas  # matplotlib's Agg canvas
+    canvas.draw()
+    image = Image.frombuffer("RGBA", canvas.get_width_height(), canvas.buffer_rgba()).convert("RGB")
+    return image if image.size == tuple(size) else image.resize(size, Image.Resampling.LANCZOS)
+
+
+def _tradeoff_figure(points: Sequence[tuple[str, float | None, float | None]], title: str | None,
+                     size: tuple[int, int], axes: tuple[str, str] | None, connect: bool,
+                     errors: Sequence[float | None] | None):
+    """The matplotlib Figure `tradeoff_plot` rasterises; its artists carry gids (points, connect, errors, missing)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
     points = [(str(label), x, y) for label, x, y in points]
+    spread = [None if error is None else float(error) for error in (errors or [])]
+    spread += [None] * (len(points) - len(spread))
     by_weight = any(x is None for _, x, _ in points)
     if by_weight:
-        placed = [(label, float(i), y) for i, (label, _, y) in enumerate(points)]
+        placed = [(label, float(i), y, e) for i, ((label, _, y), e) in enumerate(zip(points, spread))]
         title = title or "Mask-IoU by mask weight (CLIP-T not available)"
     else:
-        placed = [(label, float(x), y) for label, x, y in points]
+        placed = [(label, float(x), y, e) for (label, x, y), e in zip(points, spread)]
         title = title or "Shape fidelity vs. editability"
-    shown = [(label, x, float(y)) for label, x, y in placed if y is not None and math.isfinite(float(y))]
-    missing = [label for label, _, y in placed if y is None or not math.isfinite(float(y))]
+    shown = [(label, x, float(y), e) for label, x, y, e in placed if y is not None and math.isfinite(float(y))]
+    missing = [label for label, _, y, _ in placed if y is None or not math.isfinite(float(y))]
 
     width, height = size
-    font = load_font(max(12, height // 34))
-    small = load_font(max(11, height // 42))
-    text_h = _line_height(font)
-    left, right = 3 * text_h + int(small.getlength("0.000")), width - 2 * text_h
-    top, bottom = 2 * text_h + 10, height - 3 * text_h - (text_h if missing else 0)
-    plot = Image.new("RGB", size, BACKGROUND)
-    draw = ImageDraw.Draw(plot)
-    _draw_lines(draw, [title], font, width / 2, 8, text_h, anchor="center")
-
-    spread = {label: float(error) for (label, _, _), error in zip(points, errors or []) if error is not None}
-    x_range = (-0.5, len(points) - 0.5) if by_weight else _padded_range([x for _, x, _ in shown])
-    y_range = _padded_range([y + sign * spread.get(label, 0.0) for label, _, y in shown for sign in (-1, 1)])
-
-    def to_pixel(x: float, y: float) -> tuple[float, float]:
-        px = left + (x - x_range[0]) / (x_range[1] - x_range[0]) * (right - left)
-        py = bottom - (y - y_range[0]) / (y_range[1] - y_range[0]) * (bottom - top)
-        return px, py
-
+    dpi = 100 * height / 540  # text and markers grow with the picture, as at the default 720 x 540 at 100 dpi
+    figure = Figure(figsize=(width / dpi, height / dpi), dpi=dpi, facecolor=_rgb(BACKGROUND))
+    FigureCanvasAgg(figure)  # rasterises without a GUI; the layout below measures text with its renderer
+    ax = figure.add_subplot()
+    x_range = (-0.5, len(points) - 0.5) if by_weight else _padded_range([x for _, x, _, _ in shown])
+    y_range = _padded_range([y + sign * (e or 0.0) for _, _, y, e in shown for sign in (-1, 1)])
+    ax.set_xlim(*x_range)
+    ax.set_ylim(*y_range)
     x_ticks = [(float(i), label) for i, (label, _, _) in enumerate(points)] if by_weight else _ticks(x_range)
-    for value, text in x_ticks:
-        px, _ = to_pixel(value, y_range[0])
-        draw.line([(px, top), (px, bottom)], fill=GRID_COLOR)
-        draw.line([(px, bottom), (px, bottom + 5)], fill=AXIS_COLOR)
-        _draw_lines(draw, [text], small, px, bottom + 8, text_h, anchor="center")
-    for value, text in _ticks(y_range):
-        _, py = to_pixel(x_range[0], value)
-        draw.line([(left, py), (right, py)], fill=GRID_COLOR)
-        draw.line([(left - 5, py), (left, py)], fill=AXIS_COLOR)
-        _draw_lines(draw, [text], small, left - 8, py - text_h / 2, text_h, anchor="right")
-    draw.line([(left, top), (left, bottom), (right, bottom)], fill=AXIS_COLOR, width=2)
+    ax.set_xticks([value for value, _ in x_ticks], [text for _, text in x_ticks])
+    y_ticks = _ticks(y_range)
+    ax.set_yticks([value for value, _ in y_ticks], [text for _, text in y_ticks])
+    ax.grid(True, color=_rgb(GRID_COLOR), linewidth=0.8)
+    ax.set_axisbelow(True)
+    ax.spines[["top", "right"]].set_visible(False)
+    ax.spines[["left", "bottom"]].set_color(_rgb(AXIS_COLOR))
+    ax.tick_params(colors=_rgb(AXIS_COLOR), labelcolor=_rgb(TEXT_COLOR))
     x_title, y_title = axes or (X_TITLE, Y_TITLE)
-    x_title = "mask weight" if by_weight else x_title
-    _draw_lines(draw, [x_title], font, (left + right) / 2, bottom + 8 + text_h, text_h, anchor="center")
-    _paste_vertical_text(plot, y_title, font, center=(text_h // 2 + 4, (top + bottom) / 2))
-    if missing:
-        _draw_lines(draw, ["no Mask-IoU: " + ", ".join(missing)], small, left, height - text_h - 4, text_h,
-                    anchor="left")
+    figure.suptitle(title, color=_rgb(TEXT_COLOR), fontsize="large", wrap=True)  # centred on the picture
+    ax.set_xlabel("mask weight" if by_weight else x_title, color=_rgb(TEXT_COLOR))
+    ax.set_ylabel(y_title, color=_rgb(TEXT_COLOR))
 
-    pixels = [(label, *to_pixel(x, y)) for label, x, y in shown]
-    if connect and len(pixels) > 1:  # the points of a sweep, in weight order; unrelated settings stay apart
-        draw.line([(px, py) for _, px, py in pixels], fill=LINE_COLOR, width=2)
-    radius = max(4, height // 90)
-    for (label, x, y), (_, px, _) in zip(shown, pixels):
-        if label in spread:
-            (_, low), (_, high) = to_pixel(x, y - spread[label]), to_pixel(x, y + spread[label])
-            draw.line([(px, low), (px, high)], fill=LINE_COLOR, width=2)
-            draw.line([(px - radius, low), (px + radius, low)], fill=LINE_COLOR, width=2)
-            draw.line([(px - radius, high), (px + radius, high)], fill=LINE_COLOR, width=2)
-    for _, px, py in pixels:
-        draw.ellipse([px - radius, py - radius, px + radius, py + radius], fill=MARKER_COLOR)
-    for label, px, py in pixels:
-        label_x = px + radius + 4
-        if label_x + small.getlength(label) > width - 4:
-            label_x = px - radius - 4 - small.getlength(label)
-        draw.text((label_x, py - radius - text_h + 2), label, fill=TEXT_COLOR, font=small)
-    return plot
+    xs, ys = [x for _, x, _, _ in shown], [y for _, _, y, _ in shown]
+    if connect and len(shown) > 1:  # the points of a sweep, in weight order; unrelated settings stay apart
+        ax.plot(xs, ys, color=_rgb(LINE_COLOR), linewidth=2, zorder=1, gid="connect")
+    barred = [(x, y, e) for _, x, y, e in shown if e is not None]
+    if barred:
+        bars = ax.errorbar([x for x, _, _ in barred], [y for _, y, _ in barred], yerr=[e for _, _, e in barred],
+                           fmt="none", ecolor=_rgb(LINE_COLOR), elinewidth=2, capsize=5, capthick=2, zorder=2)
+        bars.lines[2][0].set_gid("errors")  # the vertical bars: one segment per point, y - SE to y + SE
+    ax.plot(xs, ys, linestyle="none", marker="o", markersize=9, color=_rgb(MARKER_COLOR), zorder=3, gid="points")
+    for label, x, y, _ in shown:  # up and to the right; to the left near the right edge, so the label stays inside
+        left = (x - x_range[0]) / (x_range[1] - x_range[0]) > 0.8
+        ax.annotate(label, (x, y), xytext=(-7 if left else 7, 7), textcoords="offset points",
+                    ha="right" if left else "left", va="bottom", fontsize="small", color=_rgb(TEXT_COLOR),
+                    zorder=4)
+    note = None
+    if missing:  # under the plot, in line with the y axis
+        note = figure.text(0.01, 0.015, ("no Mask-IoU: " if axes is None else "no value: ") + ", ".join(missing),
+                           ha="left", va="bottom", fontsize="small", color=_rgb(TEXT_COLOR), gid="missing", wrap=True)
+    figure.tight_layout(rect=(0, 0.06 if note else 0, 1, 1))
+    if note:
+        note.set_x(ax.get_position().x0)
+    return figure
+
+
+def _rgb(color: tuple[int, int, int]) -> tuple[float, float, float]:
+    """A Pillow 0-255 colour as matplotlib's 0-1 triple (the same colours as the grid and the app's loss plot)."""
+    return tuple(channel / 255 for channel in color)
 
 
 def _padded_range(values: list[float]) -> tuple[float, float]:
@@ -238,25 +250,17 @@ def _padded_range(values: list[float]) -> tuple[float, float]:
 
 
 def _ticks(value_range: tuple[float, float], target: int = 5) -> list[tuple[float, str]]:
-    """Round-numbered ticks (steps of 1, 2 or 5 x 10^k) inside the range, about `target` of them, with labels."""
+    """About `target` round-numbered ticks inside the range (matplotlib's MaxNLocator: steps of 1, 2 or 5 x 10^k),
+    each labelled with as many decimals as the step needs."""
+    from matplotlib.ticker import MaxNLocator
+
     low, high = value_range
-    exponent = math.floor(math.log10((high - low) / target))
-    steps = [m * 10.0 ** e for e in range(exponent + 1, exponent - 2, -1) for m in (5, 2, 1)]
-    for step in steps:  # the coarsest round step that gives at least target - 1 ticks
-        first, last = math.ceil(low / step - 1e-9), math.floor(high / step + 1e-9)
-        if last - first + 1 >= target - 1:
-            break
+    values = [float(v) for v in MaxNLocator(nbins=target + 1, steps=[1, 2, 5, 10], min_n_ticks=target - 1)
+              .tick_values(low, high)]
+    step = values[1] - values[0]
     decimals = max(0, -math.floor(math.log10(step) + 1e-9))
-    return [(k * step, f"{k * step:.{decimals}f}") for k in range(first, last + 1)]
-
-
-def _paste_vertical_text(image: Image.Image, text: str, font, center: tuple[float, float]) -> None:
-    """Text rotated 90 degrees (reading bottom-up), centred at `center`: the y-axis title."""
-    box = font.getbbox(text)
-    label = Image.new("RGB", (int(box[2]) + 4, _line_height(font)), BACKGROUND)
-    ImageDraw.Draw(label).text((2, 0), text, fill=TEXT_COLOR, font=font)
-    label = label.rotate(90, expand=True)
-    image.paste(label, (int(center[0] - label.width / 2), int(center[1] - label.height / 2)))
+    inside = [round(v, decimals) for v in values if low - step * 1e-6 <= v <= high + step * 1e-6]
+    return [(v, f"{v:.{decimals}f}") for v in inside]
 
 
 # --- metrics.csv -------------------------------------------------------------------------------

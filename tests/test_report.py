@@ -1,6 +1,9 @@
 """The sweep's pictures and table: grid geometry and labels, one plotted point per weight, metrics.csv round-trip."""
 
 import math
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,6 +14,9 @@ from shapeinv_core.report import (
     EMPTY_CELL,
     MARKER_COLOR,
     METRICS_COLUMNS,
+    X_TITLE,
+    Y_TITLE,
+    _tradeoff_figure,
     image_grid,
     read_metrics_csv,
     tradeoff_plot,
@@ -84,77 +90,137 @@ def test_grid_needs_one_label_per_row_and_column():
 
 
 # --- the trade-off plot ------------------------------------------------------------------------------
+# The figure is checked through its matplotlib artists (data coordinates, before rasterising); one test
+# ties the figure to the returned image's pixels.
+
+SWEEP = [("0", 0.352, 0.56), ("0.1", 0.360, 0.646), ("0.5", 0.330, 0.70), ("1.0", 0.300, 0.74)]
 
 
-def marker_centres(image):
-    """Centroids of the connected blobs of marker colour, left to right."""
-    hits = np.all(np.asarray(image) == MARKER_COLOR, axis=-1)
-    todo = set(zip(*np.nonzero(hits)))
-    centres = []
-    while todo:
-        stack, blob = [todo.pop()], []
-        while stack:
-            y, x = stack.pop()
-            blob.append((y, x))
-            for step in ((y + 1, x), (y - 1, x), (y, x + 1), (y, x - 1)):
-                if step in todo:
-                    todo.remove(step)
-                    stack.append(step)
-        ys, xs = zip(*blob)
-        centres.append((sum(xs) / len(xs), sum(ys) / len(ys)))
-    return sorted(centres)
+def figure_of(points, title=None, size=(720, 540), axes=None, connect=True, errors=None):
+    return _tradeoff_figure(points, title, size, axes, connect, errors)
 
 
-def assert_linear(pixels, values, flip=False):
-    """Pixel positions are an increasing (or, for y, decreasing) linear function of the values."""
-    scale = (pixels[-1] - pixels[0]) / (values[-1] - values[0])
-    assert (scale < 0) if flip else (scale > 0)
-    for pixel, value in zip(pixels, values):
-        assert pixel == pytest.approx(pixels[0] + scale * (value - values[0]), abs=1.0)
+def drawn(figure, gid):
+    """The figure's artists with this gid (points, connect, errors, missing)."""
+    return figure.findobj(lambda artist: artist.get_gid() == gid)
 
 
-def test_tradeoff_plot_draws_one_point_per_weight_where_it_belongs():
-    points = [("0", 0.352, 0.56), ("0.1", 0.360, 0.646), ("0.5", 0.330, 0.70), ("1.0", 0.300, 0.74)]
-    plot = tradeoff_plot(points)
-    centres = marker_centres(plot)
-    assert len(centres) == len(points)
-    by_x = sorted(points, key=lambda point: point[1])
-    assert_linear([x for x, _ in centres], [point[1] for point in by_x])
-    assert_linear([y for _, y in centres], [point[2] for point in by_x], flip=True)
-    assert plot.size == (720, 540)
+def plotted(figure):
+    """The plotted points' data coordinates, one (x, y) row per marker, in drawing order."""
+    (points,) = drawn(figure, "points")
+    return np.column_stack([points.get_xdata(), points.get_ydata()]).reshape(-1, 2)
 
 
-def test_tradeoff_plot_without_clip_t_plots_against_the_weights():
-    points = [("0", None, 0.56), ("0.1", None, 0.65), ("0.5", None, 0.70), ("1.0", None, None)]
-    plot = tradeoff_plot(points)
-    centres = marker_centres(plot)
-    assert len(centres) == 3  # the point without Mask-IoU is listed, not drawn
-    assert_linear([x for x, _ in centres], [0, 1, 2])  # weights evenly spaced, in the given order
-    assert_linear([y for _, y in centres], [0.56, 0.65, 0.70], flip=True)
-    with_clip = tradeoff_plot([(label, 0.3 + i / 100, y) for i, (label, _, y) in enumerate(points)])
-    title = (0, 0, plot.width, 30)
-    assert plot.crop(title).tobytes() != with_clip.crop(title).tobytes()  # the title says which plot it is
+def same(actual, expected):
+    np.testing.assert_allclose(np.asarray(actual, dtype=float).reshape(-1, 2),
+                               np.asarray(expected, dtype=float).reshape(-1, 2), atol=1e-12)
+    return True
+
+
+def labels_of(figure):
+    """The point labels: the axes' annotations, with the data point each belongs to."""
+    return [(text.get_text(), tuple(text.xy)) for text in figure.axes[0].texts]
+
+
+def test_tradeoff_plot_places_each_labelled_point_at_its_scores_and_joins_them_in_order():
+    figure = figure_of(SWEEP)
+    assert same(plotted(figure), [(x, y) for _, x, y in SWEEP])
+    assert [label for label, _ in labels_of(figure)] == [label for label, _, _ in SWEEP]
+    assert same([xy for _, xy in labels_of(figure)], [(x, y) for _, x, y in SWEEP])  # each label at its point
+    (line,) = drawn(figure, "connect")  # the sweep's line visits the points in weight order, not sorted by x
+    assert same(np.column_stack([line.get_xdata(), line.get_ydata()]), [(x, y) for _, x, y in SWEEP])
+    ax = figure.axes[0]
+    (x_low, x_high), (y_low, y_high) = ax.get_xlim(), ax.get_ylim()
+    assert all(x_low < x < x_high and y_low < y < y_high for _, x, y in SWEEP)
+    assert figure.get_suptitle() == "Shape fidelity vs. editability"
+    assert (ax.get_xlabel(), ax.get_ylabel()) == (X_TITLE, Y_TITLE)
+    assert drawn(figure, "missing") == [] and drawn(figure, "errors") == []
+    assert drawn(figure_of(SWEEP, connect=False), "connect") == []  # unrelated settings stay apart
+
+
+def test_tradeoff_plot_keeps_titles_axes_and_labels_given_and_inside_the_picture():
+    points = [("left", 0.1, 0.2), ("far-right-setting-with-a-long-name", 0.9, 0.3)]
+    figure = figure_of(points, title="my title", axes=("followed", "specificity"))
+    ax = figure.axes[0]
+    assert (figure.get_suptitle(), ax.get_xlabel(), ax.get_ylabel()) == ("my title", "followed", "specificity")
+    renderer = figure.canvas.get_renderer()
+    for text in ax.texts:  # the label of a point near the right edge turns left instead of running off
+        box = text.get_window_extent(renderer)
+        assert 0 <= box.x0 and box.x1 <= figure.bbox.width, text.get_text()
+    assert ax.get_position().width > 0.8  # ... rather than squeezing the plot to make room for it
+
+
+def test_tradeoff_plot_image_shows_each_point_where_the_figure_puts_it():
+    image = tradeoff_plot(SWEEP)
+    assert isinstance(image, Image.Image) and image.mode == "RGB" and image.size == (720, 540)
+    figure = figure_of(SWEEP)
+    for x, y in plotted(figure):
+        px, py = figure.axes[0].transData.transform((x, y))
+        row, column = round(image.height - py), round(px)  # the figure's y runs up, the image's down
+        centre = np.asarray(image)[row - 1:row + 2, column - 1:column + 2]
+        assert np.all(centre == MARKER_COLOR), (x, y)
+    ink = np.asarray(image.convert("L")) < 128  # titles, ticks and labels drawn, not a blank frame
+    assert ink.sum() > 2000
+    assert tradeoff_plot(SWEEP, size=(600, 400)).size == (600, 400)
+
+
+def test_tradeoff_plot_without_clip_t_plots_against_the_weights_in_order_and_says_so():
+    points = [("0.5", None, 0.70), ("0", None, 0.56), ("1.0", None, None), ("0.1", 0.33, 0.74)]
+    figure = figure_of(points)
+    ax = figure.axes[0]
+    assert same(plotted(figure), [(0, 0.70), (1, 0.56), (3, 0.74)])  # each at its weight's place, as given
+    assert [(tick.get_position()[0], tick.get_text()) for tick in ax.get_xticklabels()] == [
+        (0, "0.5"), (1, "0"), (2, "1.0"), (3, "0.1")]
+    assert [label for label, _ in labels_of(figure)] == ["0.5", "0", "0.1"]
+    assert ax.get_xlabel() == "mask weight"
+    assert "CLIP-T not available" in figure.get_suptitle()
+    assert [text.get_text() for text in drawn(figure, "missing")] == ["no Mask-IoU: 1.0"]
+
+
+def test_tradeoff_plot_lists_points_without_a_y_value_under_the_plot():
+    points = [("a", 0.30, 0.5), ("b", 0.31, None), ("c", 0.32, math.nan), ("d", 0.33, 0.6)]
+    figure = figure_of(points)
+    assert same(plotted(figure), [(0.30, 0.5), (0.33, 0.6)])
+    assert [label for label, _ in labels_of(figure)] == ["a", "d"]
+    assert [text.get_text() for text in drawn(figure, "missing")] == ["no Mask-IoU: b, c"]
+    (note,) = drawn(figure, "missing")
+    assert note.get_position()[1] < figure.axes[0].get_position().y0  # under the plot
+    assert "no value: b, c" in [t.get_text() for t in drawn(figure_of(points, axes=("x", "y")), "missing")]
 
 
 def test_tradeoff_plot_error_bars_span_one_standard_error_each_way():
-    points = [("a", 0.6, 0.05), ("b", 0.8, 0.15)]
+    points = [("a", 0.6, 0.05), ("b", 0.8, 0.15), ("c", 0.7, 0.10)]
+    figure = figure_of(points, connect=False, errors=[0.03, None, 0.01])
+    (bars,) = drawn(figure, "errors")
+    segments = bars.get_segments()  # one vertical segment per point with an error, y - SE to y + SE
+    assert len(segments) == 2
+    assert same(segments[0], [(0.6, 0.02), (0.6, 0.08)]) and same(segments[1], [(0.7, 0.09), (0.7, 0.11)])
+    low, high = figure.axes[0].get_ylim()
+    assert low < 0.02 and high > 0.15  # the bars count in the range
     plain = tradeoff_plot(points, connect=False)
-    barred = tradeoff_plot(points, connect=False, errors=[0.03, None])
-    (ax, ay), (bx, by) = marker_centres(barred)
-    dark = np.asarray(barred.convert("L"))[:, round(ax)] < 200
-    top = bottom = round(ay)  # the run of drawn pixels through point a: its marker and its bar
-    while dark[top - 1]:
-        top -= 1
-    while dark[bottom + 1]:
-        bottom += 1
-    # The y scale from the two markers: 0.10 of specificity is (ay - by) pixels; the bar is +-0.03.
-    assert bottom - top == pytest.approx(0.06 / 0.10 * (ay - by), abs=3)
-    assert plain.tobytes() != barred.tobytes()
+    assert plain.tobytes() != tradeoff_plot(points, connect=False, errors=[0.03, None, 0.01]).tobytes()
 
 
 def test_tradeoff_plot_survives_a_single_point_and_no_points():
-    assert len(marker_centres(tradeoff_plot([("0.1", 0.35, 0.7)]))) == 1
-    assert marker_centres(tradeoff_plot([])) == []
+    one = figure_of([("0.1", 0.35, 0.7)])
+    assert same(plotted(one), [(0.35, 0.7)]) and drawn(one, "connect") == []
+    assert one.axes[0].get_ylim() == pytest.approx((0.65, 0.75))  # a fixed room around a single value
+    none = figure_of([])
+    assert plotted(none).shape == (0, 2) and labels_of(none) == []
+    assert tradeoff_plot([]).size == tradeoff_plot([("0.1", 0.35, 0.7)]).size == (720, 540)
+
+
+def test_tradeoff_ticks_of_close_scores_are_round_numbers_with_at_most_two_decimals():
+    figure = figure_of([("0", 0.35210, 0.6000), ("1", 0.35214, 0.6001)])
+    for axis in (figure.axes[0].xaxis, figure.axes[0].yaxis):
+        labels = [tick.get_text() for tick in axis.get_ticklabels()]
+        assert len(labels) >= 3 and all(len(label.split(".")[-1]) <= 2 for label in labels), labels
+        assert axis.get_offset_text().get_text() == ""
+
+
+def test_importing_the_report_does_not_import_matplotlib():
+    code = "import sys, shapeinv_core.report; assert 'matplotlib' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[1])
 
 
 # --- metrics.csv ---------------------------------------------------------------------------------------
