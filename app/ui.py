@@ -20,8 +20,9 @@ from shapeinv_core.sweep import DEFAULT_PROMPTS, DEFAULT_WEIGHTS
 
 from .backend import Backend
 from .browser import JOB_LINK_JS, OWNER_JS, SCROLL_TO_EDIT, SHARE_LINK_JS
+from .edit.handlers import EDIT_METRICS_COLUMNS
 from .guard import checked_image, guard_inputs
-from .handlers import EDIT_METRICS_COLUMNS, Handlers
+from .handlers import Handlers
 from .mask.handlers import CLICK_MODES
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
