@@ -1,8 +1,20 @@
-"""What the page's events do, without Gradio: read uploads within limits, queue jobs, report them.
+"""The app's state, and what the page's events do, without Gradio.
 
-The UI module only converts between components and these calls, so everything here can be used
-(and tested) from plain Python. Errors a user can fix are `ShapeInvError`s with the fix in the text.
+`Backend` holds the data folder, its job store, the engine that runs the jobs, the limits and the
+outbox through which files reach Gradio. What it does for each part of the page is in that
+feature's own module, and `Backend` is made of them:
 
+- `app.mask.backend`: the photo and its mask;
+- `app.learn.backend`: learning *s as a job: settings, queue, status, cancel, resume, estimates;
+- `app.sweeps.backend`: a sweep over mask weights, its results and downloads;
+- `app.edit.backend`: drawing with a *s, its scores, the concept's files and the run's zip;
+- `app.runs.backend`: My runs, a run restored, read-only share links.
+
+One object rather than one per feature: the features share the store and the worker, and build on
+each other (a sweep is queued as a job is; restoring a sweep reads its concepts).
+
+The handlers only convert between components and these calls, so everything here can be used (and
+tested) from plain Python. Errors a user can fix are `ShapeInvError`s with the fix in the text.
 Every call about a job takes the caller's `owner` token and reads the job through
 `JobStore.owned`, so a stranger with a job id learns nothing. Files go to Gradio through
 `outbox()` (a private temporary copy), never straight from the data folder, which the web server
@@ -24,32 +36,19 @@ from pathlib import Path
 
 from PIL import Image
 
-from shapeinv_core.errors import InputError
-from shapeinv_core.jobs import (
-    DONE,
-    PREVIEW_DIR,
-    QUEUED,
-    RUNNING,
-    SAMPLE_PREVIEW,
-    SWEEP,
-    Job,
-    JobStore,
-    new_owner_token,
-    validate_owner,
-)
+from shapeinv_core.jobs import JobStore, new_owner_token, validate_owner
 from shapeinv_core.jobs.engines import EMBEDDED, create_engine
 from shapeinv_core.jobs.folders import hold_data_folder, new_outbox
 from shapeinv_core.jobs.retention import DEFAULT_KEEP_DAYS, clean_data_folder
 from shapeinv_core.metrics import DEFAULT_CLIP_MODEL
-from shapeinv_core.sweep import run_folder_name
 
-from .edit.backend import EditBackend, edit_caption, edit_prompt
+from .edit.backend import EditBackend
 from .learn.backend import LearnBackend
 from .mask.backend import MaskBackend
-from .sweeps.backend import SweepBackend, nearest_research_weight
+from .runs.backend import RunsBackend
+from .sweeps.backend import SweepBackend
 
 log = logging.getLogger(__name__)
-
 
 
 @dataclass
@@ -71,6 +70,7 @@ class Limits:
     max_disk_gb: float | None = None  # the data folder's budget; new jobs are refused beyond it
 
     def describe(self) -> str:
+        """The limits in one paragraph, for the foot of the page."""
         budget = f" Data folder budget {self.max_disk_gb:g} GB." if self.max_disk_gb else ""
         return (f"Limits: uploads up to {self.max_upload}, images up to {self.max_pixels / 1e6:.0f} megapixels, "
                 f"{self.max_steps} steps per job, {self.max_images} images per request, "
@@ -80,8 +80,8 @@ class Limits:
 
 
 @dataclass
-class Backend(MaskBackend, LearnBackend, SweepBackend, EditBackend):
-    """The app's state: the data folder, its job store and the model-owning worker."""
+class Backend(MaskBackend, LearnBackend, SweepBackend, EditBackend, RunsBackend):
+    """The app's state: the data folder, its job store and the model-owning worker; the features' calls on it."""
 
     data_dir: Path
     model: str = "tiny"
@@ -180,80 +180,3 @@ class Backend(MaskBackend, LearnBackend, SweepBackend, EditBackend):
     def owner_token(owner: str | None) -> str:
         """The caller's owner token, checked; a new one when the caller brings none (it is returned to them)."""
         return validate_owner(owner) if owner and owner.strip() else new_owner_token()
-
-    # --- jobs ---------------------------------------------------------------------------------
-    def runs(self, owner: str | None) -> list[dict]:
-        """`owner`'s jobs and sweeps, newest first: id, kind, status, weights, steps, created, seconds (how long it
-        ran; None before it started), thumbnail path (its result: a job's latest preview, a sweep's grid; else
-        the photo)."""
-        rows = []
-        for job in self.store.owned_jobs(owner):
-            try:
-                config, spec = self.settings(job)
-            except Exception:  # a folder being deleted by retention: leave it out
-                continue
-            folder = self.store.job_dir(job.id)
-            result = folder / ("grid.png" if spec else f"{PREVIEW_DIR}/{SAMPLE_PREVIEW}")
-            thumbnail = result if result.is_file() else folder / "input.png"
-            seconds = None if job.started is None else (job.finished or time.time()) - job.started
-            rows.append({"id": job.id, "kind": job.kind, "status": job.status,
-                         "weights": spec.weights if spec else [config.mask_weight], "steps": config.steps,
-                         "created": job.created, "seconds": seconds,
-                         "thumbnail": thumbnail if thumbnail.is_file() else None})
-        return rows
-
-    def restore(self, job_id: str, owner: str | None) -> dict:
-        """What a page needs to show a job as it was started: photo, mask, settings, and the edits made with it.
-
-        -> {kind, image, mask (paths), config (InversionConfig), spec (SweepSpec or None), edits [(path, caption)],
-            prompts (the edits' prompts, each once), concept (what the Edit section edits with: the job, or the
-            sweep's learned concept nearest weight 0.1; None before a sweep has one)}.
-        """
-        return self._restored(self.store.owned(job_id, owner))
-
-    def _restored(self, job: Job) -> dict:
-        """`restore` of a job already read through its owner's (or its share link's) secret."""
-        folder = self.store.job_dir(job.id)
-        config, spec = self.settings(job)
-        edit_dirs = [folder / run_folder_name(weight) / "edits" for weight in spec.weights] if spec else \
-            [folder / "edits"]
-        edits = sorted((path for directory in edit_dirs if directory.is_dir() for path in directory.glob("*.png")),
-                       key=lambda path: path.stat().st_mtime)
-        prompts = [prompt for path in edits if (prompt := edit_prompt(path))]
-        return {"kind": job.kind, "image": folder / "input.png", "mask": folder / "mask.png", "config": config,
-                "spec": spec, "edits": [(path, edit_caption(path)) for path in edits],
-                "prompts": list(dict.fromkeys(prompts)),  # each once, in the gallery's order
-                "concept": nearest_research_weight(self.sweep_concepts(job, spec)) if spec else job.id}
-
-    # --- read-only sharing --------------------------------------------------------------------
-    def share(self, job_id: str, owner: str | None) -> str:
-        """A read-only link's secret for one of `owner`'s jobs; a new one each time, and the last stops working."""
-        job = self.store.owned(job_id, owner)
-        if job.kind == SWEEP:
-            raise InputError("A sweep cannot be shared by a link yet; download its grid, plot and concepts under "
-                             "Compare weights and send those.")
-        return self.store.share(job.id)
-
-    def unshare(self, job_id: str, owner: str | None) -> None:
-        """The job's read-only link stops working: it then says that sharing has ended."""
-        self.store.unshare(self.store.owned(job_id, owner).id)
-
-    def shared(self, token: str | None) -> dict:
-        """What a share link shows, and nothing more: one job's state, its photo, mask and edits, its concept.
-
-        -> {line (the job's state for the visitor), restored (as `restore`), downloads (the concept's files)}.
-        """
-        job = self.store.shared(token)
-        return {"line": self.describe_shared(job), "restored": self._restored(job),
-                "downloads": self.concept_files(job)}
-
-    @staticmethod
-    def describe_shared(job: Job) -> str:
-        """One line for the visitor of a share link: where the run stands and what the page shows of it."""
-        state = {QUEUED: "waiting to start", RUNNING: f"learning, step {job.step} of {job.total_steps}",
-                 DONE: f"done ({job.total_steps} steps)"}.get(job.status, f"stopped at step {job.step}")
-        return (f"A run shared with you, to look at: {state}. Its photo, mask, concept and the edits drawn so far "
-                "are on this page; reload it to see newer ones.")
-
-    # --- sweeps -------------------------------------------------------------------------------
-    # --- edits --------------------------------------------------------------------------------

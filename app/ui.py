@@ -1,4 +1,8 @@
-"""The page: layout and event wiring only (the work is in `handlers`, `backend` and shapeinv_core)."""
+"""The page: layout and event wiring only.
+
+What an event does is a `Handlers` method (app/<feature>/handlers.py), which calls `Backend`
+(app/<feature>/backend.py), which calls shapeinv_core; nothing here reads a file or a job.
+"""
 
 from __future__ import annotations
 
