@@ -6,8 +6,6 @@ What an event does is a `Handlers` method (app/<feature>/handlers.py), which cal
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import gradio as gr
 
 from shapeinv_core.config import (
@@ -27,9 +25,9 @@ from .browser import JOB_LINK_JS, OWNER_JS, SCROLL_TO_EDIT, SHARE_LINK_JS
 from .edit.handlers import EDIT_METRICS_COLUMNS
 from .guard import checked_image, guard_inputs
 from .handlers import Handlers
+from .mask.backend import example_images
 from .mask.handlers import CLICK_MODES
 
-ASSETS = Path(__file__).resolve().parent.parent / "assets"
 INTRO = """# ShapeInversion
 Upload a photo of a chair. A new word, **\\*s**, is learned that carries the chair's *shape*; then prompts
 such as "a leopard-print chair in the shape of \\*s" draw new chairs with that outline."""
@@ -49,11 +47,6 @@ MASK_WEIGHT_HELP = ("Higher: the outline of *s follows the mask more faithfully,
                     "0 is plain textual inversion, 0.1 was the best trade-off.")
 APPEARANCE_CHOICES = [("the photo and re-drawn looks (shape, not look)", "varied"),
                       ("the photo alone (the research's form)", "photo")]
-
-
-def example_images() -> list[str]:
-    """The project's own example photos (not their masks)."""
-    return [str(path) for path in sorted(ASSETS.glob("*.png")) if not path.stem.endswith("_mask")]
 
 
 def build_demo(backend: Backend, defaults: InversionConfig | None = None) -> gr.Blocks:

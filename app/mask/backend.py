@@ -16,6 +16,13 @@ from shapeinv_core import masks
 from shapeinv_core.errors import InputError
 from shapeinv_core.images import check_object_size, fit_within, open_image
 
+ASSETS = Path(__file__).resolve().parent.parent.parent / "assets"
+
+
+def example_images() -> list[str]:
+    """The project's own example photos (not their masks), offered under the photo."""
+    return [str(path) for path in sorted(ASSETS.glob("*.png")) if not path.stem.endswith("_mask")]
+
 
 class MaskBackend:
     """Reading a photo and finding, correcting or loading its mask."""
