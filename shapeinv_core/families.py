@@ -63,14 +63,15 @@ def family_of_index(index: dict, source: str) -> str:
     raise ModelLoadError(f"{source} is {what}; shapeinv handles {SUPPORTED}.")
 
 
-def family_of_folder(folder: Path) -> str:
-    """The family of a diffusers folder, from its `model_index.json`."""
+def family_of_folder(folder: Path, source: str | None = None) -> str:
+    """The family of a diffusers folder (or a hub id's cached snapshot: `source` names it), from its
+    `model_index.json`."""
     try:
         index = json.loads((folder / "model_index.json").read_text())
     except (OSError, ValueError) as error:
         raise ModelLoadError(f"{folder.name}/model_index.json cannot be read ({type(error).__name__}); it must be a "
                              "diffusers pipeline folder.") from error
-    return family_of_index(index if isinstance(index, dict) else {}, folder.name)
+    return family_of_index(index if isinstance(index, dict) else {}, source or folder.name)
 
 
 def family_of_checkpoint(path: Path) -> str:
@@ -154,7 +155,8 @@ def encode_ids(encoders: list[torch.nn.Module], ids: torch.Tensor,
         output = encoder(ids[:, index], output_hidden_states=True)
         hidden.append(output.hidden_states[-2])
         pooled = output[0]  # the last encoder's projected pooled embedding
-    sizes = sizes or ImageSizes((1024, 1024), (0, 0), (1024, 1024))
+    if sizes is None:
+        raise ValueError("SDXL's UNet needs the image's sizes (ImageSizes) beside the prompt.")
     time_ids = sizes.time_ids().to(pooled.device, pooled.dtype).expand(ids.shape[0], -1)
     return torch.cat(hidden, dim=-1), {"text_embeds": pooled, "time_ids": time_ids}
 

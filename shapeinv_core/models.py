@@ -26,7 +26,6 @@ from .families import (
     SUPPORTED,
     family_of_checkpoint,
     family_of_folder,
-    family_of_index,
     family_of_pipe,
     pipeline_class,
 )
@@ -352,7 +351,7 @@ def _from_single_file(path: Path, dtype: torch.dtype, config: str | None):
 
 def _from_hub(model_id: str, dtype: torch.dtype, revision: str | None):
     index = _hub_file(model_id, "model_index.json")
-    family = family_of_index(_read_json(index), model_id) if index is not None else SD  # else the load says why
+    family = family_of_folder(index.parent, model_id) if index is not None else SD  # else the load says why
     try:
         pipe = pipeline_class(family).from_pretrained(model_id, dtype=dtype, revision=revision,
                                                       use_safetensors=True, **_no_safety_checker(family))
@@ -366,16 +365,6 @@ def _from_hub(model_id: str, dtype: torch.dtype, revision: str | None):
         ) from error
     commit = getattr(pipe, "_internal_dict", {}).get("_commit_hash") if hasattr(pipe, "_internal_dict") else None
     return pipe, commit or revision
-
-
-def _read_json(path: Path) -> dict:
-    import json
-
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
 
 
 def _check_has_text_encoders(pipe, source: str) -> None:
