@@ -177,7 +177,8 @@ def bench_capture(model, base: InversionConfig, repeats: int) -> dict:
     encoders = [encoder for _, encoder in text_pairs(pipe)]
     sizes = ImageSizes((base.resolution,) * 2, (0, 0), (base.resolution,) * 2)  # used by SDXL only
     with torch.no_grad():  # the text side is not what this measures
-        hidden, added = encode_ids(encoders, prompt_ids(pipe, base.prompt()).to(model.device), sizes)
+        hidden, added = encode_ids(encoders, prompt_ids(pipe, base.prompt()).to(model.device),
+                                   sizes.time_ids().to(model.device))
     hidden = hidden.repeat(base.batch_size, 1, 1).to(model.dtype).detach().requires_grad_(True)
     added = cast_conditioning(repeat_conditioning(added, base.batch_size), model.dtype)
 

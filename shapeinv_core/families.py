@@ -141,7 +141,7 @@ class ImageSizes:
 
 
 def encode_ids(encoders: list[torch.nn.Module], ids: torch.Tensor,
-               sizes: ImageSizes | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor] | None]:
+               time_ids: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor] | None]:
     """Token ids [rows, encoders, tokens] -> (the UNet's `encoder_hidden_states`, its `added_cond_kwargs`).
 
     SD: the encoder's last hidden state. SDXL, as its pipeline encodes a prompt: the penultimate
@@ -155,10 +155,10 @@ def encode_ids(encoders: list[torch.nn.Module], ids: torch.Tensor,
         output = encoder(ids[:, index], output_hidden_states=True)
         hidden.append(output.hidden_states[-2])
         pooled = output[0]  # the last encoder's projected pooled embedding
-    if sizes is None:
-        raise ValueError("SDXL's UNet needs the image's sizes (ImageSizes) beside the prompt.")
-    time_ids = sizes.time_ids().to(pooled.device, pooled.dtype).expand(ids.shape[0], -1)
-    return torch.cat(hidden, dim=-1), {"text_embeds": pooled, "time_ids": time_ids}
+    if time_ids is None:
+        raise ValueError("SDXL's UNet needs the image's sizes (ImageSizes.time_ids()) beside the prompt.")
+    return torch.cat(hidden, dim=-1), {"text_embeds": pooled, "time_ids": time_ids.to(pooled.dtype).expand(
+        ids.shape[0], -1)}
 
 
 def repeat_conditioning(added: dict[str, torch.Tensor] | None, times: int) -> dict[str, torch.Tensor] | None:

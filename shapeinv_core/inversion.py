@@ -231,7 +231,8 @@ class TrainingInputs:
     positions: torch.Tensor  # [views, num_vectors] the placeholder's token positions in each prompt
     mask_grid: torch.Tensor  # [map_res, map_res] on the device: the views share the photo's geometry
     looks: list[str]
-    sizes: ImageSizes | None = None  # SDXL's size conditioning (the views share the photo's size)
+    # SDXL's size conditioning [6] on the device, made once (the views share the photo's size): no copy per step.
+    time_ids: torch.Tensor | None = None
 
 
 def training_views(image: Image.Image, mask: Image.Image, config: InversionConfig) -> list[View]:
@@ -260,7 +261,8 @@ def training_inputs(pipe, device: torch.device, image: Image.Image, mask: Image.
     return TrainingInputs(
         latents=torch.cat(latents), prompt_ids=torch.cat([ids for ids, _ in tokenized]).to(device),
         positions=torch.tensor([positions for _, positions in tokenized], device=device),
-        mask_grid=mask_grid.to(device), looks=[view.look for view in views], sizes=sizes,
+        mask_grid=mask_grid.to(device), looks=[view.look for view in views],
+        time_ids=sizes.time_ids().to(device) if sizes is not None else None,
     )
 
 
@@ -282,7 +284,7 @@ def choose_initializer(pipe, encoders: list, inputs: TrainingInputs, config: Inv
         phrase = f"{'an' if word[0] in 'aeiou' else 'a'} {word}"
         ids = prompt_ids(pipe, config.prompt(inputs.looks[0], token=phrase)).to(device)
         with torch.no_grad():
-            hidden, added = encode_ids(encoders, ids, inputs.sizes)
+            hidden, added = encode_ids(encoders, ids, inputs.time_ids)
         return denoising_loss(pipe.unet, hidden, batch, added)
 
     return best_word(list(dict.fromkeys(words)), loss_of)
@@ -329,12 +331,13 @@ class _Objective:
         device = self.pipe.unet.device
         if rows is None or self.prompt_ids.shape[0] == 1:  # one prompt: encode it once per concept
             self.substitution.vectors = vectors
-            hidden, added = encode_ids(self.encoders, self.prompt_ids[:1].repeat(concepts, 1, 1), self.inputs.sizes)
+            hidden, added = encode_ids(self.encoders, self.prompt_ids[:1].repeat(concepts, 1, 1), self.inputs.time_ids)
             hidden, added = hidden.repeat_interleave(batch, dim=0), repeat_conditioning(added, batch)
             self.store.row_positions = None
         else:  # each row names its view's look: encode every (concept, row) prompt
             self.substitution.vectors = vectors.repeat_interleave(batch, dim=0)
-            hidden, added = encode_ids(self.encoders, self.prompt_ids[rows].repeat(concepts, 1, 1), self.inputs.sizes)
+            hidden, added = encode_ids(self.encoders, self.prompt_ids[rows].repeat(concepts, 1, 1),
+                                       self.inputs.time_ids)
             self.store.row_positions = self.positions[rows].repeat(concepts, 1)
         self.substitution.vectors = None
         self.store.reset()

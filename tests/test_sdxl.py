@@ -115,7 +115,7 @@ def test_star_s_is_learned_in_both_encoders_and_reaches_the_pooled_embedding():
         pooled = []
         for vectors in (concept.vectors, concept.vectors + torch.cat([torch.zeros(WIDTHS[0]), torch.ones(WIDTHS[1])])):
             substitution.vectors = vectors[None]
-            pooled.append(encode_ids(encoders, inputs.prompt_ids, inputs.sizes)[1]["text_embeds"])
+            pooled.append(encode_ids(encoders, inputs.prompt_ids, inputs.time_ids)[1]["text_embeds"])
     assert not torch.allclose(*pooled), "changing *s's second-encoder row changes the pooled conditioning"
 
 
@@ -124,7 +124,7 @@ def test_the_size_conditioning_is_the_photos_not_a_constant():
     image, mask = chair_like((96, 48))  # padded to a 96 px square, trained at 64
     token_ids = install_tokens(model.pipe, "*s", initializer_vectors(model.pipe, "chair", 1))
     inputs = training_inputs(model.pipe, model.device, image, mask, small_config(), token_ids)
-    assert inputs.sizes.time_ids().tolist() == [96, 96, 0, 0, 64, 64]
+    assert inputs.time_ids.tolist() == [96, 96, 0, 0, 64, 64]
 
 
 def test_the_mask_weight_changes_what_is_learned_and_batched_weights_equal_separate_runs():
