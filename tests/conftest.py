@@ -173,9 +173,9 @@ def u2netp_home(empty_rembg_home):
     return empty_rembg_home
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def browser():
-    """Debian's Chromium driven by Playwright, one per test module (a module's pages share it)."""
+    """Debian's Chromium driven by Playwright, one per test session: each test opens its own contexts in it."""
     from playwright.sync_api import expect, sync_playwright
 
     from tests.test_app_browser import CHROMIUM, CHROMIUM_ARGS
@@ -185,3 +185,19 @@ def browser():
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         yield browser
         browser.close()
+
+
+# The modules that take longest (measured with --durations), run first. `.ci/run` hands whole modules to two
+# pytest-xdist workers in collection order, so starting the long ones first lets both workers end together
+# (longest first) instead of one running a long module alone at the end. Order inside a module is kept.
+SLOW_MODULES = ("test_ray_engine", "test_device_step", "test_app_runs", "test_app_browser", "test_app_restart",
+                "test_app_masks", "test_app_folders", "test_app_load", "test_faults", "test_app_walk",
+                "test_app_startup", "test_sdxl", "test_jobs")
+
+
+def pytest_collection_modifyitems(items):
+    def rank(item) -> int:
+        name = item.path.stem
+        return SLOW_MODULES.index(name) if name in SLOW_MODULES else len(SLOW_MODULES)
+
+    items.sort(key=rank)  # a stable sort: each module's own order is unchanged

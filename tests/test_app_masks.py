@@ -17,8 +17,6 @@ from tests.conftest import ARTIFACTS
 from tests.helpers import open_app
 
 CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 
 @pytest.fixture
@@ -75,78 +73,76 @@ def test_api_extract_mask_takes_points_and_a_box(app_server, client, scene):
 
 
 @pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian chromium is not installed (apt-get install -y chromium)")
-def test_clicks_pick_the_object_and_the_editor_paints_over_the_photo(app_server, scene):
-    from playwright.sync_api import expect, sync_playwright
+def test_clicks_pick_the_object_and_the_editor_paints_over_the_photo(app_server, browser, scene):
+    from playwright.sync_api import expect
 
     path, central, side = scene
-    expect.set_options(timeout=90_000)  # conditions with a limit generous for a busy CI machine (the default is 5 s)
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1280, "height": 1000})
-        page.set_default_timeout(60_000)
-        open_app(page, app_server.url)
-        page.locator("#image input[type=file]").set_input_files(str(path))
-        overlay = page.locator("#overlay img")
-        expect(overlay).to_be_visible()
-        expect(page.locator("#mask-note")).to_contain_text("colour-based method")
+    context = browser.new_context(viewport={"width": 1280, "height": 1000})
+    page = context.new_page()
+    page.set_default_timeout(60_000)
+    open_app(page, app_server.url)
+    page.locator("#image input[type=file]").set_input_files(str(path))
+    overlay = page.locator("#overlay img")
+    expect(overlay).to_be_visible()
+    expect(page.locator("#mask-note")).to_contain_text("colour-based method")
 
-        def shown() -> Image.Image:
-            page.wait_for_function("() => { const i = document.querySelector('#overlay img');"
-                                   " return i && i.complete && i.naturalWidth > 0; }")
-            return Image.open(io.BytesIO(page.request.get(overlay.get_attribute("src")).body()))
+    def shown() -> Image.Image:
+        page.wait_for_function("() => { const i = document.querySelector('#overlay img');"
+                               " return i && i.complete && i.naturalWidth > 0; }")
+        return Image.open(io.BytesIO(page.request.get(overlay.get_attribute("src")).body()))
 
-        def click(x: float, y: float) -> None:
-            box = overlay.bounding_box()
-            page.mouse.click(box["x"] + x * box["width"] / 900, box["y"] + y * box["height"] / 512)
+    def click(x: float, y: float) -> None:
+        box = overlay.bounding_box()
+        page.mouse.click(box["x"] + x * box["width"] / 900, box["y"] + y * box["height"] / 512)
 
-        assert iou(tinted(shown(), path) * 255, central) >= 0.8  # no prompt: the central chair
+    assert iou(tinted(shown(), path) * 255, central) >= 0.8  # no prompt: the central chair
 
-        before = overlay.get_attribute("src")
-        click(*point_on(side))
-        expect(page.locator("#mask-points textarea, #mask-points input")).to_have_value(re.compile(r"^\d+,\d+$"))
-        expect(overlay).not_to_have_attribute("src", before)
-        expect(page.locator("#mask-note")).to_contain_text("from your clicks")
-        assert iou(tinted(shown(), path) * 255, side) >= 0.8, "the clicked chair is the mask now"
+    before = overlay.get_attribute("src")
+    click(*point_on(side))
+    expect(page.locator("#mask-points textarea, #mask-points input")).to_have_value(re.compile(r"^\d+,\d+$"))
+    expect(overlay).not_to_have_attribute("src", before)
+    expect(page.locator("#mask-note")).to_contain_text("from your clicks")
+    assert iou(tinted(shown(), path) * 255, side) >= 0.8, "the clicked chair is the mask now"
 
-        page.locator("#clear-clicks").click()
-        expect(page.locator("#mask-points textarea, #mask-points input")).to_have_value("")
-        expect(page.locator("#mask-note")).to_contain_text("Found by a simple")  # the unprompted mask is back
-        page.get_by_label("a box corner").check()
-        x0, y0, x1, y1 = bounds(central, margin=12)
-        click(x0, y0)
-        expect(page.locator("#mask-note")).to_contain_text("opposite corner")
-        before = overlay.get_attribute("src")
-        click(x1, y1)
-        expect(page.locator("#mask-box textarea, #mask-box input")).to_have_value(re.compile(r"^\d+,\d+,\d+,\d+$"))
-        expect(overlay).not_to_have_attribute("src", before)
-        assert iou(tinted(shown(), path) * 255, central) >= 0.8, "the boxed chair is the mask now"
+    page.locator("#clear-clicks").click()
+    expect(page.locator("#mask-points textarea, #mask-points input")).to_have_value("")
+    expect(page.locator("#mask-note")).to_contain_text("Found by a simple")  # the unprompted mask is back
+    page.get_by_label("a box corner").check()
+    x0, y0, x1, y1 = bounds(central, margin=12)
+    click(x0, y0)
+    expect(page.locator("#mask-note")).to_contain_text("opposite corner")
+    before = overlay.get_attribute("src")
+    click(x1, y1)
+    expect(page.locator("#mask-box textarea, #mask-box input")).to_have_value(re.compile(r"^\d+,\d+,\d+,\d+$"))
+    expect(overlay).not_to_have_attribute("src", before)
+    assert iou(tinted(shown(), path) * 255, central) >= 0.8, "the boxed chair is the mask now"
 
-        # The editor: the photo under a tinted layer; opening it leaves the overlay as it was.
-        page.get_by_role("button", name=re.compile("Correct the mask")).click()
-        canvas = page.locator("#mask-editor canvas").first
-        canvas.scroll_into_view_if_needed()
-        expect(canvas).to_be_visible()
-        expect(overlay).to_be_visible()
-        ARTIFACTS.mkdir(exist_ok=True)
-        shot = np.asarray(Image.open(io.BytesIO(canvas.screenshot())).convert("RGB")).astype(int)
-        wall = np.asarray(Image.open(path).convert("RGB"))[5:20, 5:20].reshape(-1, 3).mean(axis=0)
-        near_wall = (np.abs(shot - wall).sum(axis=2) < 40).mean()
-        orange = ((shot[..., 0] - shot[..., 2] > 60) & (shot[..., 0] > 150)).mean()
-        assert near_wall > 0.3, "the photo is under the mask layer"
-        assert orange > 0.02, "the mask is shown as a tinted layer"
-        box = canvas.bounding_box()
-        x, y = box["x"] + box["width"] * 0.1, box["y"] + box["height"] * 0.1  # an empty corner of the wall
-        page.mouse.move(x, y)
-        page.mouse.down()
-        page.mouse.move(x + 60, y + 20, steps=10)
-        page.mouse.up()
-        deadline = time.monotonic() + 60
-        while not (painted := tinted(shown(), path))[:150, :300].mean() > 0.02:
-            assert time.monotonic() < deadline, "the painted stroke never reached the mask"
-            time.sleep(0.2)
-        page.screenshot(path=str(ARTIFACTS / "mask_editor.png"), full_page=True)
-        assert iou(painted[150:] * 255, np.asarray(central)[150:]) >= 0.8, "the rest of the mask is as it was"
-        browser.close()
+    # The editor: the photo under a tinted layer; opening it leaves the overlay as it was.
+    page.get_by_role("button", name=re.compile("Correct the mask")).click()
+    canvas = page.locator("#mask-editor canvas").first
+    canvas.scroll_into_view_if_needed()
+    expect(canvas).to_be_visible()
+    expect(overlay).to_be_visible()
+    ARTIFACTS.mkdir(exist_ok=True)
+    shot = np.asarray(Image.open(io.BytesIO(canvas.screenshot())).convert("RGB")).astype(int)
+    wall = np.asarray(Image.open(path).convert("RGB"))[5:20, 5:20].reshape(-1, 3).mean(axis=0)
+    near_wall = (np.abs(shot - wall).sum(axis=2) < 40).mean()
+    orange = ((shot[..., 0] - shot[..., 2] > 60) & (shot[..., 0] > 150)).mean()
+    assert near_wall > 0.3, "the photo is under the mask layer"
+    assert orange > 0.02, "the mask is shown as a tinted layer"
+    box = canvas.bounding_box()
+    x, y = box["x"] + box["width"] * 0.1, box["y"] + box["height"] * 0.1  # an empty corner of the wall
+    page.mouse.move(x, y)
+    page.mouse.down()
+    page.mouse.move(x + 60, y + 20, steps=10)
+    page.mouse.up()
+    deadline = time.monotonic() + 60
+    while not (painted := tinted(shown(), path))[:150, :300].mean() > 0.02:
+        assert time.monotonic() < deadline, "the painted stroke never reached the mask"
+        time.sleep(0.2)
+    page.screenshot(path=str(ARTIFACTS / "mask_editor.png"), full_page=True)
+    assert iou(painted[150:] * 255, np.asarray(central)[150:]) >= 0.8, "the rest of the mask is as it was"
+    context.close()
 
 
 def test_the_page_says_when_a_model_is_being_fetched_first(app_server, empty_rembg_home, monkeypatch, scene):

@@ -155,7 +155,7 @@ def test_an_edit_during_two_running_jobs_returns_before_they_finish_and_cancel_r
     jobs = [store.create(*inputs, config) for _ in range(2)]
     engine.wake()
     wait_until(lambda: all(store.get(job.id).step >= 2 for job in jobs), "both jobs to be running")
-    concept = Concept(token="*s", vectors=torch.zeros(1, 32))
+    concept = Concept(token="*s", vectors=torch.zeros(1, 32), settings=config)  # drawn at the job's 64 px
     images = engine.generate(concept, ["a red chair in the shape of *s"], GenerationConfig(steps=2, num_images=1))
     assert len(images) == 1 and np.asarray(images[0].image).std() > 0
     states = [store.get(job.id) for job in jobs]
@@ -170,8 +170,9 @@ def test_an_edit_during_two_running_jobs_returns_before_they_finish_and_cancel_r
 
     # A long edit's sampling steps reach the head while it waits (the page's progress bar).
     seen = []
-    # Seconds on any CPU (the head polls 4 times a second), well inside the 300 s edit limit on a busy one.
-    images = engine.generate(concept, ["a red chair in the shape of *s"], GenerationConfig(steps=25, num_images=2),
+    # 128 px: seconds on any CPU (the head polls 4 times a second), well inside the 300 s edit limit on a busy one.
+    long_edit = GenerationConfig(steps=25, num_images=2, height=128, width=128)
+    images = engine.generate(concept, ["a red chair in the shape of *s"], long_edit,
                              on_progress=lambda done, total: seen.append((done, total)))
     assert len(images) == 2
     assert seen and all(total == seen[0][1] >= 25 for _, total in seen), seen
