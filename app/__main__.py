@@ -23,10 +23,10 @@ warnings.filterwarnings("ignore", message="SOCKS support in urllib3 requires")
 
 from shapeinv_core.config import DEFAULT_MODEL, InversionConfig  # noqa: E402
 from shapeinv_core.errors import ShapeInvError  # noqa: E402
+from shapeinv_core.evaluation.metrics import DEFAULT_CLIP_MODEL  # noqa: E402
 from shapeinv_core.jobs.engines import EMBEDDED, ENGINES  # noqa: E402
 from shapeinv_core.jobs.retention import DEFAULT_KEEP_DAYS  # noqa: E402
-from shapeinv_core.metrics import DEFAULT_CLIP_MODEL  # noqa: E402
-from shapeinv_core.models import TINY, TINY_SDXL, TOY, native_resolution_of  # noqa: E402
+from shapeinv_core.models.loading import TINY, TINY_SDXL, TOY, native_resolution_of  # noqa: E402
 
 from .backend import Backend, Limits  # noqa: E402
 from .guard import EXCEPTION_HANDLERS  # noqa: E402

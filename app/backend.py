@@ -36,11 +36,11 @@ from pathlib import Path
 
 from PIL import Image
 
+from shapeinv_core.evaluation.metrics import DEFAULT_CLIP_MODEL
 from shapeinv_core.jobs import JobStore, new_owner_token, validate_owner
 from shapeinv_core.jobs.engines import EMBEDDED, create_engine
 from shapeinv_core.jobs.folders import hold_data_folder, new_outbox
 from shapeinv_core.jobs.retention import DEFAULT_KEEP_DAYS, clean_data_folder
-from shapeinv_core.metrics import DEFAULT_CLIP_MODEL
 
 from .edit.backend import EditBackend
 from .learn.backend import LearnBackend

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from PIL import Image, ImageDraw
 
-from shapeinv_core.report import AXIS_COLOR, BACKGROUND, GRID_COLOR, TEXT_COLOR, load_font
+from shapeinv_core.evaluation.report import AXIS_COLOR, BACKGROUND, GRID_COLOR, TEXT_COLOR, load_font
 
 PANELS = (("diffusion_loss", "denoising loss", (31, 119, 180)), ("mask_loss", "mask loss", (214, 39, 40)))
 MIN_SPAN = 0.2  # the axis spans at least this fraction of the largest value shown

@@ -17,8 +17,8 @@ from shapeinv_core.config import (
     GenerationConfig,
     InversionConfig,
 )
-from shapeinv_core.report import METRICS_COLUMNS
-from shapeinv_core.sweep import DEFAULT_PROMPTS, DEFAULT_WEIGHTS
+from shapeinv_core.evaluation.report import METRICS_COLUMNS
+from shapeinv_core.generation.sweep import DEFAULT_PROMPTS, DEFAULT_WEIGHTS
 
 from .backend import Backend
 from .browser import JOB_LINK_JS, OWNER_JS, SCROLL_TO_EDIT, SHARE_LINK_JS

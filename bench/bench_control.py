@@ -36,14 +36,14 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from shapeinv_core.config import GenerationConfig, InversionConfig  # noqa: E402
-from shapeinv_core.generate import generate  # noqa: E402
-from shapeinv_core.images import open_image  # noqa: E402
-from shapeinv_core.inversion import pad_to_square  # noqa: E402
+from shapeinv_core.evaluation.metrics import mask_iou  # noqa: E402
+from shapeinv_core.files.images import open_image  # noqa: E402
+from shapeinv_core.files.runs import RunFolder  # noqa: E402
+from shapeinv_core.generation.generate import generate  # noqa: E402
 from shapeinv_core.masks import extract_mask, load_mask  # noqa: E402
-from shapeinv_core.metrics import mask_iou  # noqa: E402
-from shapeinv_core.models import load_model, quiet_library_logs  # noqa: E402
-from shapeinv_core.runs import RunFolder  # noqa: E402
-from shapeinv_core.workflow import learn  # noqa: E402
+from shapeinv_core.method.inversion import pad_to_square  # noqa: E402
+from shapeinv_core.method.workflow import learn  # noqa: E402
+from shapeinv_core.models.loading import load_model, quiet_library_logs  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RECONSTRUCTION = "a photo of chair in the shape of *s"

@@ -32,19 +32,19 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from shapeinv_core.attention import AttentionStore, capture_attention  # noqa: E402
-from shapeinv_core.chairs import render_chair  # noqa: E402
+from shapeinv_core.chairs.draw import render_chair  # noqa: E402
 from shapeinv_core.config import InversionConfig  # noqa: E402
-from shapeinv_core.families import (  # noqa: E402
+from shapeinv_core.method.attention import AttentionStore, capture_attention  # noqa: E402
+from shapeinv_core.method.inversion import invert_many, prompt_ids, substitute_embeddings  # noqa: E402
+from shapeinv_core.models.families import (  # noqa: E402
     ImageSizes,
     cast_conditioning,
     encode_ids,
     repeat_conditioning,
     text_pairs,
 )
-from shapeinv_core.inversion import invert_many, prompt_ids, substitute_embeddings  # noqa: E402
-from shapeinv_core.models import load_model  # noqa: E402
-from shapeinv_core.tiny import build_tiny_pipeline  # noqa: E402
+from shapeinv_core.models.loading import load_model  # noqa: E402
+from shapeinv_core.models.tiny import build_tiny_pipeline  # noqa: E402
 
 
 def build_sd15_shaped(folder: Path) -> Path:
@@ -120,7 +120,7 @@ def _sd_sized_tokenizer(folder: Path):
     """A CLIP tokenizer with CLIP's 49408 entries, so the token tables have the real models' size."""
     from transformers import CLIPTokenizer
 
-    from shapeinv_core.tiny import write_tiny_clip_vocab
+    from shapeinv_core.models.tiny import write_tiny_clip_vocab
 
     vocab, merges = write_tiny_clip_vocab(folder.with_name(folder.name + "-vocab"))
     entries = json.loads(vocab.read_text())

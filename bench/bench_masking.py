@@ -32,7 +32,7 @@ os.environ["SHAPEINV_OFFLINE"] = "1"  # a benchmark never downloads
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the drawn scenes the tests use
 
 from mask_scenes import bounds, two_chairs  # noqa: E402
-from shapeinv_core.chairs import BACKGROUNDS, CONFETTI, NOISY, render_chair  # noqa: E402
+from shapeinv_core.chairs.draw import BACKGROUNDS, CONFETTI, NOISY, render_chair  # noqa: E402
 from shapeinv_core.errors import InputError  # noqa: E402
 from shapeinv_core.masks import Prompts, extract_mask, overlay  # noqa: E402
 from shapeinv_core.masks.cleanup import clean_mask  # noqa: E402

@@ -21,9 +21,9 @@ import threading
 import time
 from pathlib import Path
 
-from shapeinv_core.concept import Concept
 from shapeinv_core.config import GenerationConfig, InversionConfig
 from shapeinv_core.jobs import JobStore, Worker, wait_for
+from shapeinv_core.method.concept import Concept
 from tests.helpers import chair_like, tiny_folder
 
 

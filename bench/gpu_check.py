@@ -42,15 +42,15 @@ from bench_inversion import (  # noqa: E402
     diffusers_example_step_times,
 )
 
-from shapeinv_core.chairs import render_chair  # noqa: E402
-from shapeinv_core.concept import Concept, initializer_vectors  # noqa: E402
+from shapeinv_core.chairs.draw import render_chair  # noqa: E402
 from shapeinv_core.config import GenerationConfig, InversionConfig  # noqa: E402
-from shapeinv_core.generate import generate  # noqa: E402
-from shapeinv_core.inversion import Cancelled, concept_widths, invert_many  # noqa: E402
-from shapeinv_core.models import LoadedModel, load_model, quiet_library_logs  # noqa: E402
-from shapeinv_core.sweep import DEFAULT_WEIGHTS  # noqa: E402
-from shapeinv_core.tiny import build_tiny_pipeline, build_tiny_sdxl_pipeline  # noqa: E402
-from shapeinv_core.tuning import tune_lora  # noqa: E402
+from shapeinv_core.generation.generate import generate  # noqa: E402
+from shapeinv_core.generation.sweep import DEFAULT_WEIGHTS  # noqa: E402
+from shapeinv_core.method.concept import Concept, initializer_vectors  # noqa: E402
+from shapeinv_core.method.inversion import Cancelled, concept_widths, invert_many  # noqa: E402
+from shapeinv_core.method.tuning import tune_lora  # noqa: E402
+from shapeinv_core.models.loading import LoadedModel, load_model, quiet_library_logs  # noqa: E402
+from shapeinv_core.models.tiny import build_tiny_pipeline, build_tiny_sdxl_pipeline  # noqa: E402
 
 # The targets on an H200-class GPU (bf16, 512 px, batch 4).
 TARGET_STEP_OVER_FLOOR = 1.1

@@ -38,17 +38,8 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from shapeinv_core.appearance import View, look_words  # noqa: E402
-from shapeinv_core.concept import install_tokens, remove_tokens  # noqa: E402
-from shapeinv_core.config import GenerationConfig, InversionConfig  # noqa: E402
-from shapeinv_core.generate import _sampling_scheduler, generate  # noqa: E402
-from shapeinv_core.inversion import _training_scheduler, encode_image, invert_many, prepare_inputs  # noqa: E402
-from shapeinv_core.metrics import mask_iou, object_silhouette, shape_specificity, strip_placeholder  # noqa: E402
-from shapeinv_core.models import load_model, quiet_library_logs  # noqa: E402
-from shapeinv_core.probe import denoising_loss, probe_batch  # noqa: E402
-from shapeinv_core.report import image_grid, tradeoff_plot  # noqa: E402
-from shapeinv_core.toy.checks import PatternClassifier, dominant_colour  # noqa: E402
-from shapeinv_core.toy.render import (  # noqa: E402
+from shapeinv_core.chairs.colours import dominant_colour  # noqa: E402
+from shapeinv_core.chairs.toy_world import (  # noqa: E402
     BACKGROUNDS,
     COLOURS,
     FAMILY_PHRASES,
@@ -57,6 +48,16 @@ from shapeinv_core.toy.render import (  # noqa: E402
     TRAIN_FAMILIES,
     render_toy_chair,
 )
+from shapeinv_core.config import GenerationConfig, InversionConfig  # noqa: E402
+from shapeinv_core.evaluation.metrics import mask_iou, object_silhouette, shape_specificity, strip_placeholder  # noqa: E402
+from shapeinv_core.evaluation.report import image_grid, tradeoff_plot  # noqa: E402
+from shapeinv_core.generation.generate import _sampling_scheduler, generate  # noqa: E402
+from shapeinv_core.method.appearance import View, look_words  # noqa: E402
+from shapeinv_core.method.concept import install_tokens, remove_tokens  # noqa: E402
+from shapeinv_core.method.inversion import _training_scheduler, encode_image, invert_many, prepare_inputs  # noqa: E402
+from shapeinv_core.method.probe import denoising_loss, probe_batch  # noqa: E402
+from shapeinv_core.models.loading import load_model, quiet_library_logs  # noqa: E402
+from shapeinv_core.toy.checks import PatternClassifier  # noqa: E402
 
 # (kind, prompt, asked colour, asked pattern)
 PROMPTS = (

@@ -32,17 +32,18 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from shapeinv_core.chairs.colours import dominant_colour  # noqa: E402
+from shapeinv_core.chairs.toy_world import HELD_OUT_FAMILIES, render_toy_chair  # noqa: E402
 from shapeinv_core.config import GenerationConfig, InversionConfig  # noqa: E402
-from shapeinv_core.generate import generate  # noqa: E402
-from shapeinv_core.inversion import invert_many  # noqa: E402
-from shapeinv_core.metrics import mask_iou  # noqa: E402
-from shapeinv_core.models import load_model, native_resolution, quiet_library_logs  # noqa: E402
-from shapeinv_core.report import image_grid, tradeoff_plot  # noqa: E402
-from shapeinv_core.runs import RunFolder  # noqa: E402
-from shapeinv_core.sweep import DEFAULT_WEIGHTS, run_folder_name  # noqa: E402
-from shapeinv_core.toy.checks import PatternClassifier, dominant_colour, one_object  # noqa: E402
-from shapeinv_core.toy.render import HELD_OUT_FAMILIES, render_toy_chair  # noqa: E402
-from shapeinv_core.workflow import finish  # noqa: E402
+from shapeinv_core.evaluation.metrics import mask_iou  # noqa: E402
+from shapeinv_core.evaluation.report import image_grid, tradeoff_plot  # noqa: E402
+from shapeinv_core.files.runs import RunFolder  # noqa: E402
+from shapeinv_core.generation.generate import generate  # noqa: E402
+from shapeinv_core.generation.sweep import DEFAULT_WEIGHTS, run_folder_name  # noqa: E402
+from shapeinv_core.method.inversion import invert_many  # noqa: E402
+from shapeinv_core.method.workflow import finish  # noqa: E402
+from shapeinv_core.models.loading import load_model, native_resolution, quiet_library_logs  # noqa: E402
+from shapeinv_core.toy.checks import PatternClassifier, one_object  # noqa: E402
 
 # (prompt, asked colour, asked pattern): None = nothing asked
 PROMPTS = (

@@ -25,17 +25,17 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from shapeinv_core.generate import _sampling_scheduler  # noqa: E402
-from shapeinv_core.models import load_model, quiet_library_logs  # noqa: E402
-from shapeinv_core.report import image_grid  # noqa: E402
+from shapeinv_core.chairs.colours import dominant_colour  # noqa: E402
+from shapeinv_core.chairs.toy_world import COLOURS, PATTERN_WORDS, PATTERNS  # noqa: E402
+from shapeinv_core.evaluation.report import image_grid  # noqa: E402
+from shapeinv_core.generation.generate import _sampling_scheduler  # noqa: E402
+from shapeinv_core.models.loading import load_model, quiet_library_logs  # noqa: E402
 from shapeinv_core.toy.checks import (  # noqa: E402
     PatternClassifier,
     confusion_table,
-    dominant_colour,
     held_out_test_set,
     one_object,
 )
-from shapeinv_core.toy.render import COLOURS, PATTERN_WORDS, PATTERNS  # noqa: E402
 
 
 def prompt_for(colour: str, pattern: str) -> str:

@@ -257,7 +257,7 @@ def _add_generation_options(parser: argparse.ArgumentParser) -> None:
 
 
 def inversion_config(args: argparse.Namespace) -> InversionConfig:
-    from .exports import file_name
+    from .method.exports import file_name
 
     config = InversionConfig(
         placeholder=args.placeholder, initializer=args.initializer, class_word=args.class_word,
@@ -277,10 +277,10 @@ def check_model_settings(config: InversionConfig, args: argparse.Namespace) -> N
     """What the model's config files rule out (grids, resolution, LoRA rank), refused before any weight loads."""
     from dataclasses import replace
 
-    from .models import TINY, TINY_SDXL, check_for_model, model_layout
+    from .models.loading import TINY, TINY_SDXL, check_for_model, model_layout
 
     if args.model in (TINY, TINY_SDXL):  # the random test models' files are written on first use, as a load would
-        from .tiny import build_tiny_pipeline, build_tiny_sdxl_pipeline
+        from .models.tiny import build_tiny_pipeline, build_tiny_sdxl_pipeline
 
         build_tiny_pipeline() if args.model == TINY else build_tiny_sdxl_pipeline()
     layout = model_layout(args.model, args.model_config)
@@ -293,7 +293,7 @@ def at_native_resolution(config: InversionConfig, args: argparse.Namespace, mode
     """Without --resolution, learn at the loaded model's native image size (read from its UNet and VAE)."""
     from dataclasses import replace
 
-    from .models import native_resolution
+    from .models.loading import native_resolution
 
     if args.resolution is not None:
         return config
@@ -303,7 +303,7 @@ def at_native_resolution(config: InversionConfig, args: argparse.Namespace, mode
 # --- mask ---------------------------------------------------------------------------------
 
 def run_mask(args: argparse.Namespace) -> int:
-    from .images import open_image
+    from .files.images import open_image
     from .masks import extract_mask, overlay
 
     output_image(args.output)
@@ -322,7 +322,7 @@ def run_mask(args: argparse.Namespace) -> int:
 
 def image_and_mask(args: argparse.Namespace, run_dir: Path):
     """The image, and the mask: --mask, else the run's own mask when resuming, else extracted."""
-    from .images import check_object_size, open_image
+    from .files.images import check_object_size, open_image
     from .masks import extract_mask, load_mask
 
     image = open_image(args.image)
@@ -348,10 +348,10 @@ def image_and_mask(args: argparse.Namespace, run_dir: Path):
 def run_invert(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from .exports import concept_name, named_files
-    from .inversion import Cancelled
-    from .models import load_model, quiet_library_logs
-    from .workflow import learn
+    from .method.exports import concept_name, named_files
+    from .method.inversion import Cancelled
+    from .method.workflow import learn
+    from .models.loading import load_model, quiet_library_logs
 
     config = inversion_config(args)
     check_model_settings(config, args)
@@ -412,10 +412,10 @@ def _stop_on_ctrl_c() -> list[bool]:
 def run_generate(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from .concept import Concept
-    from .generate import check_prompts, generate, image_info, slug
-    from .models import load_model, quiet_library_logs
-    from .report import image_grid
+    from .evaluation.report import image_grid
+    from .generation.generate import check_prompts, generate, image_info, slug
+    from .method.concept import Concept
+    from .models.loading import load_model, quiet_library_logs
 
     concept = Concept.load(args.run_dir)
     prompts = check_prompts(args.prompts, concept.token)
@@ -453,9 +453,9 @@ def run_generate(args: argparse.Namespace) -> int:
 def run_sweep(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from .generate import check_prompts
-    from .models import load_model, quiet_library_logs
-    from .sweep import DEFAULT_PROMPTS, sweep
+    from .generation.generate import check_prompts
+    from .generation.sweep import DEFAULT_PROMPTS, sweep
+    from .models.loading import load_model, quiet_library_logs
 
     config = inversion_config(args)
     generation = GenerationConfig(num_images=args.num_images, steps=args.sample_steps, guidance=args.guidance)

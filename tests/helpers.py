@@ -19,8 +19,8 @@ from pathlib import Path
 from PIL import Image, ImageDraw
 
 from shapeinv_core.config import InversionConfig
-from shapeinv_core.models import LoadedModel, load_model
-from shapeinv_core.tiny import build_tiny_pipeline
+from shapeinv_core.models.loading import LoadedModel, load_model
+from shapeinv_core.models.tiny import build_tiny_pipeline
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no test may reach the network (.ci/run sets it too)
 

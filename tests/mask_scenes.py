@@ -3,7 +3,7 @@
 import numpy as np
 from PIL import Image
 
-from shapeinv_core.chairs import CONFETTI, confetti, render_chair
+from shapeinv_core.chairs.draw import CONFETTI, confetti, render_chair
 
 
 def iou(a, b):

@@ -18,7 +18,7 @@ from gradio_client.exceptions import AppError
 from PIL import Image
 from safetensors.torch import save_file
 
-from shapeinv_core.concept import Concept
+from shapeinv_core.method.concept import Concept
 from tests.conftest import OWNER, edit_while_running, example_image, job_status, start_job, wait_for_status
 
 

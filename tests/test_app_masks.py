@@ -46,7 +46,7 @@ def test_the_note_names_the_method_and_the_command_for_the_better_one(empty_remb
     """Without rembg's weights the visitor reads what made the mask and how the server gets the AI
     model, in the page's words: one command, no folders (those are for the terminal)."""
     from app.backend import Backend
-    from shapeinv_core.chairs import render_chair
+    from shapeinv_core.chairs.draw import render_chair
     from shapeinv_core.masks import Prompts, extract_mask
 
     image, exact = render_chair(1, size=256)

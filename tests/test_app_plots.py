@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 
 from app.plots import axis_range, loss_plot, smoothed
-from shapeinv_core.report import _padded_range, _ticks
+from shapeinv_core.evaluation.report import _padded_range, _ticks
 
 
 def test_a_flat_noisy_loss_gets_an_axis_a_fifth_of_its_size_and_a_smoothed_curve():

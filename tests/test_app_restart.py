@@ -7,10 +7,10 @@ import signal
 import torch
 from gradio_client import Client
 
-from shapeinv_core.concept import Concept
-from shapeinv_core.models import load_model
-from shapeinv_core.runs import RunFolder
-from shapeinv_core.workflow import learn
+from shapeinv_core.files.runs import RunFolder
+from shapeinv_core.method.concept import Concept
+from shapeinv_core.method.workflow import learn
+from shapeinv_core.models.loading import load_model
 from tests.conftest import example_image, free_port, start_job, wait_for_status
 from tests.helpers import python_warnings, serve
 

@@ -11,11 +11,11 @@ import pytest
 from gradio_client.exceptions import AppError
 from PIL import Image
 
-from shapeinv_core.inversion import pad_to_square
+from shapeinv_core.evaluation.metrics import ClipScorer, generated_mask_iou
+from shapeinv_core.evaluation.report import read_metrics_csv
+from shapeinv_core.files.runs import RunFolder
 from shapeinv_core.jobs import SWEEP, JobStore
-from shapeinv_core.metrics import ClipScorer, generated_mask_iou
-from shapeinv_core.report import read_metrics_csv
-from shapeinv_core.runs import RunFolder
+from shapeinv_core.method.inversion import pad_to_square
 from tests.conftest import OWNER, SMALL, edit_while_running, example_image, wait_for_status
 
 PROMPTS = "a photo of chair in the shape of *s\na red chair in the shape of *s"

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from shapeinv_core.chairs import BACKGROUNDS, CONFETTI, main, render_chair
+from shapeinv_core.chairs.draw import BACKGROUNDS, CONFETTI, main, render_chair
 
 
 def test_same_seed_same_pixels_other_seed_other_chair():

@@ -8,7 +8,7 @@ from PIL import Image
 
 from helpers import chair_like, tiny_folder
 from shapeinv_core.cli import build_parser, main
-from shapeinv_core.concept import Concept
+from shapeinv_core.method.concept import Concept
 
 
 @pytest.fixture
@@ -141,7 +141,7 @@ def test_what_the_models_configs_rule_out_is_refused_before_it_loads(photo, tmp_
     def load_model(*args, **kwargs):
         raise AssertionError("the model was loaded before the settings were checked")
 
-    monkeypatch.setattr("shapeinv_core.models.load_model", load_model)
+    monkeypatch.setattr("shapeinv_core.models.loading.load_model", load_model)
     image, mask = photo
     args = invert_args(image, tmp_path / "run", "--mask", str(mask), *flags)
     capsys.readouterr()  # building the tiny model's folder (first use) may have printed

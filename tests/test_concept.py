@@ -6,9 +6,9 @@ from safetensors.torch import load_file
 
 from helpers import chair_like, small_config, tiny_folder, tiny_model
 from shapeinv_core import __version__
-from shapeinv_core.concept import Concept, install_tokens
 from shapeinv_core.errors import InputError
-from shapeinv_core.inversion import invert
+from shapeinv_core.method.concept import Concept, install_tokens
+from shapeinv_core.method.inversion import invert
 
 
 @pytest.fixture(scope="module")

@@ -5,17 +5,18 @@ import pytest
 import torch
 
 from helpers import chair_like, small_config, tiny_model
-from shapeinv_core.attention import (
+from shapeinv_core.config import GenerationConfig
+from shapeinv_core.errors import InputError
+from shapeinv_core.files.runs import RunFolder
+from shapeinv_core.generation.generate import generate
+from shapeinv_core.method.attention import (
     AttentionStore,
     capture_attention,
     cross_attention_layers,
     layer_grid_sides,
     layers_at_sides,
 )
-from shapeinv_core.config import GenerationConfig
-from shapeinv_core.errors import InputError
-from shapeinv_core.generate import generate
-from shapeinv_core.inversion import (
+from shapeinv_core.method.inversion import (
     attention_mask_loss,
     denoising_weights,
     invert,
@@ -23,7 +24,6 @@ from shapeinv_core.inversion import (
     prepare_inputs,
     weighted_denoising_loss,
 )
-from shapeinv_core.runs import RunFolder
 
 
 def test_attention_res_picks_only_the_layers_with_that_grid():
@@ -165,7 +165,7 @@ def _lora_config(**changes):
 @pytest.fixture(scope="module")
 def lora_run(tmp_path_factory):
     """A run learned with the LoRA phase: (model, run folder, concept, vectors after phase 1, states before)."""
-    from shapeinv_core.workflow import learn
+    from shapeinv_core.method.workflow import learn
 
     model = tiny_model()
     before = {name: {k: v.clone() for k, v in getattr(model.pipe, name).state_dict().items()}
@@ -200,7 +200,7 @@ def test_the_lora_run_loads_in_plain_diffusers_and_draws_what_this_project_draws
     from diffusers import DPMSolverMultistepScheduler, StableDiffusionPipeline
 
     from helpers import tiny_folder
-    from shapeinv_core.concept import Concept
+    from shapeinv_core.method.concept import Concept
 
     model, folder, concept, _, _ = lora_run
     prompt = "a red chair in the shape of *s"
@@ -239,8 +239,8 @@ def test_the_lora_run_loads_in_plain_diffusers_and_draws_what_this_project_draws
 
 
 def test_a_stopped_lora_phase_resumes_where_it_stopped(lora_run, tmp_path):
-    from shapeinv_core.inversion import Cancelled
-    from shapeinv_core.workflow import learn
+    from shapeinv_core.method.inversion import Cancelled
+    from shapeinv_core.method.workflow import learn
 
     _, _, uninterrupted, _, _ = lora_run
     image, mask = chair_like()
@@ -292,8 +292,8 @@ def test_the_cli_takes_every_knob_and_names_the_files_after_the_photo(tmp_path, 
 
 def test_an_edit_during_a_lora_phase_draws_with_its_own_lora_and_leaves_the_trained_one_as_it_was(lora_run):
     # The app's worker draws edits between the steps of a running job; here the job is a LoRA phase.
-    from shapeinv_core.concept import Concept
-    from shapeinv_core.lora import ADAPTER, add_lora, remove_lora
+    from shapeinv_core.method.concept import Concept
+    from shapeinv_core.method.lora import ADAPTER, add_lora, remove_lora
 
     model, folder, _, _, _ = lora_run
     unet = model.pipe.unet

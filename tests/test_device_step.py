@@ -13,11 +13,11 @@ from diffusers.models.unets.unet_2d_condition import UNet2DConditionOutput
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 from helpers import chair_like, small_config, tiny_folder, tiny_model
-from shapeinv_core.attention import AttentionStore, capture_attention, cross_attention_layers
 from shapeinv_core.errors import ShapeInvError
-from shapeinv_core.inversion import invert
-from shapeinv_core.models import load_model
-from shapeinv_core.runs import RunFolder
+from shapeinv_core.files.runs import RunFolder
+from shapeinv_core.method.attention import AttentionStore, capture_attention, cross_attention_layers
+from shapeinv_core.method.inversion import invert
+from shapeinv_core.models.loading import load_model
 
 ROOT = Path(__file__).resolve().parent.parent
 

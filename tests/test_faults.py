@@ -18,14 +18,14 @@ import time
 import pytest
 import torch
 
-from shapeinv_core.concept import Concept
 from shapeinv_core.errors import DiskFullError, InputError
+from shapeinv_core.files.runs import RunFolder
 from shapeinv_core.jobs import DONE, QUEUED, RUNNING, JobStore, Worker, new_owner_token, wait_for
 from shapeinv_core.jobs.retention import check_budget, clean_data_folder, folder_bytes
 from shapeinv_core.jobs.worker import PAUSED_DISK_FULL
-from shapeinv_core.models import load_model
-from shapeinv_core.runs import RunFolder
-from shapeinv_core.workflow import learn
+from shapeinv_core.method.concept import Concept
+from shapeinv_core.method.workflow import learn
+from shapeinv_core.models.loading import load_model
 from tests.helpers import chair_like, small_config, tiny_folder, wait_until
 
 

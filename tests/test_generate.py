@@ -4,8 +4,8 @@ import pytest
 from helpers import chair_like, small_config, tiny_model
 from shapeinv_core.config import GenerationConfig
 from shapeinv_core.errors import InputError
-from shapeinv_core.generate import check_prompts, generate
-from shapeinv_core.inversion import invert
+from shapeinv_core.generation.generate import check_prompts, generate
+from shapeinv_core.method.inversion import invert
 
 PROMPTS = ["a red chair in the shape of *s", "a leopard-print chair in the shape of *s"]
 

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from shapeinv_core.errors import InputError
-from shapeinv_core.images import MAX_PIXELS, fit_within, open_image
+from shapeinv_core.files.images import MAX_PIXELS, fit_within, open_image
 
 
 def _gradient(width=40, height=30):

@@ -3,10 +3,11 @@ import torch
 from PIL import Image
 
 from helpers import chair_like, small_config, tiny_model
-from shapeinv_core.attention import AttentionStore, capture_attention, cross_attention_layers
-from shapeinv_core.concept import initializer_vectors, install_tokens
 from shapeinv_core.errors import InputError
-from shapeinv_core.inversion import (
+from shapeinv_core.files.runs import RunFolder
+from shapeinv_core.method.attention import AttentionStore, capture_attention, cross_attention_layers
+from shapeinv_core.method.concept import initializer_vectors, install_tokens
+from shapeinv_core.method.inversion import (
     Cancelled,
     denoising_target,
     invert,
@@ -15,7 +16,6 @@ from shapeinv_core.inversion import (
     prepare_inputs,
     tokenize_prompt,
 )
-from shapeinv_core.runs import RunFolder
 
 
 def _state(module: torch.nn.Module) -> dict[str, torch.Tensor]:

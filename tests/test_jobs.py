@@ -9,13 +9,13 @@ import pytest
 import torch
 from PIL import Image
 
-from shapeinv_core.concept import Concept
 from shapeinv_core.config import GenerationConfig
 from shapeinv_core.errors import InputError, ModelLoadError
 from shapeinv_core.jobs import CANCELLED, DONE, QUEUED, RUNNING, JobStore, Worker, validate_job_id, wait_for
 from shapeinv_core.jobs.worker import PAUSED_FOR_EDIT
-from shapeinv_core.models import load_model
-from shapeinv_core.workflow import learn
+from shapeinv_core.method.concept import Concept
+from shapeinv_core.method.workflow import learn
+from shapeinv_core.models.loading import load_model
 from tests.helpers import chair_like, small_config, tiny_folder
 
 

@@ -10,7 +10,7 @@ import pooch
 import pytest
 
 from mask_scenes import iou, two_chairs
-from shapeinv_core.chairs import render_chair
+from shapeinv_core.chairs.draw import render_chair
 from shapeinv_core.errors import InputError
 from shapeinv_core.masks import Prompts, extract_mask, rembg_model
 from shapeinv_core.masks.rembg_model import needs_fetch

@@ -6,7 +6,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 from mask_scenes import bounds, centre_of, iou, two_chairs
-from shapeinv_core.chairs import CONFETTI, render_chair
+from shapeinv_core.chairs.draw import CONFETTI, render_chair
 from shapeinv_core.errors import InputError
 from shapeinv_core.masks import Prompts, extract_mask, parse_prompts
 from shapeinv_core.masks.extract import check_coverage

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from shapeinv_core.chairs import render_chair
+from shapeinv_core.chairs.draw import render_chair
 from shapeinv_core.errors import InputError
 from shapeinv_core.masks import MaskResult, extract_mask, load_mask, overlay, rembg_model
 from shapeinv_core.masks.cleanup import clean_mask

@@ -7,15 +7,15 @@ import pytest
 import torch
 from PIL import Image
 
-from shapeinv_core.chairs import render_chair
-from shapeinv_core.metrics import (
+from shapeinv_core.chairs.draw import render_chair
+from shapeinv_core.evaluation.metrics import (
     ClipScorer,
     generated_mask_iou,
     load_clip_scorer,
     mask_iou,
     strip_placeholder,
 )
-from shapeinv_core.tiny import build_tiny_clip
+from shapeinv_core.models.tiny import build_tiny_clip
 
 # --- Mask-IoU -----------------------------------------------------------------------------------
 

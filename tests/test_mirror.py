@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from shapeinv_core.files.runs import RunFolder
 from shapeinv_core.jobs.mirror import FolderChanges, FolderMirror, apply_changes, read_folder, write_files
-from shapeinv_core.runs import RunFolder
 
 
 def test_a_folder_rebuilt_from_its_changes_equals_the_original_step_by_step(tmp_path):

@@ -5,8 +5,8 @@ import torch
 
 from helpers import tiny_folder
 from shapeinv_core.errors import ModelLoadError
-from shapeinv_core.models import TINY, choose_device, load_model
-from shapeinv_core.tiny import build_tiny_pipeline
+from shapeinv_core.models.loading import TINY, choose_device, load_model
+from shapeinv_core.models.tiny import build_tiny_pipeline
 
 
 def test_auto_device_on_a_machine_without_gpu_is_cpu_fp32():

@@ -16,14 +16,14 @@ import torch
 from PIL import Image
 
 from app.backend import Backend
-from shapeinv_core.concept import Concept
 from shapeinv_core.config import GenerationConfig
+from shapeinv_core.evaluation.report import read_metrics_csv
+from shapeinv_core.generation.sweep import sweep
 from shapeinv_core.jobs import CANCELLED, DONE, QUEUED, RUNNING, JobStore, SweepSpec, wait_for
 from shapeinv_core.jobs.worker import READY
-from shapeinv_core.models import load_model
-from shapeinv_core.report import read_metrics_csv
-from shapeinv_core.sweep import sweep
-from shapeinv_core.workflow import learn
+from shapeinv_core.method.concept import Concept
+from shapeinv_core.method.workflow import learn
+from shapeinv_core.models.loading import load_model
 from tests.helpers import chair_like, small_config, tiny_folder, wait_until
 
 ray = pytest.importorskip("ray", reason="Ray is not installed: pip install -r requirements-ray.txt (the [ray] extra)")

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from shapeinv_core.errors import InputError
-from shapeinv_core.report import (
+from shapeinv_core.evaluation.report import (
     EMPTY_CELL,
     MARKER_COLOR,
     METRICS_COLUMNS,
@@ -219,7 +219,7 @@ def test_tradeoff_ticks_of_close_scores_are_round_numbers_with_at_most_two_decim
 
 
 def test_importing_the_report_does_not_import_matplotlib():
-    code = "import sys, shapeinv_core.report; assert 'matplotlib' not in sys.modules"
+    code = "import sys, shapeinv_core.evaluation.report; assert 'matplotlib' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[1])
 
 

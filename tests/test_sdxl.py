@@ -15,13 +15,13 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 
 from helpers import chair_like, small_config
-from shapeinv_core.concept import Concept, initializer_vectors, install_tokens
 from shapeinv_core.config import GenerationConfig
 from shapeinv_core.errors import InputError, ModelLoadError
-from shapeinv_core.exports import write_named_files
-from shapeinv_core.families import SD, SDXL, family_of_checkpoint, family_of_folder
-from shapeinv_core.generate import generate
-from shapeinv_core.inversion import (
+from shapeinv_core.files.runs import RunFolder
+from shapeinv_core.generation.generate import generate
+from shapeinv_core.method.concept import Concept, initializer_vectors, install_tokens
+from shapeinv_core.method.exports import write_named_files
+from shapeinv_core.method.inversion import (
     Cancelled,
     embedding_parts,
     invert,
@@ -29,10 +29,10 @@ from shapeinv_core.inversion import (
     substitute_embeddings,
     training_inputs,
 )
-from shapeinv_core.models import TINY_SDXL, load_model, model_layout
-from shapeinv_core.runs import RunFolder
-from shapeinv_core.tiny import build_tiny_sdxl_pipeline
-from shapeinv_core.workflow import learn
+from shapeinv_core.method.workflow import learn
+from shapeinv_core.models.families import SD, SDXL, family_of_checkpoint, family_of_folder
+from shapeinv_core.models.loading import TINY_SDXL, load_model, model_layout
+from shapeinv_core.models.tiny import build_tiny_sdxl_pipeline
 
 WIDTHS = (32, 48)  # tiny-sdxl's two text encoders (SDXL: 768 and 1280)
 
@@ -106,7 +106,7 @@ def test_star_s_is_learned_in_both_encoders_and_reaches_the_pooled_embedding():
     assert concept.final_losses["mask_loss"] > 0
 
     # The pooled embedding the UNet reads comes from the second encoder, with *s's row in it.
-    from shapeinv_core.families import encode_ids, text_pairs
+    from shapeinv_core.models.families import encode_ids, text_pairs
 
     token_ids = install_tokens(model.pipe, "*s", concept.vectors)
     inputs = training_inputs(model.pipe, model.device, image, mask, config, token_ids)

@@ -8,19 +8,19 @@ import pytest
 import torch
 
 from helpers import chair_like, small_config, tiny_folder, tiny_model
-from shapeinv_core.appearance import appearance_views, estimate_shading, look_words
-from shapeinv_core.attention import AttentionStore
+from shapeinv_core.chairs.colours import dominant_colour
+from shapeinv_core.chairs.toy_world import HELD_OUT_FAMILIES, TRAIN_FAMILIES, render_toy_chair
 from shapeinv_core.cli import build_parser, inversion_config
-from shapeinv_core.concept import Concept, initializer_vectors, install_tokens
 from shapeinv_core.config import InversionConfig
 from shapeinv_core.errors import InputError
-from shapeinv_core.inversion import invert, training_inputs, view_rows
-from shapeinv_core.metrics import mask_iou, object_silhouette, shape_specificity
-from shapeinv_core.models import load_model
-from shapeinv_core.probe import SHAPE_WORDS, initializer_candidates, known_phrases
-from shapeinv_core.toy.checks import dominant_colour
-from shapeinv_core.toy.render import HELD_OUT_FAMILIES, TRAIN_FAMILIES, render_toy_chair
-from shapeinv_core.tuning import tune_lora
+from shapeinv_core.evaluation.metrics import mask_iou, object_silhouette, shape_specificity
+from shapeinv_core.method.appearance import appearance_views, estimate_shading, look_words
+from shapeinv_core.method.attention import AttentionStore
+from shapeinv_core.method.concept import Concept, initializer_vectors, install_tokens
+from shapeinv_core.method.inversion import invert, training_inputs, view_rows
+from shapeinv_core.method.probe import SHAPE_WORDS, initializer_candidates, known_phrases
+from shapeinv_core.method.tuning import tune_lora
+from shapeinv_core.models.loading import load_model
 
 
 def test_specificity_separates_a_chairs_own_mask_from_other_families_masks():

@@ -4,12 +4,12 @@ from PIL import Image
 
 from helpers import chair_like, small_config, tiny_model
 from shapeinv_core.cli import main
-from shapeinv_core.concept import Concept
 from shapeinv_core.config import GenerationConfig
-from shapeinv_core.inversion import invert, pad_to_square
-from shapeinv_core.metrics import generated_mask_iou, load_clip_scorer, strip_placeholder
-from shapeinv_core.report import read_metrics_csv
-from shapeinv_core.sweep import sweep
+from shapeinv_core.evaluation.metrics import generated_mask_iou, load_clip_scorer, strip_placeholder
+from shapeinv_core.evaluation.report import read_metrics_csv
+from shapeinv_core.generation.sweep import sweep
+from shapeinv_core.method.concept import Concept
+from shapeinv_core.method.inversion import invert, pad_to_square
 
 PROMPTS = ["a photo of chair in the shape of *s", "a red chair in the shape of *s"]
 
@@ -73,7 +73,7 @@ def test_without_clip_the_sweep_completes_and_says_why(tmp_path, capsys):
 
 @pytest.mark.parametrize("weights", [(0.1, 0.1001), (0.0, 1e-300), (0.3, 0.30000000000000004), (1.0, 0.9999999)])
 def test_every_weight_gets_its_own_folder_whose_name_gives_the_weight_back(weights):
-    from shapeinv_core.sweep import run_folder_name, weight_of_folder
+    from shapeinv_core.generation.sweep import run_folder_name, weight_of_folder
 
     names = [run_folder_name(weight) for weight in weights]
     assert len(set(names)) == len(weights), names

@@ -7,13 +7,20 @@ import pytest
 import torch
 
 from app.__main__ import form_defaults
+from shapeinv_core.chairs.colours import OTHER, dominant_colour
+from shapeinv_core.chairs.toy_world import (
+    COLOURS,
+    HELD_OUT_FAMILIES,
+    PATTERNS,
+    TRAIN_FAMILIES,
+    caption,
+    render_toy_chair,
+)
 from shapeinv_core.cli import main as cli_main
-from shapeinv_core.generate import _sampling_scheduler
-from shapeinv_core.models import TINY, TOY, load_model, native_resolution, native_resolution_of
-from shapeinv_core.toy import MODEL_DIR
+from shapeinv_core.generation.generate import _sampling_scheduler
+from shapeinv_core.models.loading import TINY, TOY, TOY_MODEL_DIR, load_model, native_resolution, native_resolution_of
 from shapeinv_core.toy.__main__ import TINY_CONFIG
-from shapeinv_core.toy.checks import OTHER, dominant_colour, held_out_test_set, one_object
-from shapeinv_core.toy.render import COLOURS, HELD_OUT_FAMILIES, PATTERNS, TRAIN_FAMILIES, caption, render_toy_chair
+from shapeinv_core.toy.checks import held_out_test_set, one_object
 from shapeinv_core.toy.train import (
     WORDS,
     TrainConfig,
@@ -125,7 +132,7 @@ def _dominant(images) -> list[str]:
 
 @pytest.mark.parametrize("colour", ["red", "blue"])
 def test_toy_model_loads_offline_and_draws_the_asked_colour(colour):
-    assert (MODEL_DIR / "model_index.json").is_file()
+    assert (TOY_MODEL_DIR / "model_index.json").is_file()
     found = _dominant(_generated(TOY, f"a photo of a {colour} chair", seeds=[0, 1, 2, 3]))
     assert found.count(colour) >= 3, found
 

@@ -3,7 +3,7 @@
 A part of `app.backend.Backend` (its store, worker, limits and data folder). The images are drawn
 by the worker between another job's steps; they are saved with the job (a sweep's with its weight),
 or for an uploaded concept in the data folder's edits/. The downloads are the concept in the files
-other tools load (`shapeinv_core.exports`) and the whole run as a zip.
+other tools load (`shapeinv_core.method.exports`) and the whole run as a zip.
 """
 
 from __future__ import annotations
@@ -18,14 +18,14 @@ from pathlib import Path
 
 from PIL import Image
 
-from shapeinv_core.concept import Concept
 from shapeinv_core.config import DEFAULT_PLACEHOLDER, GenerationConfig, InversionConfig, load_json
 from shapeinv_core.errors import InputError
-from shapeinv_core.exports import DEFAULT_NAME, named_files, write_named_files
-from shapeinv_core.generate import check_prompts, image_info, slug
-from shapeinv_core.inversion import pad_to_square
+from shapeinv_core.evaluation.metrics import generated_mask_iou, strip_placeholder
+from shapeinv_core.generation.generate import check_prompts, image_info, slug
 from shapeinv_core.jobs import CANCELLED, FAILED, SWEEP, Job
-from shapeinv_core.metrics import generated_mask_iou, strip_placeholder
+from shapeinv_core.method.concept import Concept
+from shapeinv_core.method.exports import DEFAULT_NAME, named_files, write_named_files
+from shapeinv_core.method.inversion import pad_to_square
 
 EDIT_NAME = re.compile(r"^\d{6}_\d{2}_(?P<prompt>.*)_seed(?P<seed>\d+)$")
 

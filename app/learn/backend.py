@@ -27,7 +27,7 @@ from shapeinv_core.jobs import (
 )
 from shapeinv_core.jobs.estimates import run_seconds, seconds_until_start
 from shapeinv_core.jobs.retention import check_budget
-from shapeinv_core.models import ModelLayout, check_for_model, model_layout
+from shapeinv_core.models.loading import ModelLayout, check_for_model, model_layout
 
 from ..display import counted, format_duration, in_line
 

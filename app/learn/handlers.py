@@ -11,8 +11,8 @@ from PIL import Image
 
 from shapeinv_core.config import InversionConfig
 from shapeinv_core.errors import ShapeInvError
-from shapeinv_core.exports import file_name
 from shapeinv_core.jobs import CANCELLED, FAILED, FINISHED, QUEUED, RUNNING, drawing_progress, validate_job_id
+from shapeinv_core.method.exports import file_name
 
 from ..display import format_duration, in_line
 from ..errors import UNEXPECTED, user_errors

@@ -14,7 +14,7 @@ from PIL import Image
 
 from shapeinv_core import masks
 from shapeinv_core.errors import InputError
-from shapeinv_core.images import check_object_size, fit_within, open_image
+from shapeinv_core.files.images import check_object_size, fit_within, open_image
 
 ASSETS = Path(__file__).resolve().parent.parent.parent / "assets"
 

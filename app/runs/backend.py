@@ -10,8 +10,8 @@ from __future__ import annotations
 import time
 
 from shapeinv_core.errors import InputError
+from shapeinv_core.generation.sweep import run_folder_name
 from shapeinv_core.jobs import DONE, PREVIEW_DIR, QUEUED, RUNNING, SAMPLE_PREVIEW, SWEEP, Job
-from shapeinv_core.sweep import run_folder_name
 
 from ..edit.backend import edit_caption, edit_prompt
 from ..sweeps.backend import nearest_research_weight

@@ -11,15 +11,15 @@ import dataclasses
 import re
 from pathlib import Path
 
-from shapeinv_core.concept import Concept
 from shapeinv_core.config import GenerationConfig, InversionConfig
 from shapeinv_core.errors import InputError
-from shapeinv_core.exports import DEFAULT_NAME, write_named_files
+from shapeinv_core.evaluation.report import read_metrics_csv
+from shapeinv_core.files.runs import RunFolder
+from shapeinv_core.generation.sweep import DEFAULT_WEIGHTS, run_folder_name
 from shapeinv_core.jobs import DONE, SWEEP, Job, SweepSpec
 from shapeinv_core.jobs.estimates import drawing_seconds, run_seconds
-from shapeinv_core.report import read_metrics_csv
-from shapeinv_core.runs import RunFolder
-from shapeinv_core.sweep import DEFAULT_WEIGHTS, run_folder_name
+from shapeinv_core.method.concept import Concept
+from shapeinv_core.method.exports import DEFAULT_NAME, write_named_files
 
 from ..display import counted, format_duration
 from ..learn.backend import NOT_TIMED

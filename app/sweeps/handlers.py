@@ -10,9 +10,9 @@ import gradio as gr
 
 from shapeinv_core.config import GenerationConfig, InversionConfig
 from shapeinv_core.errors import InputError, ShapeInvError
-from shapeinv_core.exports import file_name
+from shapeinv_core.evaluation.report import METRICS_COLUMNS
 from shapeinv_core.jobs import DONE, FINISHED, SWEEP
-from shapeinv_core.report import METRICS_COLUMNS
+from shapeinv_core.method.exports import file_name
 
 from ..display import table
 from ..errors import user_errors

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..config import InversionConfig, load_json
-from ..runs import RunFolder
+from ..files.runs import RunFolder
 from .store import CANCELLED, DONE, FAILED, QUEUED, RUNNING, SWEEP, Job, JobStore, SweepFolder, SweepSpec
 
 SAMPLE_JOBS = 20  # the newest timed jobs a measurement uses

@@ -22,10 +22,10 @@ import tempfile
 import threading
 from pathlib import Path
 
-from ..concept import Concept
 from ..config import GenerationConfig
-from ..generate import GeneratedImage
-from ..runs import RunFolder
+from ..files.runs import RunFolder
+from ..generation.generate import GeneratedImage
+from ..method.concept import Concept
 from .mirror import FolderChanges, FolderMirror, write_files
 from .store import Job, SweepFolder, validate_job_id
 from .worker import Worker

@@ -34,11 +34,11 @@ from pathlib import Path
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 
-from ..concept import Concept
 from ..config import GenerationConfig
 from ..errors import InputError, ModelLoadError
-from ..generate import GeneratedImage, check_prompts
-from ..metrics import DEFAULT_CLIP_MODEL
+from ..evaluation.metrics import DEFAULT_CLIP_MODEL
+from ..generation.generate import GeneratedImage, check_prompts
+from ..method.concept import Concept
 from .mirror import apply_changes, read_folder
 from .ray_actor import ENDED, RELAYED, ModelActor
 from .split_sweep import SplitSweep

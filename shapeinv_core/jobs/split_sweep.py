@@ -18,9 +18,9 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..generate import check_prompts
-from ..report import read_metrics_csv
-from ..sweep import weight_of_folder, write_report
+from ..evaluation.report import read_metrics_csv
+from ..generation.generate import check_prompts
+from ..generation.sweep import weight_of_folder, write_report
 from .mirror import FolderChanges, apply_changes
 from .store import CANCELLED, DONE, FAILED, SWEEP_FILE, Job, JobStore
 

@@ -43,8 +43,8 @@ from PIL import Image
 
 from ..config import GenerationConfig, InversionConfig, from_dict, to_dict
 from ..errors import DiskFullError, InputError, ShapeInvError
-from ..runs import RunFolder, read_inputs, write_inputs
-from ..sweep import weight_of_folder
+from ..files.runs import RunFolder, read_inputs, write_inputs
+from ..generation.sweep import weight_of_folder
 
 QUEUED, RUNNING, DONE, FAILED, CANCELLED = "queued", "running", "done", "failed", "cancelled"
 STATES = (QUEUED, RUNNING, DONE, FAILED, CANCELLED)
@@ -91,7 +91,7 @@ _ADDED_COLUMNS = {
     "draw_seconds": "REAL NOT NULL DEFAULT 0",  # wall time those images took
     "share": "TEXT",  # SHA-256 of the job's read-only share token; NULL: not shared
 }
-# A sweep's phase while it draws its pictures, as `shapeinv_core.sweep` announces it.
+# A sweep's phase while it draws its pictures, as `shapeinv_core.generation.sweep` announces it.
 DRAWING = re.compile(r"^drawing images: (?P<done>\d+) of (?P<total>\d+)")
 
 
@@ -229,7 +229,7 @@ class SweepSpec:
 
 
 class SweepFolder:
-    """A sweep job's folder: its inputs and `sweep.json`, then what `shapeinv_core.sweep` writes."""
+    """A sweep job's folder: its inputs and `sweep.json`, then what `shapeinv_core.generation.sweep` writes."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)

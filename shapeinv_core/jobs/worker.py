@@ -14,7 +14,7 @@ Serving an edit in the middle of an inversion must not disturb it. Three things 
   record maps and assumes the training resolution);
 - the training loop keeps its own noise scheduler, so `generate()` replacing `pipe.scheduler` is harmless.
 
-A sweep job (one `*s` per mask weight, learned together by `shapeinv_core.sweep`) follows the same
+A sweep job (one `*s` per mask weight, learned together by `shapeinv_core.generation.sweep`) follows the same
 rules for its whole run: edits are served between its steps and, while it draws and measures its
 images, between one weight and the next (from `on_phase`); a cancel or a shutdown raises
 `Cancelled` there too, and the next run of the job resumes from the weights' checkpoints.
@@ -53,18 +53,18 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from contextlib import contextmanager
 from pathlib import Path
 
-from ..attention import MapCaptureProcessor, cross_attention_layers
-from ..concept import Concept, remove_tokens
 from ..config import GenerationConfig
 from ..errors import DiskFullError, InputError, ModelLoadError, ShapeInvError
-from ..families import FAMILY_NAMES, family_of_pipe, freeze_text
-from ..generate import GeneratedImage, check_prompts, generate
-from ..inversion import Cancelled, StepReport, pad_to_square
-from ..metrics import DEFAULT_CLIP_MODEL, ClipScorer, load_clip_scorer
-from ..models import LoadedModel, load_model, native_resolution, quiet_library_logs
-from ..previews import attention_figure
-from ..sweep import sweep
-from ..workflow import learn
+from ..evaluation.metrics import DEFAULT_CLIP_MODEL, ClipScorer, load_clip_scorer
+from ..generation.generate import GeneratedImage, check_prompts, generate
+from ..generation.sweep import sweep
+from ..method.attention import MapCaptureProcessor, cross_attention_layers
+from ..method.concept import Concept, remove_tokens
+from ..method.inversion import Cancelled, StepReport, pad_to_square
+from ..method.previews import attention_figure
+from ..method.workflow import learn
+from ..models.families import FAMILY_NAMES, family_of_pipe, freeze_text
+from ..models.loading import LoadedModel, load_model, native_resolution, quiet_library_logs
 from .store import CANCELLED, DEFAULT_LEASE_SECONDS, DONE, FAILED, SWEEP, Job, JobStore, StoreBusy, drawing_progress
 
 log = logging.getLogger(__name__)

@@ -27,7 +27,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import InputError
-from ..images import ImageSource, fit_within, open_image
+from ..files.images import ImageSource, fit_within, open_image
 from .alpha import flatten, usable_alpha
 from .cleanup import clean_mask
 from .clusters import cluster_mask

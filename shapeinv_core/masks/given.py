@@ -11,7 +11,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import InputError
-from ..images import open_image
+from ..files.images import open_image
 from .alpha import usable_alpha
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from ..images import ImageSource, open_image
+from ..files.images import ImageSource, open_image
 from .alpha import flatten
 from .given import binary_mask
 from .prompts import Prompts

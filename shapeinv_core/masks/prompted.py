@@ -25,7 +25,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import InputError, first_line
-from ..images import fit_within
+from ..files.images import fit_within
 from .fallback import GRABCUT_ITERATIONS, fallback_mask, refine_edges
 from .fallback import WORK_SIDE as FALLBACK_SIDE
 from .prompts import Prompts, seed_discs

@@ -27,8 +27,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..tiny import write_tiny_clip_vocab
-from .render import COLOURS, FAMILY_PHRASES, IMAGE_SIZE, PATTERN_WORDS, caption, render_toy_chair
+from ..chairs.toy_world import COLOURS, FAMILY_PHRASES, IMAGE_SIZE, PATTERN_WORDS, caption, render_toy_chair
+from ..models.tiny import write_tiny_clip_vocab
 
 # Every word a caption or the project's prompts use, so each is one token (others still work, as bytes).
 WORDS = tuple(dict.fromkeys(

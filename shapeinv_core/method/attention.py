@@ -15,7 +15,7 @@ from contextlib import contextmanager
 import torch
 import torch.nn.functional as F
 
-from .errors import InputError
+from ..errors import InputError
 
 
 class AttentionStore:

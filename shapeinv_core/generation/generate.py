@@ -16,13 +16,13 @@ import torch
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
-from .concept import Concept, install_tokens
-from .config import GenerationConfig, to_dict
-from .errors import InputError
-from .families import encoder_widths, prompt_embeddings, text_pairs
-from .lora import lora_for_generation
-from .metrics import strip_placeholder
-from .models import LoadedModel
+from ..config import GenerationConfig, to_dict
+from ..errors import InputError
+from ..evaluation.metrics import strip_placeholder
+from ..method.concept import Concept, install_tokens
+from ..method.lora import lora_for_generation
+from ..models.families import encoder_widths, prompt_embeddings, text_pairs
+from ..models.loading import LoadedModel
 
 
 @dataclass

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from .errors import ModelLoadError
+from ..errors import ModelLoadError
 
 SD = "sd"  # Stable Diffusion 1.x / 2.x
 SDXL = "sdxl"

@@ -22,9 +22,9 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from .chairs import SUPERSAMPLE, WALL_COLOURS
-from .toy.checks import OTHER, colour_names
-from .toy.render import COLOURS, PATTERN_WORDS, PATTERNS, paint_pattern
+from ..chairs.colours import OTHER, colour_names
+from ..chairs.draw import SUPERSAMPLE, WALL_COLOURS
+from ..chairs.toy_world import COLOURS, PATTERN_WORDS, PATTERNS, paint_pattern
 
 PATTERN_UNIT = 64  # patterns are drawn on a 64-unit canvas and resized: stripes ~1/11 of the image wide
 

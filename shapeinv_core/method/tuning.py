@@ -21,10 +21,12 @@ from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from ..errors import ShapeInvError
+from ..files.runs import RunFolder
+from ..models.families import text_pairs
+from ..models.loading import LoadedModel, checkpointed_unet
 from .attention import AttentionStore, capture_attention
 from .concept import Concept, initializer_vectors, install_tokens, remove_tokens
-from .errors import ShapeInvError
-from .families import text_pairs
 from .inversion import (
     Cancelled,
     StepCallback,
@@ -45,8 +47,6 @@ from .inversion import (
     view_rows,
 )
 from .lora import add_lora, lora_parameter_names, lora_state, remove_lora
-from .models import LoadedModel, checkpointed_unet
-from .runs import RunFolder
 
 CHECKPOINT_PATTERN = re.compile(r"^lora_step_(\d{6,})\.safetensors$")
 

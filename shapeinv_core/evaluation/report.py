@@ -16,7 +16,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
-from .errors import InputError
+from ..errors import InputError
 
 BACKGROUND = (255, 255, 255)
 TEXT_COLOR = (25, 25, 25)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from .models import cache_dir
+from .cache import cache_dir
 
 TINY_WORDS = (
     "a photo of chair in the shape of red blue green black white wooden leopard print sofa armchair "

@@ -33,12 +33,11 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from .appearance import View, appearance_views
-from .attention import AttentionStore, capture_attention
-from .concept import Concept, initializer_vectors, install_tokens, placeholder_tokens, remove_tokens
-from .config import AUTO_INITIALIZER, InversionConfig, to_dict
-from .errors import InputError, ShapeInvError
-from .families import (
+from ..config import AUTO_INITIALIZER, InversionConfig, to_dict
+from ..errors import InputError, ShapeInvError
+from ..files.runs import RunFolder
+from ..masks import check_mask
+from ..models.families import (
     SDXL,
     ImageSizes,
     cast_conditioning,
@@ -49,10 +48,11 @@ from .families import (
     repeat_conditioning,
     text_pairs,
 )
-from .masks import check_mask
-from .models import LoadedModel, checkpointed_unet
+from ..models.loading import LoadedModel, checkpointed_unet
+from .appearance import View, appearance_views
+from .attention import AttentionStore, capture_attention
+from .concept import Concept, initializer_vectors, install_tokens, placeholder_tokens, remove_tokens
 from .probe import best_word, denoising_loss, initializer_candidates, known_phrases, probe_batch
-from .runs import RunFolder
 
 
 class Cancelled(ShapeInvError):

@@ -1,6 +1,6 @@
 """Training images for the toy world: chairs with a known family, colour and pattern, exact masks, captions.
 
-Sibling of `chairs.py` (which draws the app's photo-like examples): the same anti-aliased polygon
+Sibling of `draw.py` (which draws the app's photo-like examples): the same anti-aliased polygon
 painting and backgrounds, but the chair's family, colour and pattern are chosen explicitly so that a
 caption can say them. Deterministic from the seed.
 """
@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from ..chairs import SUPERSAMPLE, _background, _bar, _contrasting_wall, _downsample, _paint, _Part, _shadow_map
+from .draw import SUPERSAMPLE, _background, _bar, _contrasting_wall, _downsample, _paint, _Part, _shadow_map
 
 IMAGE_SIZE = 64
 

@@ -3,7 +3,7 @@
 
 `tiny` (see `tiny.py`) is written to a cache folder and loaded back through the same
 local-folder path a real model uses, so the loading code under test is the real one. `toy` is the
-small trained model whose weights ship with the package (`shapeinv_core/toy/model/`), loaded the same way.
+small trained model whose weights ship with the package (`toy_model/` here), loaded the same way.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from pathlib import Path
 
 import torch
 
-from .config import DEFAULT_MODEL
-from .errors import ModelLoadError, first_line
+from ..config import DEFAULT_MODEL
+from ..errors import ModelLoadError, first_line
 from .families import (
     SD,
     SDXL,
@@ -33,6 +33,7 @@ from .families import (
 TINY = "tiny"
 TINY_SDXL = "tiny-sdxl"  # the same, SDXL-shaped: two text encoders, size conditioning
 TOY = "toy"
+TOY_MODEL_DIR = Path(__file__).resolve().parent / "toy_model"  # the toy world's trained weights (package data)
 # What an offline user is told to run: the trained toy world first (real chairs), the random tiny one for tests.
 OFFLINE_MODELS = ("--model toy (offline: a small model trained on rendered chairs that ships with shapeinv, 64 px, "
                   "draws real chairs) or --model tiny (random weights, for tests: noise)")
@@ -49,11 +50,6 @@ class LoadedModel:
     device: torch.device
     dtype: torch.dtype
     gradient_checkpointing: bool = False  # recompute the UNet's activations while learning (less memory)
-
-
-def cache_dir() -> Path:
-    """Where `tiny` and other generated files live; `SHAPEINV_CACHE` overrides it."""
-    return Path(os.environ.get("SHAPEINV_CACHE", Path.home() / ".cache" / "shapeinv"))
 
 
 def choose_device(device: str = "auto", dtype: str = "auto") -> tuple[torch.device, torch.dtype]:
@@ -145,13 +141,11 @@ def checkpointed_unet(unet, enabled: bool) -> Iterator[None]:
 
 def toy_model_folder() -> Path:
     """The toy world's committed pipeline folder; a clear error when the package was installed without it."""
-    from .toy import MODEL_DIR
-
-    if not (MODEL_DIR / "model_index.json").is_file():
-        raise ModelLoadError(f"The toy model's weights are missing from {MODEL_DIR.name}/ in the shapeinv package. "
+    if not (TOY_MODEL_DIR / "model_index.json").is_file():
+        raise ModelLoadError(f"The toy model's weights are missing from {TOY_MODEL_DIR.name}/ in the shapeinv package. "
                              "Reinstall from a full clone (the weights are committed), or train one with "
                              "`python -m shapeinv_core.toy train -o DIR` and pass --model DIR/pipeline.")
-    return MODEL_DIR
+    return TOY_MODEL_DIR
 
 
 def native_resolution(pipe) -> int:
@@ -232,7 +226,7 @@ def model_layout(model: str, single_file_config: str | None = None) -> ModelLayo
 def _config_file(model: str, part: str, single_file_config: str | None) -> Path | None:
     """`part/config.json` of a model, without loading it; a hub id's from the cache, else fetched alone."""
     if model == TOY:
-        from .toy import MODEL_DIR as folder
+        folder = TOY_MODEL_DIR
     elif model in (TINY, TINY_SDXL):  # read once its first load has written it (building it here would race it)
         from .tiny import default_folder, default_sdxl_folder
 
@@ -266,7 +260,7 @@ def _hub_file(model_id: str, name: str) -> Path | None:
 def check_for_model(config, layout: ModelLayout | None) -> None:
     """Refuse settings that the model's configs rule out (an `InversionConfig`): its attention grids at the
     training resolution, the resolution's multiple, the LoRA rank; nothing when the layout is unknown."""
-    from .errors import InputError
+    from ..errors import InputError
 
     if layout is None:
         return

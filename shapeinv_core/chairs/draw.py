@@ -8,7 +8,7 @@ A chair is a set of straight parts (legs, seat, back posts, slats or a panel, st
 drawn back to front at twice the size and box-filtered down, so edges are anti-aliased like a
 photo. The floor shadow darkens the background only: it is never part of the mask.
 
-    python -m shapeinv_core.chairs --out assets/      # writes the app's example chairs
+    python -m shapeinv_core.chairs.draw --out assets/      # writes the app's example chairs
 """
 
 from __future__ import annotations

@@ -19,16 +19,15 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from . import __version__
-from .config import MAX_VECTORS, InversionConfig, from_dict, to_dict
-from .errors import InputError
-from .families import encoder_widths, freeze_text, split_vectors, text_pairs
+from .. import __version__
+from ..config import MAX_VECTORS, InversionConfig, from_dict, to_dict
+from ..errors import InputError
+from ..files.runs import EMBEDS_FILE, WIDTHS_KEY
+from ..models.families import encoder_widths, freeze_text, split_vectors, text_pairs
 from .lora import LORA_FILE, load_lora, save_lora
 
-EMBEDS_FILE = "learned_embeds.safetensors"
 EMBEDS_FILE_2 = "learned_embeds_2.safetensors"  # SDXL's second encoder, as diffusers' SDXL example writes it
 SDXL_KEYS = ("clip_l", "clip_g")  # AUTOMATIC1111/Forge and ComfyUI's one-file SDXL embedding
-WIDTHS_KEY = "encoder_dims"  # in a checkpoint's metadata: each text encoder's part of the vectors (SDXL)
 CONCEPT_FILE = "concept.json"
 A1111_KEYS = ("emb_params",)  # AUTOMATIC1111/ComfyUI: the word is the file's name, not the key
 MAX_CONCEPT_BYTES = 1_000_000  # 16 vectors of 4096 floats and a header fit; a concept file is ~4 KB

@@ -15,10 +15,10 @@ from pathlib import Path
 
 from safetensors.torch import save_file
 
+from ..config import RESERVED_NAMES
+from ..errors import InputError
+from ..files.modes import like_other_files
 from .concept import SDXL_KEYS, Concept
-from .config import RESERVED_NAMES
-from .errors import InputError
-from .files import like_other_files
 from .lora import kohya_state
 
 DEFAULT_NAME = "shape-concept"

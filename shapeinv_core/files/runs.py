@@ -20,12 +20,13 @@ from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from .concept import EMBEDS_FILE, WIDTHS_KEY
-from .config import InversionConfig, load_json, save_json, to_dict
-from .errors import InputError
-from .files import like_other_files
+from ..config import InversionConfig, load_json, save_json, to_dict
+from ..errors import InputError
 from .images import open_image
+from .modes import like_other_files
 
+EMBEDS_FILE = "learned_embeds.safetensors"  # the concept (diffusers' format); `method.concept` reads and writes it
+WIDTHS_KEY = "encoder_dims"  # in a checkpoint's metadata: each text encoder's part of the vectors (SDXL)
 CHECKPOINT_PATTERN = re.compile(r"^step_(\d{6,})\.safetensors$")
 STATE_KEYS = ("vectors", "exp_avg", "exp_avg_sq")
 # Settings a resumed run may change: how long, how often to save or measure, the file name, and

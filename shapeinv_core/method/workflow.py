@@ -7,15 +7,15 @@ from pathlib import Path
 
 from PIL import Image
 
+from ..config import InversionConfig
+from ..files.modes import like_other_files
+from ..files.runs import RunFolder
+from ..models.loading import LoadedModel
 from .concept import EMBEDS_FILE, Concept
-from .config import InversionConfig
 from .exports import write_named_files
-from .files import like_other_files
 from .inversion import StepCallback, invert, pad_to_square
 from .lora import LORA_FILE
-from .models import LoadedModel
 from .previews import attention_figure
-from .runs import RunFolder
 from .tuning import tune_lora
 
 

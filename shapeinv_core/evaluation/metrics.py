@@ -20,10 +20,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .errors import InputError, ModelLoadError, first_line
-from .masks.rembg_model import offline_reason
-from .models import TINY, choose_device
-from .tiny import build_tiny_clip
+from ..errors import InputError, ModelLoadError, first_line
+from ..masks.rembg_model import offline_reason
+from ..models.loading import TINY, choose_device
+from ..models.tiny import build_tiny_clip
 
 HUB_HOST = ("huggingface.co", 443)
 
@@ -79,7 +79,7 @@ def object_silhouette(image: Image.Image, network: str = "u2netp") -> np.ndarray
 
 
 def _mask_or_none(image: Image.Image, **how) -> np.ndarray | None:
-    from .masks import extract_mask
+    from ..masks import extract_mask
 
     try:
         return np.asarray(extract_mask(image, fetch=False, **how).mask) > 127
@@ -89,7 +89,7 @@ def _mask_or_none(image: Image.Image, **how) -> np.ndarray | None:
 
 def generated_mask_iou(image: Image.Image, input_mask: MaskLike, method: str = "auto") -> float:
     """Mask-IoU of a generated image: extract its object mask, compare it with the input mask at the input's size."""
-    from .masks import extract_mask  # lazily: rembg and friends load only when a mask is needed
+    from ..masks import extract_mask  # lazily: rembg and friends load only when a mask is needed
 
     try:
         generated = extract_mask(image, method=method).mask
@@ -103,7 +103,7 @@ def _binary_mask(mask: MaskLike, size: tuple[int, int] | None = None) -> np.ndar
 
     Arrays: bool as is; values up to 1 (0/1 or floats in [0, 1]) are on above 0.5; 0-255 values above 127.
     """
-    from .masks import binary_mask
+    from ..masks import binary_mask
 
     if isinstance(mask, np.ndarray):
         array = mask[..., 0] if mask.ndim == 3 and mask.shape[-1] == 1 else mask

@@ -13,16 +13,16 @@ from pathlib import Path
 
 from PIL import Image
 
-from .config import GenerationConfig, InversionConfig
-from .errors import InputError
+from ..config import GenerationConfig, InversionConfig
+from ..errors import InputError
+from ..evaluation.metrics import DEFAULT_CLIP_MODEL, ClipScorer, generated_mask_iou, load_clip_scorer, strip_placeholder
+from ..evaluation.report import image_grid, tradeoff_plot, write_metrics_csv
+from ..files.runs import RunFolder
+from ..method.inversion import StepCallback, invert_many, pad_to_square
+from ..method.tuning import tune_lora
+from ..method.workflow import finish
+from ..models.loading import LoadedModel
 from .generate import check_prompts, generate
-from .inversion import StepCallback, invert_many, pad_to_square
-from .metrics import DEFAULT_CLIP_MODEL, ClipScorer, generated_mask_iou, load_clip_scorer, strip_placeholder
-from .models import LoadedModel
-from .report import image_grid, tradeoff_plot, write_metrics_csv
-from .runs import RunFolder
-from .tuning import tune_lora
-from .workflow import finish
 
 DEFAULT_WEIGHTS = (0.0, 0.01, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0)
 DEFAULT_PROMPTS = (

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import InputError
+from ..errors import InputError
 
 # 100 megapixels: above any phone camera in common use (a 12000 x 8000 photo is 96 MP), far
 # below what would exhaust memory once converted to float tensors.
