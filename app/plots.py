@@ -1,4 +1,5 @@
-"""The loss plot of a running job, drawn with Pillow from the run's log.jsonl.
+"""The loss plot of a running job from the run's log.jsonl: as data for the page's charts, and as a
+picture drawn with Pillow for API clients (`job_status` returns it, as it always has).
 
 Two panels, each with its own scale, because the terms differ by an order of magnitude: the
 denoising loss (the whole image) above, the mask loss (attention map vs. mask) below. Each panel
@@ -8,11 +9,15 @@ step is noisy), on an axis at least a fifth of the loss's size tall, so noise do
 
 from __future__ import annotations
 
+import pandas as pd
 from PIL import Image, ImageDraw
 
 from shapeinv_core.evaluation.report import AXIS_COLOR, BACKGROUND, GRID_COLOR, TEXT_COLOR, load_font
 
 PANELS = (("diffusion_loss", "denoising loss", (31, 119, 180)), ("mask_loss", "mask loss", (214, 39, 40)))
+# The page's charts in the picture's colours: each term's raw loss faint, its smoothed curve strong.
+DENOISING_COLOURS = {"raw": "#a5c8e1", "smoothed": "#1f77b4"}
+MASK_COLOURS = {"raw": "#f3bebe", "smoothed": "#d62728"}
 MIN_SPAN = 0.2  # the axis spans at least this fraction of the largest value shown
 
 
@@ -85,3 +90,26 @@ def loss_plot(records: list[dict], width: int = 520, height: int = 300) -> Image
     label = f"step {max(steps)}"
     draw.text((width - right - draw.textlength(label, font=font), height - 16), label, fill=TEXT_COLOR, font=font)
     return plot
+
+
+def loss_frames(records: list[dict]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The page's two loss charts (gr.LinePlot), one per term, each on its own scale as in `loss_plot`:
+    columns step, loss and curve ("raw" or "smoothed"); empty frames before the first step."""
+    frames = []
+    for key, _, _ in PANELS:
+        steps = [int(record["step"]) for record in records]
+        values = [float(record[key]) for record in records]
+        frames.append(pd.DataFrame({"step": steps * 2, "loss": values + smoothed(values),
+                                    "curve": ["raw"] * len(values) + ["smoothed"] * len(values)}))
+    return frames[0], frames[1]
+
+
+def tradeoff_frame(rows: list[dict]) -> pd.DataFrame:
+    """The sweep's trade-off chart (gr.ScatterPlot): one point per weight, the mean Mask-IoU and CLIP-T of its
+    images (CLIP-T empty when it was not measured), as the sweep's tradeoff.png plots them."""
+    if not rows:
+        return pd.DataFrame({"weight": [], "clip_t": [], "mask_iou": []})
+    table = pd.DataFrame(rows)[["weight", "mask_iou", "clip_t"]].astype(float)
+    means = table.groupby("weight", sort=True).mean().reset_index()
+    means["weight"] = [f"{weight:g}" for weight in means["weight"]]
+    return means

@@ -27,6 +27,7 @@ from .guard import checked_image, guard_inputs
 from .handlers import Handlers
 from .mask.backend import example_images
 from .mask.handlers import CLICK_MODES
+from .plots import DENOISING_COLOURS, MASK_COLOURS
 
 INTRO = """# ShapeInversion
 Upload a photo of a chair. A new word, **\\*s**, is learned that carries the chair's *shape*; then prompts
@@ -183,9 +184,15 @@ def build_demo(backend: Backend, defaults: InversionConfig | None = None) -> gr.
                     job_headline = gr.Markdown(label="Job status", elem_id="job-status")
                 progress = gr.HTML(label="Progress", elem_id="progress")
                 losses = gr.Markdown(label="Loss terms", elem_id="losses")
+                with gr.Row():  # each term on its own scale: they differ by an order of magnitude
+                    denoising_chart = gr.LinePlot(x="step", y="loss", color="curve", title="Denoising loss",
+                                                  color_map=DENOISING_COLOURS, height=220, elem_id="denoising-chart")
+                    mask_chart = gr.LinePlot(x="step", y="loss", color="curve", title="Mask loss",
+                                             color_map=MASK_COLOURS, height=220, elem_id="mask-chart")
+                # The same curves as a picture: what API clients of job_status get.
+                plot = gr.Image(label="Loss", visible=False, interactive=False, elem_id="loss-plot")
                 with gr.Row():
-                    # The loss plot and the attention figure carry their own titles.
-                    plot = gr.Image(label="Loss", show_label=False, interactive=False, elem_id="loss-plot")
+                    # The attention figure carries its own title.
                     preview = gr.Image(label="Preview (the preview prompt, latest checkpoint)", interactive=False,
                                        elem_id="preview")
                     attention = gr.Image(label="Attention of *s beside the mask", show_label=False, interactive=False,
@@ -229,8 +236,10 @@ def build_demo(backend: Backend, defaults: InversionConfig | None = None) -> gr.
                     # The grid carries its row and column titles; a label over it would hide the column titles.
                     sweep_grid = gr.Image(label="Rows: weights; columns: prompts", show_label=False, interactive=False,
                                           elem_id="sweep-grid")
-                    sweep_tradeoff = gr.Image(label="Trade-off: Mask-IoU against CLIP-T per weight", show_label=False,
-                                              interactive=False, elem_id="sweep-tradeoff")
+                    sweep_chart = gr.ScatterPlot(x="clip_t", y="mask_iou", color="weight", y_title="Mask-IoU",
+                                                 title="Trade-off per weight", height=320, elem_id="sweep-chart")
+                # The same as a picture (tradeoff.png): what API clients of sweep_results get.
+                sweep_tradeoff = gr.Image(label="Trade-off", visible=False, interactive=False, elem_id="sweep-tradeoff")
                 sweep_table = gr.Dataframe(headers=list(METRICS_COLUMNS), label="metrics.csv", interactive=False,
                                            elem_id="sweep-table")
                 with gr.Row():
@@ -374,6 +383,8 @@ def build_demo(backend: Backend, defaults: InversionConfig | None = None) -> gr.
             None, [share_token], [share_link], js=SHARE_LINK_JS)
         unshare.click(h.unshare_job, [job_id, owner], [share_token, share_link, share_note], api_name="unshare_job")
         status_json.change(h.share_controls, [status_json], [share_row], api_name="share_controls", **quiet)
+        status_json.change(h.loss_charts, [status_json, owner], [denoising_chart, mask_chart], api_name="loss_charts",
+                           show_progress="hidden")
         job_id.change(h.forget_share, None, [share_token, share_link, share_note], api_name="forget_share", **quiet)
         job_id.change(None, [job_id], [edit_concept], js="(id) => id", api_name="follow_job",
                       api_visibility="private")
@@ -411,6 +422,8 @@ def build_demo(backend: Backend, defaults: InversionConfig | None = None) -> gr.
                           api_name="sweep_controls", api_visibility="private", show_progress="hidden").then(
             h.sweep_files, [sweep_json, owner], [sweep_downloads], api_name="sweep_files", api_visibility="private",
             show_progress="hidden")
+        sweep_json.change(h.tradeoff_chart, [sweep_json, owner], [sweep_chart], api_name="tradeoff_chart",
+                          show_progress="hidden")
         resume_sweep.click(h.resume_job, [sweep_id, owner], [sweep_json, sweep_headline, sweep_timer],
                            api_name="resume_sweep")
         zip_sweep.click(h.run_zip, [sweep_id, owner], [sweep_zip], api_name="sweep_zip")

@@ -55,7 +55,6 @@ def test_upload_learn_and_edit_in_the_browser(app_server, page, tmp_path):
     page.mouse.move(x + 50, y + 10, steps=10)
     page.mouse.up()
     expect(page.locator("#overlay img")).not_to_have_attribute("src", overlay_before)
-    page.get_by_text("Correct the mask").click()  # closed again: its canvas costs a software-rendering CPU much
 
     page.locator("#mask-weight input[type=range]").fill("0.25")
     expect(page.locator("#mask-weight input[type=number]")).to_have_value("0.25")
@@ -70,6 +69,8 @@ def test_upload_learn_and_edit_in_the_browser(app_server, page, tmp_path):
     extracted = app_server.backend.extract_mask(app_server.backend.read_image(image)).mask
     used = Image.open(app_server.data / "jobs" / job_id / "mask.png")
     assert np.count_nonzero(np.asarray(used)) > np.count_nonzero(np.asarray(extracted)), "the brush stroke was used"
+    for chart in ("#denoising-chart", "#mask-chart"):  # the loss charts drew the run's steps
+        expect(page.locator(f"{chart} .vega-embed")).to_contain_text("step")
     page.wait_for_function("() => { const i = document.querySelector('#attention img');"
                            " return i && i.complete && i.naturalWidth > 0; }")
 
@@ -112,6 +113,7 @@ def test_compare_weights_tab_runs_a_sweep_and_hands_a_concept_to_edit(app_server
     page.wait_for_function("() => { const i = document.querySelector('#sweep-grid img');"
                            " return i && i.complete && i.naturalWidth > 0; }")
     expect(page.locator("#sweep-table")).to_contain_text("mask_iou")
+    expect(page.locator("#sweep-chart .vega-embed")).to_contain_text("Mask-IoU")  # the trade-off chart drew
     sweep_id = page.locator("#sweep-id textarea").input_value()
     assert f"job={sweep_id}" in page.url
     page.locator("#use-concept").click()

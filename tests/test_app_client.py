@@ -48,6 +48,12 @@ def test_upload_mask_start_poll_generate(app_server, client, tmp_path):
     headline, loss_plot, attention, downloads = outputs[1], outputs[4], outputs[6], outputs[7]
     assert "done" in headline and Image.open(loss_plot).size == (520, 300) and Image.open(attention).width > 256
     assert [Path(path).name for path in downloads] == ["chair_01.safetensors"]  # named after the photo
+    # The page's loss charts: the run's log, each term raw and smoothed, on the picture's scale.
+    denoising, mask = client.predict(status=outputs[0], owner=owner, api_name="/loss_charts")
+    raw = [row for row in denoising["value"]["data"] if row[2] == "raw"]
+    assert [row[0] for row in raw] == list(range(1, 7)) and len(mask["value"]["data"]) == 12
+    low, high = mask["y_lim"]
+    assert high - low >= 0.2 * max(row[1] for row in mask["value"]["data"]), "noise does not look like swings"
 
     run_dir = app_server.data / "jobs" / job_id
     concept = Concept.load(run_dir)  # the CLI's layout: `shapeinv generate DATA/jobs/<id>` reads the same

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import math
 import random
 
-from app.plots import axis_range, loss_plot, smoothed
+from app.plots import axis_range, loss_frames, loss_plot, smoothed, tradeoff_frame
 from shapeinv_core.evaluation.report import _padded_range, _ticks
 
 
@@ -19,6 +20,28 @@ def test_a_flat_noisy_loss_gets_an_axis_a_fifth_of_its_size_and_a_smoothed_curve
     assert axis_range([0.0, 0.0])[0] >= -0.01, "a loss axis does not dip far below 0"
     plot = loss_plot([{"step": i + 1, "diffusion_loss": v, "mask_loss": v / 10} for i, v in enumerate(values)])
     assert plot.size == (520, 300)
+
+
+def test_the_pages_loss_charts_get_each_terms_raw_and_smoothed_curve_per_step():
+    records = [{"step": i + 1, "diffusion_loss": 1.0 - i / 10, "mask_loss": 0.1 + i / 100} for i in range(5)]
+    denoising, mask = loss_frames(records)
+    assert list(denoising.columns) == ["step", "loss", "curve"]
+    for frame, key in ((denoising, "diffusion_loss"), (mask, "mask_loss")):
+        raw = frame[frame["curve"] == "raw"]
+        assert raw["step"].tolist() == [1, 2, 3, 4, 5] and raw["loss"].tolist() == [r[key] for r in records]
+        assert frame[frame["curve"] == "smoothed"]["loss"].tolist() == smoothed([r[key] for r in records])
+    assert all(len(frame) == 0 for frame in loss_frames([])), "before the first step: empty charts"
+
+
+def test_the_pages_tradeoff_chart_has_one_point_per_weight_as_tradeoff_png_does():
+    rows = [{"weight": 0.0, "mask_iou": 0.4, "clip_t": 0.30}, {"weight": 0.0, "mask_iou": 0.6, "clip_t": 0.32},
+            {"weight": 0.3, "mask_iou": 0.7, "clip_t": None}, {"weight": 0.3, "mask_iou": 0.9, "clip_t": 0.28}]
+    frame = tradeoff_frame(rows)
+    assert frame["weight"].tolist() == ["0", "0.3"]
+    assert frame["mask_iou"].tolist() == [0.5, 0.8] and math.isclose(frame["clip_t"][0], 0.31)
+    assert math.isclose(frame["clip_t"][1], 0.28), "a missing CLIP-T is left out of the mean, as in tradeoff.png"
+    unmeasured = tradeoff_frame([{"weight": 1.0, "mask_iou": 0.5, "clip_t": None}])
+    assert unmeasured["clip_t"].isna().all() and len(tradeoff_frame([])) == 0
 
 
 def test_tradeoff_ticks_of_close_scores_need_at_most_two_decimals():

@@ -59,6 +59,9 @@ def test_sweep_shows_grid_plot_table_and_its_concepts_edit_with_metrics(app_serv
     assert [t["weight"] for t in status["terms"]] == [0.0, 0.3] and "| 0.3 |" in losses
     folder = app_server.data / "jobs" / sweep_id
     assert same_pixels(grid, folder / "grid.png") and same_pixels(tradeoff, folder / "tradeoff.png")
+    chart = client.predict(status=status, owner=OWNER, api_name="/tradeoff_chart")  # the page's chart of it
+    points = {row[0]: row for row in chart["value"]["data"]}  # weight, mask_iou, clip_t
+    assert sorted(points) == ["0", "0.3"] and chart["x"] == "clip_t", "tiny CLIP measured CLIP-T"
     on_disk = read_metrics_csv(folder / "metrics.csv")
     assert table["headers"] == ["weight", "prompt", "seed", "image", "mask_iou", "clip_t", "clip_i"]
     assert len(table["data"]) == len(on_disk) == 4

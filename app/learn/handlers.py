@@ -16,7 +16,7 @@ from shapeinv_core.method.exports import file_name
 
 from ..display import format_duration, in_line
 from ..errors import UNEXPECTED, user_errors
-from ..plots import loss_plot
+from ..plots import axis_range, loss_frames, loss_plot
 from ..values import given_id, real, text, whole
 
 
@@ -119,6 +119,15 @@ class LearnHandlers:
             [self.backend.outbox(path) for path in self.backend.downloads(job_id, owner)] or None,
             gr.Timer(active=not finished),
         )
+
+    def loss_charts(self, status: dict | None, owner: str | None = None):
+        """(denoising chart, mask chart) of the job `status` shows: each term per step, raw and smoothed.
+
+        Fed by the status the page already polled, so an unknown job gives empty charts, not an error a second."""
+        records = self.backend.log(status["id"], owner) if status and status.get("id") else []
+        # The picture's scale: an axis at least a fifth of the loss tall, so noise does not look like swings.
+        return tuple(gr.LinePlot(frame, y_lim=list(axis_range(frame["loss"].tolist())) if len(frame) else None)
+                     for frame in loss_frames(records))
 
     @user_errors
     def resume_job(self, job_id: str, owner: str | None = None):

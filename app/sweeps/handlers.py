@@ -17,6 +17,7 @@ from shapeinv_core.method.exports import file_name
 from ..display import table
 from ..errors import user_errors
 from ..learn.handlers import LearnHandlers
+from ..plots import tradeoff_frame
 from ..values import given_id, real, text, whole
 from .backend import few_steps_note, nearest_research_weight
 
@@ -91,6 +92,15 @@ class SweepHandlers(LearnHandlers):
             gr.Dropdown(choices=choices, value=chosen) if finished else gr.skip(),
             gr.Timer(active=not finished),
         )
+
+    def tradeoff_chart(self, status: dict | None, owner: str | None = None):
+        """The sweep's trade-off as a chart: Mask-IoU against CLIP-T per weight (against the weight when
+        CLIP-T was not measured); empty until the sweep has scored its images."""
+        rows = self.backend.sweep_results(status["id"], owner)["rows"] if status and status.get("id") else []
+        frame = tradeoff_frame(rows)
+        measured = frame["clip_t"].notna().any()
+        return gr.ScatterPlot(frame, x="clip_t" if measured else "weight",
+                              x_title="CLIP-T (follows the prompt)" if measured else "weight (CLIP-T not measured)")
 
     @staticmethod
     def _weight_losses(status: dict) -> str:
