@@ -293,8 +293,13 @@ def test_a_burst_of_edits_is_served_one_per_step_and_a_late_one_is_dropped(tmp_p
         served_at: list[int] = []
 
         def ask() -> None:
-            worker.generate(concept, ["a red chair in the shape of *s"], GenerationConfig(steps=2))
-            served_at.append(store.get(running.id).step)
+            # The job's step is read on the worker thread while the request is served (its first sampling
+            # step), not by the asking thread afterwards, which a busy machine may wake a step late.
+            def note(done: int, total: int) -> None:
+                if done == 1:
+                    served_at.append(store.get(running.id).step)
+
+            worker.generate(concept, ["a red chair in the shape of *s"], GenerationConfig(steps=2), on_progress=note)
 
         burst = [threading.Thread(target=ask) for _ in range(4)]
         for thread in burst:
