@@ -58,14 +58,14 @@ def test_upload_learn_and_edit_in_the_browser(app_server, page, tmp_path):
 
     page.locator("#mask-weight input[type=range]").fill("0.25")
     expect(page.locator("#mask-weight input[type=number]")).to_have_value("0.25")
-    page.locator("#steps input").fill("30")  # the form's default views, fewer steps: a 2-core CPU's test
+    page.locator("#steps input").fill("12")  # the form's default views, fewer steps: a 2-core CPU's test
     page.locator("#start").click()
     expect(page.locator("#job-status")).to_contain_text("done", timeout=300_000)
     job_id = page.locator("#job-id textarea").input_value()
     assert re.fullmatch(r"[0-9a-f]{32}", job_id)
     assert f"job={job_id}" in page.url, "the address bar links to the job"
     config = (app_server.data / "jobs" / job_id / "config.json").read_text()
-    assert '"mask_weight": 0.25' in config and '"steps": 30' in config, "the form's values reached the job"
+    assert '"mask_weight": 0.25' in config and '"steps": 12' in config, "the form's values reached the job"
     extracted = app_server.backend.extract_mask(app_server.backend.read_image(image)).mask
     used = Image.open(app_server.data / "jobs" / job_id / "mask.png")
     assert np.count_nonzero(np.asarray(used)) > np.count_nonzero(np.asarray(extracted)), "the brush stroke was used"
