@@ -87,8 +87,10 @@ def test_encoded_rows_follow_their_images_so_each_caption_matches_its_latent(tmp
 
 
 def test_training_runs_end_to_end_and_writes_a_loadable_pipeline(tmp_path):
-    config = TrainConfig(**{**TINY_CONFIG, "minutes": 10.0})
+    config = TrainConfig(**{**TINY_CONFIG, "minutes": 10.0, "threads": 1})
+    threads = torch.get_num_threads()
     folder = train(tmp_path / "run", config, progress=False)
+    assert torch.get_num_threads() == threads, "training leaves the process's thread count as it found it"
     record = json.loads((tmp_path / "run" / "train_config.json").read_text())
     assert record["config"]["seed"] == 0 and "git" in record
     log = (tmp_path / "run" / "loss.csv").read_text().splitlines()

@@ -82,7 +82,15 @@ def train(out: str | Path, config: TrainConfig, progress: bool = True) -> Path:
     start = time.monotonic()
     deadline = start + config.minutes * 60
     torch.manual_seed(config.seed)
+    threads = torch.get_num_threads()
     torch.set_num_threads(config.threads)
+    try:
+        return _train(out, config, start, deadline, progress)
+    finally:
+        torch.set_num_threads(threads)  # a library call leaves the process as it found it (tests share one)
+
+
+def _train(out: Path, config: TrainConfig, start: float, deadline: float, progress: bool) -> Path:
     _write_provenance(out, config)
 
     if config.dataset:
