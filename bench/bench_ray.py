@@ -11,7 +11,7 @@ On one local Ray with `--cpus` CPUs (no dashboard, a small object store), the ti
 - the relay's own cost per step on the actor (a log line appended, the job folder compared with
   what was last sent), which is what a step pays on the actor; the head applies events meanwhile.
 
-    python bench/bench_ray.py --cpus 2 --jobs 8 --steps 30 --rounds 2
+    PYTHONPATH=. python bench/bench_ray.py --cpus 2 --jobs 8 --steps 30 --rounds 2
 
 Prints a table and writes JSON next to `--out` (default bench/ray_results.json).
 """

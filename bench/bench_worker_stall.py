@@ -9,7 +9,7 @@ For each budget: one long inversion on the tiny model, and `--clients` threads a
 (`--images` images at `--sample-steps` steps each) non-stop for `--seconds`. Reported: the
 longest and the median time between two training steps, and the edits served.
 
-    python bench/bench_worker_stall.py --seconds 20
+    PYTHONPATH=. python bench/bench_worker_stall.py --seconds 20
 """
 
 from __future__ import annotations
