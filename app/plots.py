@@ -95,21 +95,16 @@ def loss_plot(records: list[dict], width: int = 520, height: int = 300) -> Image
 def loss_frames(records: list[dict]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The page's two loss charts (gr.LinePlot), one per term, each on its own scale as in `loss_plot`:
     columns step, loss and curve ("raw" or "smoothed"); empty frames before the first step."""
+    steps = [int(record["step"]) for record in records]
     frames = []
     for key, _, _ in PANELS:
-        steps = [int(record["step"]) for record in records]
         values = [float(record[key]) for record in records]
         frames.append(pd.DataFrame({"step": steps * 2, "loss": values + smoothed(values),
                                     "curve": ["raw"] * len(values) + ["smoothed"] * len(values)}))
     return frames[0], frames[1]
 
 
-def tradeoff_frame(rows: list[dict]) -> pd.DataFrame:
-    """The sweep's trade-off chart (gr.ScatterPlot): one point per weight, the mean Mask-IoU and CLIP-T of its
-    images (CLIP-T empty when it was not measured), as the sweep's tradeoff.png plots them."""
-    if not rows:
-        return pd.DataFrame({"weight": [], "clip_t": [], "mask_iou": []})
-    table = pd.DataFrame(rows)[["weight", "mask_iou", "clip_t"]].astype(float)
-    means = table.groupby("weight", sort=True).mean().reset_index()
-    means["weight"] = [f"{weight:g}" for weight in means["weight"]]
-    return means
+def tradeoff_frame(points: list[tuple[str, float | None, float | None]]) -> pd.DataFrame:
+    """The sweep's trade-off chart (gr.ScatterPlot) from `sweep.tradeoff_points`: one row per weight with its
+    mean CLIP-T (empty when it was not measured) and Mask-IoU."""
+    return pd.DataFrame(points, columns=["weight", "clip_t", "mask_iou"]).astype({"clip_t": float, "mask_iou": float})

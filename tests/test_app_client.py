@@ -10,6 +10,7 @@ import urllib.request
 import zipfile
 from pathlib import Path
 
+import gradio as gr
 import numpy as np
 import pytest
 import torch
@@ -54,6 +55,11 @@ def test_upload_mask_start_poll_generate(app_server, client, tmp_path):
     assert [row[0] for row in raw] == list(range(1, 7)) and len(mask["value"]["data"]) == 12
     low, high = mask["y_lim"]
     assert high - low >= 0.2 * max(row[1] for row in mask["value"]["data"]), "noise does not look like swings"
+    # The page's own poll leaves the hidden picture alone (the charts show the loss): no drawing a second.
+    from app.handlers import Handlers
+
+    polled = Handlers(app_server.backend).poll_job(job_id, owner)
+    assert polled[1] == headline and polled[4] == gr.skip() and polled[6] is not None
 
     run_dir = app_server.data / "jobs" / job_id
     concept = Concept.load(run_dir)  # the CLI's layout: `shapeinv generate DATA/jobs/<id>` reads the same

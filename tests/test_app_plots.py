@@ -7,6 +7,7 @@ import random
 
 from app.plots import axis_range, loss_frames, loss_plot, smoothed, tradeoff_frame
 from shapeinv_core.evaluation.report import _padded_range, _ticks
+from shapeinv_core.generation.sweep import tradeoff_points
 
 
 def test_a_flat_noisy_loss_gets_an_axis_a_fifth_of_its_size_and_a_smoothed_curve():
@@ -36,12 +37,13 @@ def test_the_pages_loss_charts_get_each_terms_raw_and_smoothed_curve_per_step():
 def test_the_pages_tradeoff_chart_has_one_point_per_weight_as_tradeoff_png_does():
     rows = [{"weight": 0.0, "mask_iou": 0.4, "clip_t": 0.30}, {"weight": 0.0, "mask_iou": 0.6, "clip_t": 0.32},
             {"weight": 0.3, "mask_iou": 0.7, "clip_t": None}, {"weight": 0.3, "mask_iou": 0.9, "clip_t": 0.28}]
-    frame = tradeoff_frame(rows)
+    frame = tradeoff_frame(tradeoff_points(rows, [0.0, 0.3]))  # the points tradeoff.png is drawn from
     assert frame["weight"].tolist() == ["0", "0.3"]
     assert frame["mask_iou"].tolist() == [0.5, 0.8] and math.isclose(frame["clip_t"][0], 0.31)
     assert math.isclose(frame["clip_t"][1], 0.28), "a missing CLIP-T is left out of the mean, as in tradeoff.png"
-    unmeasured = tradeoff_frame([{"weight": 1.0, "mask_iou": 0.5, "clip_t": None}])
-    assert unmeasured["clip_t"].isna().all() and len(tradeoff_frame([])) == 0
+    unmeasured = tradeoff_frame(tradeoff_points([{"weight": 1.0, "mask_iou": 0.5, "clip_t": None}], [1.0]))
+    assert unmeasured["clip_t"].isna().all() and unmeasured["mask_iou"].tolist() == [0.5]
+    assert len(tradeoff_frame([])) == 0
 
 
 def test_tradeoff_ticks_of_close_scores_need_at_most_two_decimals():

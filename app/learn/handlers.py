@@ -6,6 +6,8 @@ a sweep takes the same settings (`_config`), shows the same progress bar and has
 
 from __future__ import annotations
 
+from functools import partial
+
 import gradio as gr
 from PIL import Image
 
@@ -88,8 +90,10 @@ class LearnHandlers:
         return self._status_outputs(given_id(job_id, "job", "start_inversion"), owner)
 
     def poll_job(self, job_id: str, owner: str | None = None):
-        """`job_status` for the page's timer: a bad id stops the polling with a note, not an error a second."""
-        return self._polled(self._status_outputs, job_id, owner, stopped=(None, None, None, None))
+        """`job_status` for the page's timer: a bad id stops the polling with a note, not an error a second.
+        The loss picture is left out: the page shows the loss charts (`loss_charts`), the picture is for API clients."""
+        return self._polled(partial(self._status_outputs, picture=False), job_id, owner,
+                            stopped=(None, None, None, None))
 
     @staticmethod
     def _polled(outputs, job_id: str, owner: str | None, stopped: tuple):
@@ -101,7 +105,7 @@ class LearnHandlers:
             note = str(error) if isinstance(error, ShapeInvError) else UNEXPECTED
             return {}, note, "", "", *stopped, gr.Timer(active=False)
 
-    def _status_outputs(self, job_id: str, owner: str):
+    def _status_outputs(self, job_id: str, owner: str, picture: bool = True):
         if not job_id or not job_id.strip():
             return {}, "", "", "", None, None, None, None, gr.Timer(active=False)
         status = self.backend.status(job_id, owner)
@@ -113,7 +117,7 @@ class LearnHandlers:
             self.backend.describe(status),
             self._progress(status),
             self._losses(status),
-            self.backend.picture(loss_plot(self.backend.log(job_id, owner)), "loss"),
+            self.backend.picture(loss_plot(self.backend.log(job_id, owner)), "loss") if picture else gr.skip(),
             self.backend.picture(_at_least(sample, 256), "preview"),
             self.backend.outbox(attention),
             [self.backend.outbox(path) for path in self.backend.downloads(job_id, owner)] or None,

@@ -11,6 +11,7 @@ import gradio as gr
 from shapeinv_core.config import GenerationConfig, InversionConfig
 from shapeinv_core.errors import InputError, ShapeInvError
 from shapeinv_core.evaluation.report import METRICS_COLUMNS
+from shapeinv_core.generation.sweep import tradeoff_points
 from shapeinv_core.jobs import DONE, FINISHED, SWEEP
 from shapeinv_core.method.exports import file_name
 
@@ -95,9 +96,12 @@ class SweepHandlers(LearnHandlers):
 
     def tradeoff_chart(self, status: dict | None, owner: str | None = None):
         """The sweep's trade-off as a chart: Mask-IoU against CLIP-T per weight (against the weight when
-        CLIP-T was not measured); empty until the sweep has scored its images."""
-        rows = self.backend.sweep_results(status["id"], owner)["rows"] if status and status.get("id") else []
-        frame = tradeoff_frame(rows)
+        CLIP-T was not measured); empty until the sweep is done (its scores are written at the end)."""
+        points = []
+        if status and status.get("status") == DONE:
+            results = self.backend.sweep_results(status["id"], owner)
+            points = tradeoff_points(results["rows"], results["weights"]) if results["rows"] else []
+        frame = tradeoff_frame(points)
         measured = frame["clip_t"].notna().any()
         return gr.ScatterPlot(frame, x="clip_t" if measured else "weight",
                               x_title="CLIP-T (follows the prompt)" if measured else "weight (CLIP-T not measured)")

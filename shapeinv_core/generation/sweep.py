@@ -140,14 +140,18 @@ def write_report(folder: Path, rows: list[dict], weights: list[float], prompts: 
     write_metrics_csv(folder / "metrics.csv", rows)
     grid_rows = [[_first_image(folder, rows, weight, prompt) for prompt in prompts] for weight in weights]
     image_grid(grid_rows, row_labels=[f"weight {w:g}" for w in weights], col_labels=prompts).save(folder / "grid.png")
-    tradeoff_plot([(f"{w:g}", _mean(rows, w, "clip_t"), _mean(rows, w, "mask_iou")) for w in weights]).save(
-        folder / "tradeoff.png")
+    tradeoff_plot(tradeoff_points(rows, weights)).save(folder / "tradeoff.png")
 
 
 def _first_image(folder: Path, rows: list[dict], weight: float, prompt: str) -> Image.Image:
     row = next(row for row in rows if row["weight"] == weight and row["prompt"] == prompt)
     with Image.open(folder / row["image"]) as image:
         return image.convert("RGB")
+
+
+def tradeoff_points(rows: list[dict], weights: list[float]) -> list[tuple[str, float | None, float | None]]:
+    """(weight label, mean CLIP-T, mean Mask-IoU) per weight: what `tradeoff.png` and the page's chart plot."""
+    return [(f"{w:g}", _mean(rows, w, "clip_t"), _mean(rows, w, "mask_iou")) for w in weights]
 
 
 def _mean(rows: list[dict], weight: float, column: str) -> float | None:
