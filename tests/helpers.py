@@ -7,6 +7,7 @@ folder and loaded back through the local-folder path real models use (nothing is
 from __future__ import annotations
 
 import functools
+import io
 import os
 import re
 import subprocess
@@ -16,6 +17,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import numpy as np
 from PIL import Image, ImageDraw
 
 from shapeinv_core.config import InversionConfig
@@ -107,3 +109,19 @@ def serve(data: Path, port: int, log: Path, model: str = "tiny") -> subprocess.P
 def python_warnings(terminal: str) -> list[str]:
     """Lines of a process's output that are Python warnings (`UserWarning:`, `DependencyWarning:`, ...)."""
     return [line for line in terminal.splitlines() if re.search(r"\b[A-Z]\w*Warning\b", line)]
+
+
+def overlay_picture(page) -> Image.Image:
+    """The mask overlay the page shows now (once its image has loaded), fetched as the browser got it."""
+    page.wait_for_function("() => { const i = document.querySelector('#overlay img');"
+                           " return i && i.complete && i.naturalWidth > 0; }")
+    return Image.open(io.BytesIO(page.request.get(page.locator("#overlay img").get_attribute("src")).body()))
+
+
+def tinted(overlay: Image.Image, photo: Path) -> np.ndarray:
+    """Where the overlay shows the object: closer to the photo tinted orange than to the photo dimmed."""
+    shown = np.asarray(overlay.convert("RGB")).astype(float)
+    rgb = np.asarray(Image.open(photo).convert("RGB")).astype(float)
+    as_object = 0.55 * rgb + 0.45 * np.array([255, 120, 0])
+    as_background = 0.5 * rgb + 20
+    return np.abs(shown - as_object).sum(axis=2) < np.abs(shown - as_background).sum(axis=2)

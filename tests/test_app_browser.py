@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import re
 from pathlib import Path
 
@@ -11,8 +10,7 @@ import pytest
 from PIL import Image
 
 from tests.conftest import ARTIFACTS, example_image
-from tests.helpers import open_app, wait_until
-from tests.test_app_masks import tinted
+from tests.helpers import open_app, overlay_picture, tinted, wait_until
 
 CHROMIUM = Path("/usr/bin/chromium")
 pytestmark = pytest.mark.skipif(not CHROMIUM.exists(),
@@ -29,11 +27,6 @@ def page(browser):
     page.set_default_timeout(120_000)
     yield page
     context.close()
-
-
-def shown_overlay(page) -> Image.Image:
-    """The overlay picture the page shows now."""
-    return Image.open(io.BytesIO(page.request.get(page.locator("#overlay img").get_attribute("src")).body()))
 
 
 def test_upload_learn_and_edit_in_the_browser(app_server, page, tmp_path):
@@ -64,7 +57,7 @@ def test_upload_learn_and_edit_in_the_browser(app_server, page, tmp_path):
     expect(page.locator("#overlay img")).not_to_have_attribute("src", overlay_before)
     # The stroke is in the mask once the overlay shows it (opening the editor may redraw the overlay first).
     stroke = (slice(45, 80), slice(225, 290))  # the stroke's rows and columns in the 512 px photo
-    wait_until(lambda: tinted(shown_overlay(page), image)[stroke].mean() > 0.3, "the stroke to show in the overlay")
+    wait_until(lambda: tinted(overlay_picture(page), image)[stroke].mean() > 0.3, "the stroke to show in the overlay")
 
     page.locator("#mask-weight input[type=range]").fill("0.25")
     expect(page.locator("#mask-weight input[type=number]")).to_have_value("0.25")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import re
-import time
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +13,7 @@ from PIL import Image
 
 from mask_scenes import bounds, iou, two_chairs
 from tests.conftest import ARTIFACTS
-from tests.helpers import open_app
+from tests.helpers import open_app, overlay_picture, tinted, wait_until
 
 CHROMIUM = Path("/usr/bin/chromium")
 
@@ -31,15 +30,6 @@ def scene(tmp_path):
 def point_on(mask) -> tuple[int, int]:
     ys, xs = np.nonzero(np.asarray(mask)[150:300] > 127)  # the seat or the backrest
     return int(np.median(xs)), int(np.median(ys)) + 150
-
-
-def tinted(overlay: Image.Image, photo: Path) -> np.ndarray:
-    """Where the overlay shows the object: closer to the photo tinted orange than to the photo dimmed."""
-    shown = np.asarray(overlay.convert("RGB")).astype(float)
-    rgb = np.asarray(Image.open(photo).convert("RGB")).astype(float)
-    as_object = 0.55 * rgb + 0.45 * np.array([255, 120, 0])
-    as_background = 0.5 * rgb + 20
-    return np.abs(shown - as_object).sum(axis=2) < np.abs(shown - as_background).sum(axis=2)
 
 
 def test_the_note_names_the_method_and_the_command_for_the_better_one(empty_rembg_home):
@@ -86,23 +76,18 @@ def test_clicks_pick_the_object_and_the_editor_paints_over_the_photo(app_server,
     expect(overlay).to_be_visible()
     expect(page.locator("#mask-note")).to_contain_text("colour-based method")
 
-    def shown() -> Image.Image:
-        page.wait_for_function("() => { const i = document.querySelector('#overlay img');"
-                               " return i && i.complete && i.naturalWidth > 0; }")
-        return Image.open(io.BytesIO(page.request.get(overlay.get_attribute("src")).body()))
-
     def click(x: float, y: float) -> None:
         box = overlay.bounding_box()
         page.mouse.click(box["x"] + x * box["width"] / 900, box["y"] + y * box["height"] / 512)
 
-    assert iou(tinted(shown(), path) * 255, central) >= 0.8  # no prompt: the central chair
+    assert iou(tinted(overlay_picture(page), path) * 255, central) >= 0.8  # no prompt: the central chair
 
     before = overlay.get_attribute("src")
     click(*point_on(side))
     expect(page.locator("#mask-points textarea, #mask-points input")).to_have_value(re.compile(r"^\d+,\d+$"))
     expect(overlay).not_to_have_attribute("src", before)
     expect(page.locator("#mask-note")).to_contain_text("from your clicks")
-    assert iou(tinted(shown(), path) * 255, side) >= 0.8, "the clicked chair is the mask now"
+    assert iou(tinted(overlay_picture(page), path) * 255, side) >= 0.8, "the clicked chair is the mask now"
 
     page.locator("#clear-clicks").click()
     expect(page.locator("#mask-points textarea, #mask-points input")).to_have_value("")
@@ -115,7 +100,7 @@ def test_clicks_pick_the_object_and_the_editor_paints_over_the_photo(app_server,
     click(x1, y1)
     expect(page.locator("#mask-box textarea, #mask-box input")).to_have_value(re.compile(r"^\d+,\d+,\d+,\d+$"))
     expect(overlay).not_to_have_attribute("src", before)
-    assert iou(tinted(shown(), path) * 255, central) >= 0.8, "the boxed chair is the mask now"
+    assert iou(tinted(overlay_picture(page), path) * 255, central) >= 0.8, "the boxed chair is the mask now"
 
     # The editor: the photo under a tinted layer; opening it leaves the overlay as it was.
     page.get_by_role("button", name=re.compile("Correct the mask")).click()
@@ -136,10 +121,8 @@ def test_clicks_pick_the_object_and_the_editor_paints_over_the_photo(app_server,
     page.mouse.down()
     page.mouse.move(x + 60, y + 20, steps=10)
     page.mouse.up()
-    deadline = time.monotonic() + 60
-    while not (painted := tinted(shown(), path))[:150, :300].mean() > 0.02:
-        assert time.monotonic() < deadline, "the painted stroke never reached the mask"
-        time.sleep(0.2)
+    wait_until(lambda: tinted(overlay_picture(page), path)[:150, :300].mean() > 0.02, "the painted stroke in the mask")
+    painted = tinted(overlay_picture(page), path)
     page.screenshot(path=str(ARTIFACTS / "mask_editor.png"), full_page=True)
     assert iou(painted[150:] * 255, np.asarray(central)[150:]) >= 0.8, "the rest of the mask is as it was"
     context.close()
