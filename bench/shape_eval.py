@@ -124,7 +124,8 @@ def validate_segmenter(count: int = 60) -> float:
     return float(np.mean(scores))
 
 
-def draw_references(model, chair: dict, seeds: int, steps: int) -> dict[str, list[tuple[str, int, Image.Image]]]:
+def draw_references(model, chair: dict, seeds: int, steps: int,
+                    names: tuple[str, ...] = REFERENCES) -> dict[str, list[tuple[str, int, Image.Image]]]:
     """(a) the prompts with `*s` taken out and (b) with the family word in its place, on the same seeds."""
     pipe = model.pipe
     pipe.scheduler = _sampling_scheduler(pipe)
@@ -133,7 +134,7 @@ def draw_references(model, chair: dict, seeds: int, steps: int) -> dict[str, lis
     family_prompts = {"recon": f"a photo of {article} {phrase}", "red": f"a red {phrase}", "blue": f"a blue {phrase}",
                       "leopard": f"a leopard-print {phrase}", "alone": f"{article} {phrase}"}
     out = {}
-    for name in REFERENCES:
+    for name in names:
         prompts = [strip_placeholder(p) if name == "no-word" else family_prompts[kind] for kind, p, _, _ in PROMPTS]
         work = [(kind, prompt, seed) for (kind, *_), prompt in zip(PROMPTS, prompts) for seed in range(seeds)]
         images = pipe(prompt=[p for _, p, _ in work], num_inference_steps=steps, guidance_scale=7.5,
@@ -205,8 +206,9 @@ def run(args: argparse.Namespace) -> None:
     began = time.perf_counter()
     for chair in todo:
         chair["image"].save(args.out / "images" / f"c{chair['index']:02d}_input.png")
-        if "references" in args.groups and any((chair["index"], r) not in done for r in REFERENCES):
-            for name, images in draw_references(model, chair, args.seeds, args.sample_steps).items():
+        missing = tuple(r for r in REFERENCES if (chair["index"], r) not in done)
+        if "references" in args.groups and missing:  # a resumed run draws only what it lacks: no duplicate rows
+            for name, images in draw_references(model, chair, args.seeds, args.sample_steps, missing).items():
                 record(args.out, model, chair, chairs, name, images, None, classifier)
         for group in args.groups:
             if group == "references":
