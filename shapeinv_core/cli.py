@@ -214,6 +214,9 @@ def _add_inversion_options(parser: argparse.ArgumentParser) -> None:
     add("--name", help="file name of the concept for other tools, NAME.safetensors (default: from the photo's name)")
     add("--init-reg", type=float, default=defaults.init_reg,
         help="L2 pull toward the initializer embedding (default: %(default)s)")
+    add("--attention-reg", type=float, default=defaults.attention_reg,
+        help="AttnDreamBooth's attention regulariser: pull the mean and spread of *s's cross-attention maps toward "
+             "the class word's, e.g. 0.01; 0 is off (default: %(default)s)")
     add("--checkpoint-every", type=int, default=defaults.checkpoint_every,
         help="steps between checkpoints (default: %(default)s)")
 
@@ -254,6 +257,10 @@ def _add_generation_options(parser: argparse.ArgumentParser) -> None:
              "*s phrase (default: %(default)s: all)")
     add("--shape-order", default=defaults.shape_order, choices=["first", "last"],
         help="whether the *s prompt takes the first steps (shape early) or the last (default: %(default)s)")
+    add("--layout-steps", type=float, default=defaults.layout_steps, metavar="F",
+        help="fraction of the first sampling steps in which each edit reuses the self-attention maps of the "
+             "reconstruction ('a photo of chair in the shape of *s', same seed), Prompt-to-Prompt style; 0 is off "
+             "(default: %(default)s)")
 
 
 def inversion_config(args: argparse.Namespace) -> InversionConfig:
@@ -263,7 +270,8 @@ def inversion_config(args: argparse.Namespace) -> InversionConfig:
         placeholder=args.placeholder, initializer=args.initializer, class_word=args.class_word,
         template=args.template, num_vectors=args.num_vectors, mask_weight=args.mask_weight,
         map_resolution=args.map_resolution, attention_layers=args.attention_layers, map_norm=args.map_norm,
-        init_reg=args.init_reg, learning_rate=args.lr, steps=args.steps, batch_size=args.batch, seed=args.seed,
+        init_reg=args.init_reg, attention_reg=args.attention_reg, learning_rate=args.lr, steps=args.steps,
+        batch_size=args.batch, seed=args.seed,
         resolution=args.resolution or InversionConfig.resolution, checkpoint_every=args.checkpoint_every,
         attention_res=args.attention_res, mask_form=args.mask_form, background_weight=args.background_weight,
         balance_every=args.balance_every, tune=args.tune, lora_rank=args.lora_rank, lora_steps=args.lora_steps,
@@ -409,6 +417,14 @@ def _stop_on_ctrl_c() -> list[bool]:
 
 # --- generate -----------------------------------------------------------------------------
 
+def generation_config(args: argparse.Namespace) -> GenerationConfig:
+    return GenerationConfig(
+        negative_prompt=args.negative, num_images=args.num_images, seed=args.seed, steps=args.steps,
+        guidance=args.guidance, height=args.height, width=args.width, batch_size=args.batch,
+        shape_steps=args.shape_steps, shape_order=args.shape_order, layout_steps=args.layout_steps,
+    ).validate()
+
+
 def run_generate(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
@@ -419,11 +435,7 @@ def run_generate(args: argparse.Namespace) -> int:
 
     concept = Concept.load(args.run_dir)
     prompts = check_prompts(args.prompts, concept.token)
-    config = GenerationConfig(
-        negative_prompt=args.negative, num_images=args.num_images, seed=args.seed, steps=args.steps,
-        guidance=args.guidance, height=args.height, width=args.width, batch_size=args.batch,
-        shape_steps=args.shape_steps, shape_order=args.shape_order,
-    ).validate()
+    config = generation_config(args)
     output_folder(args.output)
     model_name = args.model or concept.model or DEFAULT_MODEL
     quiet_library_logs()

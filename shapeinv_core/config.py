@@ -61,6 +61,9 @@ class InversionConfig:
     appearance: str = "varied"
     views: int = 32  # the "varied" bank: the photo plus views - 1 re-drawn ones
     init_reg: float = 0.0
+    # AttnDreamBooth's cross-attention regularisation: per layer, the mean and variance of *s's attention map
+    # pulled toward those of the class word in the same prompt, so *s attends like an object word (0 = off).
+    attention_reg: float = 0.0
     learning_rate: float = 5e-3
     steps: int = 500
     batch_size: int = 4
@@ -93,7 +96,7 @@ class InversionConfig:
                f"template must contain '{{token}}' (and usually '{{cls}}') and no other {{...}} field, "
                f"e.g. '{DEFAULT_TEMPLATE}'")
         _check(1 <= self.num_vectors <= MAX_VECTORS, f"num_vectors must be between 1 and {MAX_VECTORS}")
-        for name in ("mask_weight", "init_reg", "learning_rate"):
+        for name in ("mask_weight", "init_reg", "attention_reg", "learning_rate"):
             _check(math.isfinite(getattr(self, name)), f"{name} must be a finite number")
         _check(0.0 <= self.mask_weight <= 1.0,
                "mask_weight must be between 0 (plain textual inversion) and 1; 0.1 is the default")
@@ -119,6 +122,11 @@ class InversionConfig:
                "name must be lower-case letters, digits, '-' or '_' (up to 64), e.g. 'oak-chair'")
         _check(self.name not in RESERVED_NAMES, f"name must not be one of {', '.join(RESERVED_NAMES)}")
         _check(0.0 <= self.init_reg <= 100.0, "init_reg must be between 0 (no pull toward the initializer) and 100")
+        _check(0.0 <= self.attention_reg <= 1e6,
+               "attention_reg must be between 0 (off, the default) and 1e6 (AttnDreamBooth's pull of *s's attention "
+               "toward the class word's; 0.01 is plenty)")
+        _check(self.attention_reg == 0.0 or "{cls}" in self.template,
+               "attention_reg compares *s's attention with the class word's, so the template must contain '{cls}'")
         _check(0.0 < self.learning_rate <= 1.0, "learning_rate must be in (0, 1]; 5e-3 is the default")
         _check(1 <= self.steps <= 100_000, "steps must be between 1 and 100000")
         _check(1 <= self.batch_size <= 64, "batch_size (timesteps per step) must be between 1 and 64")
@@ -163,6 +171,9 @@ class GenerationConfig:
     batch_size: int = 4
     shape_steps: float = 1.0  # fraction of the denoising steps conditioned by the prompt with *s
     shape_order: str = "first"  # "first": *s sets the shape early; "last": the *s prompt takes the last steps
+    # Prompt-to-Prompt-style layout keeping: for this fraction of the first steps, each edit's self-attention
+    # maps are the reconstruction's ("a photo of chair in the shape of *s", same seed, drawn alongside).
+    layout_steps: float = 0.0
 
     def validate(self) -> GenerationConfig:
         _check_types(self)
@@ -179,6 +190,8 @@ class GenerationConfig:
         _check(1 <= self.batch_size <= 64, "batch_size must be between 1 and 64")
         _check(0.0 <= self.shape_steps <= 1.0,
                "shape_steps must be between 0 (never the *s prompt) and 1 (always; the default)")
+        _check(0.0 <= self.layout_steps <= 1.0,
+               "layout_steps must be between 0 (off, the default) and 1 (every step keeps the reconstruction's layout)")
         _check(self.shape_order in SHAPE_ORDERS, "shape_order must be 'first' (the default) or 'last'")
         return self
 

@@ -3,6 +3,9 @@
 A shape schedule (`shape_steps`, after ProSpect's finding that early denoising steps set the
 structure) lets the prompt with `*s` condition only the first fraction of the steps and the same
 prompt without its `*s` phrase the rest, so the shape is set early and the edit decides the look.
+A layout schedule (`layout_steps`, Prompt-to-Prompt's self-attention injection, layout.py) draws
+each edit beside the reconstruction from the same noise and gives it the reconstruction's
+self-attention maps for the first steps.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -23,6 +27,7 @@ from ..method.concept import Concept, install_tokens
 from ..method.lora import lora_for_generation
 from ..models.families import encoder_widths, prompt_embeddings, text_pairs
 from ..models.loading import LoadedModel
+from .layout import LayoutSharing, keep_layout
 
 
 @dataclass
@@ -74,6 +79,7 @@ def generate(model: LoadedModel, concept: Concept, prompts: list[str], config: G
 
     work = [(prompt, config.seed + index) for prompt in prompts for index in range(config.num_images)]
     switch_at, shape_first = shape_schedule(config)
+    layout_until = round(config.layout_steps * config.steps)
     results: list[GeneratedImage] = []
     batches = -(-len(work) // config.batch_size)
     with lora_for_generation(pipe, concept.lora):
@@ -84,24 +90,31 @@ def generate(model: LoadedModel, concept: Concept, prompts: list[str], config: G
             first, then = (with_token, without) if shape_first else (without, with_token)
             if switch_at == 0:
                 first = then
-            switch = None
+            seeds = [seed for _, seed in batch]
+            sharing = LayoutSharing(len(batch), layout_until)
+            if sharing.active:  # the reconstructions ride in front of the edits, each from its edit's noise
+                source = [concept.settings.prompt()] * len(batch)
+                first, then, seeds = source + first, source + then, seeds + seeds
+            callback = _Callbacks(step_end=sharing.after_step if sharing.active else None)
             if 0 < switch_at < config.steps:
-                switch = _PromptSwitch(switch_at, prompt_embeddings(pipe, then))
+                callback.add(_PromptSwitch(switch_at, prompt_embeddings(pipe, then)))
             if on_sampling_step is not None:
-                switch = _StepCounter(switch, start // config.batch_size * config.steps, batches * config.steps,
-                                      on_sampling_step)
-            output = pipe(
-                prompt=first,
-                negative_prompt=[config.negative_prompt] * len(batch) if config.negative_prompt else None,
-                num_inference_steps=config.steps,
-                guidance_scale=config.guidance,
-                height=height,
-                width=width,
-                generator=[torch.Generator().manual_seed(seed) for _, seed in batch],
-                callback_on_step_end=switch,
-                callback_on_step_end_tensor_inputs=list(switch.names) if switch is not None else ["prompt_embeds"],
-            )
-            results += [GeneratedImage(prompt, seed, image) for (prompt, seed), image in zip(batch, output.images)]
+                callback.add(_StepCounter(start // config.batch_size * config.steps, batches * config.steps,
+                                          on_sampling_step))
+            with keep_layout(pipe.unet, sharing) if sharing.active else nullcontext():
+                output = pipe(
+                    prompt=first,
+                    negative_prompt=[config.negative_prompt] * len(first) if config.negative_prompt else None,
+                    num_inference_steps=config.steps,
+                    guidance_scale=config.guidance,
+                    height=height,
+                    width=width,
+                    generator=[torch.Generator().manual_seed(seed) for seed in seeds],
+                    callback_on_step_end=callback if callback else None,
+                    callback_on_step_end_tensor_inputs=callback.names(),
+                )
+            images = output.images[-len(batch):]  # with layout keeping, the reconstructions come first
+            results += [GeneratedImage(prompt, seed, image) for (prompt, seed), image in zip(batch, images)]
             if on_image is not None:
                 on_image(len(results), len(work))
     return results
@@ -155,16 +168,42 @@ class _PromptSwitch:
 
 
 class _StepCounter:
-    """`callback_on_step_end` that reports steps done over all batches, then runs the wrapped callback."""
+    """`callback_on_step_end` that reports steps done over all batches."""
 
-    def __init__(self, inner: _PromptSwitch | None, before: int, total: int, report: Callable[[int, int], None]):
-        self.inner, self.before, self.total, self.report = inner, before, total, report
-        self.names = inner.names if inner is not None else ("prompt_embeds",)
+    names = ()
+
+    def __init__(self, before: int, total: int, report: Callable[[int, int], None]):
+        self.before, self.total, self.report = before, total, report
 
     def __call__(self, pipe, step: int, timestep, callback_kwargs: dict) -> dict:
-        changed = self.inner(pipe, step, timestep, callback_kwargs) if self.inner is not None else {}
         self.report(self.before + step + 1, self.total)
+        return {}
+
+
+class _Callbacks:
+    """One `callback_on_step_end` running several in turn (and a plain `step_end(step)`); false when empty."""
+
+    def __init__(self, step_end: Callable[[int], None] | None = None):
+        self.step_end, self.parts = step_end, []
+
+    def add(self, part) -> None:
+        self.parts.append(part)
+
+    def names(self) -> list[str]:
+        """The tensors the parts read: at least the prompt embeddings, which the pipeline always offers."""
+        return list(dict.fromkeys(name for part in self.parts for name in part.names)) or ["prompt_embeds"]
+
+    def __bool__(self) -> bool:
+        return bool(self.parts) or self.step_end is not None
+
+    def __call__(self, pipe, step: int, timestep, callback_kwargs: dict) -> dict:
+        changed = {}
+        for part in self.parts:
+            changed.update(part(pipe, step, timestep, callback_kwargs))
+        if self.step_end is not None:
+            self.step_end(step)
         return changed
+
 
 
 def slug(text: str, limit: int = 48) -> str:

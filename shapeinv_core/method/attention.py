@@ -5,6 +5,10 @@ the softmax probabilities explicitly (77 keys, so this is cheap); self-attention
 layer keep their fused attention path. Each captured layer contributes one map per batch row:
 the attention probability of the placeholder token column(s) (summed over the placeholder's
 vectors), averaged over heads and resized to one grid.
+
+With class-word positions set (`reference_rows`), each layer also records how far the placeholder's
+map is from the class word's in mean and variance over heads and pixels: AttnDreamBooth's
+cross-attention regularisation, which keeps a learned word attending like an object word.
 """
 
 from __future__ import annotations
@@ -33,27 +37,60 @@ class AttentionStore:
         # [rows, n] placeholder positions per batch row, when the rows' prompts differ (named looks
         # of different token lengths); None: `token_positions` for every row.
         self.row_positions: torch.Tensor | None = None
+        # [rows, m] the class word's positions per batch row; None: no statistics are recorded.
+        self.reference_rows: torch.Tensor | None = None
+        self.statistic_gaps: list[torch.Tensor] = []
 
     def reset(self) -> None:
         self.maps = []
+        self.statistic_gaps = []
 
     def add(self, probs: torch.Tensor, batch: int, heads: int, query_len: int) -> None:
         """probs: [batch*heads, query_len, keys] softmax probabilities of one layer."""
         if self.row_positions is None:
             columns = probs[:, :, self.token_positions].sum(dim=-1)  # [b*h, q]
         else:  # rows are batch-major, heads minor: each row's heads read that row's positions
-            index = self.row_positions.repeat_interleave(heads, dim=0)[:, None, :].expand(-1, query_len, -1)
-            columns = probs.gather(2, index).sum(dim=-1)
+            columns = _columns(probs, self.row_positions, heads, query_len)
+        if self.reference_rows is not None:
+            self.statistic_gaps.append(statistic_gap(columns, _columns(probs, self.reference_rows, heads, query_len),
+                                                     batch, heads, query_len))
         per_row = columns.view(batch, heads, query_len).mean(dim=1)  # [b, q]
         height, width = _layer_size(self.latent_size, query_len)
         grid = per_row.view(batch, 1, height, width)
         self.maps.append(resize_map(grid, self.resolution)[:, 0])
+
+    def regularisation(self) -> torch.Tensor:
+        """[batch]: the statistic gap averaged over the captured layers of this forward pass."""
+        if not self.statistic_gaps:
+            raise RuntimeError("No attention statistics were recorded: set reference_rows before the pass.")
+        return torch.stack(self.statistic_gaps).mean(dim=0)
 
     def mean_map(self) -> torch.Tensor:
         """[batch, res, res]: the average over the captured layers of this forward pass."""
         if not self.maps:
             raise RuntimeError("No cross-attention map was captured: no selected layer ran.")
         return torch.stack(self.maps).mean(dim=0)
+
+
+def _columns(probs: torch.Tensor, rows: torch.Tensor, heads: int, query_len: int) -> torch.Tensor:
+    """[b*h, q]: the summed probability columns at each batch row's positions (rows: [b, m])."""
+    index = rows.repeat_interleave(heads, dim=0)[:, None, :].expand(-1, query_len, -1)
+    return probs.gather(2, index).sum(dim=-1)
+
+
+def statistic_gap(placeholder: torch.Tensor, reference: torch.Tensor, batch: int, heads: int,
+                  query_len: int) -> torch.Tensor:
+    """[batch]: squared log-ratios of the mean and the standard deviation (over heads and pixels) of two
+    [b*h, q] columns.
+
+    AttnDreamBooth's regulariser (mean and variance of the new word's map pulled to the class word's) in
+    log-ratio form: attention probabilities differ in scale by orders of magnitude between layers and models,
+    so a raw squared gap is ~1e-7 on one and a relative gap explodes where the class word is barely attended.
+    """
+    first, second = placeholder.view(batch, heads * query_len), reference.view(batch, heads * query_len)
+    mean_gap = first.mean(dim=1).clamp_min(1e-12).log() - second.mean(dim=1).clamp_min(1e-12).log()
+    spread_gap = first.std(dim=1).clamp_min(1e-12).log() - second.std(dim=1).clamp_min(1e-12).log()
+    return mean_gap ** 2 + spread_gap ** 2
 
 
 def _layer_size(latent_size: tuple[int, int], query_len: int) -> tuple[int, int]:
@@ -87,14 +124,7 @@ class MapCaptureProcessor:
         if encoder_hidden_states is None:
             raise RuntimeError("MapCaptureProcessor is only for cross-attention layers (attn2).")
         residual = hidden_states
-        if attn.spatial_norm is not None:
-            hidden_states = attn.spatial_norm(hidden_states, temb)
-        input_ndim = hidden_states.ndim
-        if input_ndim == 4:
-            batch, channel, height, width = hidden_states.shape
-            hidden_states = hidden_states.view(batch, channel, height * width).transpose(1, 2)
-        if attn.group_norm is not None:
-            hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
+        hidden_states = attention_input(attn, hidden_states, temb)
         if attn.norm_cross:
             encoder_hidden_states = attn.norm_encoder_hidden_states(encoder_hidden_states)
 
@@ -113,12 +143,29 @@ class MapCaptureProcessor:
         self.store.add(probs, batch, attn.heads, query_len)
 
         hidden_states = attn.batch_to_head_dim(torch.bmm(probs.to(value.dtype), value))
-        hidden_states = attn.to_out[1](attn.to_out[0](hidden_states))
-        if input_ndim == 4:
-            hidden_states = hidden_states.transpose(-1, -2).reshape(batch, channel, height, width)
-        if attn.residual_connection:
-            hidden_states = hidden_states + residual
-        return hidden_states / attn.rescale_output_factor
+        return attention_output(attn, hidden_states, residual)
+
+
+def attention_input(attn, hidden_states: torch.Tensor, temb: torch.Tensor | None = None) -> torch.Tensor:
+    """diffusers' processor preamble: the optional spatial and group norms, and [b, c, h, w] read as [b, hw, c]."""
+    if attn.spatial_norm is not None:
+        hidden_states = attn.spatial_norm(hidden_states, temb)
+    if hidden_states.ndim == 4:
+        batch, channel, height, width = hidden_states.shape
+        hidden_states = hidden_states.view(batch, channel, height * width).transpose(1, 2)
+    if attn.group_norm is not None:
+        hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
+    return hidden_states
+
+
+def attention_output(attn, hidden_states: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+    """diffusers' processor ending: the output projection, the input's layout back, the residual and rescale."""
+    hidden_states = attn.to_out[1](attn.to_out[0](hidden_states))
+    if residual.ndim == 4:
+        hidden_states = hidden_states.transpose(-1, -2).reshape(residual.shape)
+    if attn.residual_connection:
+        hidden_states = hidden_states + residual
+    return hidden_states / attn.rescale_output_factor
 
 
 def cross_attention_layers(unet, which: str = "all") -> dict[str, torch.nn.Module]:

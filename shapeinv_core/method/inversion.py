@@ -3,6 +3,11 @@
     loss = MSE(UNet(noisy latents, t, text(template with *s)), noise or v)
          + mask_weight * MSE(mean cross-attention map of *s, object mask)
          + init_reg * |vectors - initializer embedding|^2
+         + attention_reg * (mean and variance gaps of *s's attention maps to the class word's)^2
+
+`attention_reg` is AttnDreamBooth's cross-attention regularisation: per captured layer, the
+mean and variance (over heads and pixels) of `*s`'s map are pulled toward those of the class
+word in the same prompt, so `*s` attends like an object word instead of taking the whole image.
 
 Two optional forms from the neighbours (defaults keep the research's form): the denoising MSE
 with background pixels down-weighted (`background_weight`, Break-A-Scene's masked loss at 0),
@@ -65,6 +70,7 @@ class LossTerms:
     diffusion_loss: float
     mask_loss: float
     init_loss: float
+    attention_loss: float = 0.0  # the attention_reg term, before its weight
     # Measured every `balance_every` steps: gradient norms on this concept's vectors, and
     # |grad(mask_weight * mask term)| / |grad(denoising term)|, i.e. how much the chosen weight bites.
     diffusion_grad: float | None = None
@@ -97,7 +103,8 @@ class StepReport:
     def log_record(self, index: int = 0) -> dict:
         terms = self.terms[index]
         record = {"step": self.step, "loss": terms.loss, "diffusion_loss": terms.diffusion_loss,
-                  "mask_loss": terms.mask_loss, "init_loss": terms.init_loss, "seconds": round(self.seconds, 4)}
+                  "mask_loss": terms.mask_loss, "init_loss": terms.init_loss,
+                  "attention_loss": terms.attention_loss, "seconds": round(self.seconds, 4)}
         if terms.grad_ratio is not None:
             record.update(diffusion_grad=terms.diffusion_grad, mask_grad=terms.mask_grad, grad_ratio=terms.grad_ratio)
         return record
@@ -231,6 +238,8 @@ class TrainingInputs:
     positions: torch.Tensor  # [views, num_vectors] the placeholder's token positions in each prompt
     mask_grid: torch.Tensor  # [map_res, map_res] on the device: the views share the photo's geometry
     looks: list[str]
+    # [views, m] the class word's token positions in each view's prompt (attention_reg); None when off.
+    class_positions: torch.Tensor | None = None
     # SDXL's size conditioning [6] on the device, made once (the views share the photo's size): no copy per step.
     time_ids: torch.Tensor | None = None
 
@@ -258,12 +267,30 @@ def training_inputs(pipe, device: torch.device, image: Image.Image, mask: Image.
         pixels = torch.cat([square_pixels(view.image, config.resolution) for view in views[start:start + 8]])
         latents.append(encode_image(pipe, pixels.to(device)))
     tokenized = [tokenize_prompt(pipe, config.prompt(view.look), token_ids) for view in views]
+    class_positions = None
+    if config.attention_reg > 0:
+        class_positions = torch.tensor([class_word_positions(pipe, ids, config.class_word, positions)
+                                        for ids, positions in tokenized], device=device)
     return TrainingInputs(
         latents=torch.cat(latents), prompt_ids=torch.cat([ids for ids, _ in tokenized]).to(device),
         positions=torch.tensor([positions for _, positions in tokenized], device=device),
-        mask_grid=mask_grid.to(device), looks=[view.look for view in views],
+        mask_grid=mask_grid.to(device), looks=[view.look for view in views], class_positions=class_positions,
         time_ids=sizes.time_ids().to(device) if sizes is not None else None,
     )
+
+
+def class_word_positions(pipe, ids: torch.Tensor, class_word: str, placeholder_positions: list[int]) -> list[int]:
+    """The class word's token positions in a tokenized prompt [1, encoders, 77]: its last whole occurrence before
+    the placeholder (or anywhere, when the template names the class after it)."""
+    word = pipe.tokenizer(class_word, add_special_tokens=False).input_ids
+    row = ids[0, 0].tolist()
+    starts = [start for start in range(len(row) - len(word) + 1) if row[start:start + len(word)] == word]
+    before = [start for start in starts if start < placeholder_positions[0]]
+    if not starts:
+        raise InputError(f"The class word {class_word!r} is not in the training prompt, so attention_reg has no "
+                         "word to compare *s with. Put '{cls}' in the template or set attention_reg to 0.")
+    start = (before or starts)[-1]
+    return list(range(start, start + len(word)))
 
 
 def starting_word(config: InversionConfig) -> str:
@@ -313,15 +340,18 @@ class _Objective:
 
     def losses(self, vectors: torch.Tensor, chunk: slice, noisy: torch.Tensor, timesteps: torch.Tensor,
                target: torch.Tensor, rows: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
-        """Per-concept (total, diffusion, mask, init) losses and maps for the concepts in `chunk`."""
+        """Per-concept (total, diffusion, mask, init, attention) losses and maps for the concepts in `chunk`."""
         size = chunk.stop - chunk.start
         pred, maps = self(vectors[chunk], noisy, timesteps, rows)
         diffusion = weighted_denoising_loss(pred.float(), target.repeat(size, 1, 1, 1),
                                             self.pixel_weights).view(size, -1).mean(dim=1)
         mask_loss = attention_mask_loss(maps, self.mask_grid, self.config.mask_form)
         init_loss = ((vectors[chunk] - self.init) ** 2).sum(dim=-1).mean(dim=-1)
-        total = diffusion + self.weights[chunk] * mask_loss + self.config.init_reg * init_loss
-        return total, diffusion, mask_loss, init_loss, maps.detach().mean(dim=1).float()
+        attention_loss = (self.store.regularisation().float().view(size, -1).mean(dim=1)
+                          if self.inputs.class_positions is not None else torch.zeros_like(diffusion))
+        total = (diffusion + self.weights[chunk] * mask_loss + self.config.init_reg * init_loss
+                 + self.config.attention_reg * attention_loss)
+        return total, diffusion, mask_loss, init_loss, attention_loss, maps.detach().mean(dim=1).float()
 
     def __call__(self, vectors: torch.Tensor, noisy: torch.Tensor, timesteps: torch.Tensor,
                  rows: torch.Tensor | None = None):
@@ -334,11 +364,15 @@ class _Objective:
             hidden, added = encode_ids(self.encoders, self.prompt_ids[:1].repeat(concepts, 1, 1), self.inputs.time_ids)
             hidden, added = hidden.repeat_interleave(batch, dim=0), repeat_conditioning(added, batch)
             self.store.row_positions = None
+            if self.inputs.class_positions is not None:
+                self.store.reference_rows = self.inputs.class_positions[:1].expand(concepts * batch, -1)
         else:  # each row names its view's look: encode every (concept, row) prompt
             self.substitution.vectors = vectors.repeat_interleave(batch, dim=0)
             hidden, added = encode_ids(self.encoders, self.prompt_ids[rows].repeat(concepts, 1, 1),
                                        self.inputs.time_ids)
             self.store.row_positions = self.positions[rows].repeat(concepts, 1)
+            if self.inputs.class_positions is not None:
+                self.store.reference_rows = self.inputs.class_positions[rows].repeat(concepts, 1)
         self.substitution.vectors = None
         self.store.reset()
         pred = self.pipe.unet(
@@ -576,7 +610,7 @@ def _accumulate_gradients(objective: _Objective, vectors: torch.nn.Parameter, ba
                           ) -> tuple[torch.Tensor, torch.Tensor, list[tuple[float, float, float]] | None, int]:
     """Backpropagate every concept's loss, `per_pass` concepts per UNet pass.
 
-    Returns the loss terms [concepts, 4] and maps [concepts, res, res], still on the device, and
+    Returns the loss terms [concepts, 5] and maps [concepts, res, res], still on the device, and
     with `measure` the gradient balance per concept (`term_gradients`; that step waits for the device).
     Concepts are independent, so the gradient of the summed loss is each one's own and the
     chunking does not change the result: when the GPU runs out of memory, the step is redone
@@ -588,18 +622,25 @@ def _accumulate_gradients(objective: _Objective, vectors: torch.nn.Parameter, ba
         values: list[torch.Tensor] = []
         maps: list[torch.Tensor] = []
         mask_grad = torch.zeros_like(vectors) if measure else None
+        attention_grad = torch.zeros_like(vectors) if measure else None
         try:
             for chunk in _chunks(vectors.shape[0], per_pass):
-                total, diffusion, mask_loss, init_loss, chunk_maps = objective.losses(vectors, chunk, *batch)
+                total, diffusion, mask_loss, init_loss, attention_loss, chunk_maps = objective.losses(vectors, chunk,
+                                                                                                     *batch)
                 scaler.scale(total.sum()).backward(retain_graph=measure)
-                if measure:  # one more backward, through the mask term only; the update stays as it was
-                    mask_grad += torch.autograd.grad(scaler.scale(mask_loss.sum()), vectors)[0]
-                values.append(torch.stack((total, diffusion, mask_loss, init_loss), dim=1).detach())
+                if measure:  # more backwards, through the mask (and attention) terms only; the update stays as it was
+                    regularised = objective.config.attention_reg > 0
+                    mask_grad += torch.autograd.grad(scaler.scale(mask_loss.sum()), vectors,
+                                                     retain_graph=regularised)[0]
+                    if regularised:
+                        attention_grad += torch.autograd.grad(scaler.scale(attention_loss.sum()), vectors)[0]
+                values.append(torch.stack((total, diffusion, mask_loss, init_loss, attention_loss), dim=1).detach())
                 maps.append(chunk_maps)
             balance = None
             if measure:  # measured on unscaled gradients; scaler.step then does not unscale again
                 scaler.unscale_(optimizer)
-                balance = term_gradients(vectors, mask_grad / scaler.get_scale(), objective)
+                balance = term_gradients(vectors, mask_grad / scaler.get_scale(), objective,
+                                         attention_grad / scaler.get_scale())
             return torch.cat(values), torch.cat(maps), balance, per_pass
         except torch.OutOfMemoryError as error:
             if per_pass == 1:
@@ -611,18 +652,21 @@ def _accumulate_gradients(objective: _Objective, vectors: torch.nn.Parameter, ba
             torch.cuda.empty_cache()
 
 
-def term_gradients(vectors: torch.nn.Parameter, mask_grad: torch.Tensor,
-                   objective: _Objective) -> list[tuple[float, float, float]]:
+def term_gradients(vectors: torch.nn.Parameter, mask_grad: torch.Tensor, objective: _Objective,
+                   attention_grad: torch.Tensor | None = None) -> list[tuple[float, float, float]]:
     """Per concept: (|grad of the denoising term|, |grad of the mask term|, weighted ratio of the two).
 
-    The total gradient (in `vectors.grad`) is denoising + weight * mask + init_reg * init, and the
-    init term's gradient is 2 (v - init) / n, so the denoising part is what remains once the other
-    two are taken away: one extra backward pass (the mask term's) instead of two.
+    The total gradient (in `vectors.grad`) is denoising + weight * mask + init_reg * init
+    (+ attention_reg * attention), and the init term's gradient is 2 (v - init) / n, so the denoising
+    part is what remains once the others are taken away: one extra backward pass (the mask term's,
+    and the attention term's when it is on) instead of one per term.
     """
     with torch.no_grad():
         weights = objective.weights.to(vectors.dtype)[:, None, None]
         init_grad = 2.0 * (vectors - objective.init) / vectors.shape[1]
         diffusion_grad = vectors.grad - weights * mask_grad - objective.config.init_reg * init_grad
+        if attention_grad is not None:
+            diffusion_grad = diffusion_grad - objective.config.attention_reg * attention_grad
         diffusion_norm = diffusion_grad.flatten(1).norm(dim=1)
         mask_norm = mask_grad.flatten(1).norm(dim=1)
         ratio = weights.flatten() * mask_norm / diffusion_norm.clamp_min(1e-30)
@@ -663,7 +707,7 @@ def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
 
 def read_back(values: torch.Tensor, maps: torch.Tensor,
               balance: list[tuple[float, float, float]] | None = None) -> tuple[list[LossTerms], torch.Tensor]:
-    """The step's loss terms [concepts, 4] and maps [concepts, res, res] on the host, in one transfer."""
+    """The step's loss terms [concepts, 5] and maps [concepts, res, res] on the host, in one transfer."""
     host = torch.cat((values.flatten(), maps.flatten())).cpu()
     numbers, host_maps = host[:values.numel()].view(values.shape), host[values.numel():].view(maps.shape)
     terms = [LossTerms(*row) for row in numbers.tolist()]
