@@ -250,3 +250,10 @@ def test_stopping_before_any_new_step_writes_no_checkpoint(tmp_path):
     with pytest.raises(Cancelled):  # resumed at step 2 and stopped at once: step 2's checkpoint stays as it was
         invert(tiny_model(), image, mask, config, run=run, should_stop=lambda: True)
     assert [step for step, _ in run.checkpoints()] == [2] and saved.read_bytes() == before
+
+
+def test_a_training_prompt_too_long_for_the_text_encoder_names_its_limit():
+    image, mask = chair_like()
+    long_template = "a " + "x " * 80 + "{cls} in the shape of {token}"  # under 300 characters, over 77 tokens
+    with pytest.raises(InputError, match=r"within the text encoder's 77 tokens \(2 of them for \*s\)"):
+        invert(tiny_model(), image, mask, small_config(template=long_template, num_vectors=2, steps=1))

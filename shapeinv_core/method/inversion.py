@@ -489,7 +489,10 @@ def tokenize_prompt(pipe, prompt: str, token_ids: list[int]) -> tuple[torch.Tens
     ids = prompt_ids(pipe, prompt)
     positions = [index for index, value in enumerate(ids[0, 0].tolist()) if value in token_ids]
     if len(positions) != len(token_ids):
-        raise InputError(f"The template {prompt!r} must contain the placeholder once, within 77 tokens.")
+        limit = pipe.tokenizer.model_max_length
+        raise InputError(f"The training prompt {prompt!r} must contain the placeholder once, within the text "
+                         f"encoder's {limit} tokens ({len(token_ids)} of them for *s). Shorten the template or "
+                         "use fewer vectors.")
     for (tokenizer, _), row in zip(text_pairs(pipe)[1:], ids[0, 1:]):
         own = set(tokenizer.convert_tokens_to_ids(pipe.tokenizer.convert_ids_to_tokens(token_ids)))
         if [index for index, value in enumerate(row.tolist()) if value in own] != positions:
