@@ -56,6 +56,7 @@ from shapeinv_core.method.appearance import View, look_words  # noqa: E402
 from shapeinv_core.method.concept import install_tokens, remove_tokens  # noqa: E402
 from shapeinv_core.method.inversion import _training_scheduler, encode_image, invert_many, prepare_inputs  # noqa: E402
 from shapeinv_core.method.probe import denoising_loss, probe_batch  # noqa: E402
+from shapeinv_core.method.tuning import tune_lora  # noqa: E402
 from shapeinv_core.models.loading import load_model, quiet_library_logs  # noqa: E402
 from shapeinv_core.toy.checks import PatternClassifier  # noqa: E402
 
@@ -68,14 +69,33 @@ PROMPTS = (
     ("alone", "*s", None, None),
 )
 EDITS = ("red", "blue", "leopard")
-# group -> (settings that differ from the defaults, where the views come from, mask weights learned together)
+# group -> (settings that differ from the defaults, where the views come from, mask weights learned together,
+#           sampling settings that differ from the evaluation's)
 RESEARCH = {"appearance": "photo", "initializer": "chair"}
+DEFAULT = {"appearance": "varied", "initializer": "auto"}  # the defaults since issue 25
 GROUPS = {
-    "plain": (RESEARCH, None, (0.0, 0.1)),  # (c) and the research's setting
-    "auto": ({**RESEARCH, "initializer": "auto"}, None, (0.0, 0.1)),
-    "varied": ({**RESEARCH, "appearance": "varied"}, None, (0.0, 0.1)),
-    "varied-auto": ({"appearance": "varied", "initializer": "auto"}, None, (0.0, 0.1)),  # the defaults since 25
-    "rerendered": ({**RESEARCH, "appearance": "varied"}, "render", (0.0,)),  # (d)
+    "plain": (RESEARCH, None, (0.0, 0.1), {}),  # (c) and the research's setting
+    "auto": ({**RESEARCH, "initializer": "auto"}, None, (0.0, 0.1), {}),
+    "varied": ({**RESEARCH, "appearance": "varied"}, None, (0.0, 0.1), {}),
+    "varied-auto": (DEFAULT, None, (0.0, 0.1), {}),
+    "rerendered": ({**RESEARCH, "appearance": "varied"}, "render", (0.0,), {}),  # (d)
+    # The knob screen: each the default with one thing changed.
+    "heavy": (DEFAULT, None, (0.3, 1.0), {}),
+    "map-max": ({**DEFAULT, "map_norm": "max"}, None, (0.1,), {}),
+    "outside": ({**DEFAULT, "mask_form": "outside"}, None, (0.1,), {}),
+    "object-only": ({**DEFAULT, "background_weight": 0.0}, None, (0.1,), {}),
+    "coarse-maps": ({**DEFAULT, "attention_res": "4"}, None, (0.1,), {}),  # the 4x4 grids of a 64 px toy model
+    "two-vectors": ({**DEFAULT, "num_vectors": 2}, None, (0.1,), {}),
+    "lr-high": ({**DEFAULT, "learning_rate": 2e-2}, None, (0.1,), {}),
+    "steps-500": ({**DEFAULT, "steps": 500}, None, (0.1,), {}),  # what the app and CLI run by default
+    "long": ({**DEFAULT, "steps": 1000}, None, (0.1,), {}),
+    "lora": ({**DEFAULT, "tune": "lora"}, None, (0.1,), {}),
+    # The literature methods: AttnDreamBooth's attention regulariser, Prompt-to-Prompt's layout keeping, and
+    # ProSpect-style shape steps (the last two only change the sampling of the default's concept).
+    "attn-reg": ({**DEFAULT, "attention_reg": 0.01}, None, (0.1,), {}),
+    "attn-reg-light": ({**DEFAULT, "attention_reg": 1e-4}, None, (0.1,), {}),
+    "layout": (DEFAULT, None, (0.1,), {"layout_steps": 0.5}),
+    "shape-half": (DEFAULT, None, (0.1,), {"shape_steps": 0.5}),
 }
 REFERENCES = ("no-word", "family-word")  # (a), (b)
 BASELINE = "plain-w0"  # (c): the chosen setting must beat it on edit specificity by 2 standard errors
@@ -199,12 +219,17 @@ def run(args: argparse.Namespace) -> None:
     classifier = PatternClassifier.cached()
     print(f"segmenter IoU on rendered chairs: {validate_segmenter():.3f} (60 chairs, all families)", flush=True)
     chairs = eval_chairs(args.per_family, args.held_out, CHAIR_SETS[args.set])
-    first, _, last = args.chairs.partition(":")
-    todo = chairs[int(first or 0):int(last) if last else None][::-1 if args.reverse else 1]
+    if "," in args.chairs:
+        todo = [chairs[int(index)] for index in args.chairs.split(",")]
+    else:
+        first, _, last = args.chairs.partition(":")
+        todo = chairs[int(first or 0):int(last) if last else None]
+    todo = todo[::-1 if args.reverse else 1]
     generation = GenerationConfig(num_images=args.seeds, steps=args.sample_steps, guidance=7.5, batch_size=40)
     base = InversionConfig(resolution=64, steps=args.steps, checkpoint_every=args.steps, balance_every=0)
     began = time.perf_counter()
     for chair in todo:
+        learned = {}  # (settings, views, weight) -> concept: sampling-only groups reuse the concept
         chair["image"].save(args.out / "images" / f"c{chair['index']:02d}_input.png")
         missing = tuple(r for r in REFERENCES if (chair["index"], r) not in done)
         if "references" in args.groups and missing:  # a resumed run draws only what it lacks: no duplicate rows
@@ -213,16 +238,23 @@ def run(args: argparse.Namespace) -> None:
         for group in args.groups:
             if group == "references":
                 continue
-            changes, views_from, weights = GROUPS[group]
+            changes, views_from, weights, sampling = GROUPS[group]
             names = [f"{group}-w{w:g}" for w in weights]
             if all((chair["index"], name) in done for name in names):
                 continue
-            configs = [replace(base, mask_weight=w, **changes).validate() for w in weights]
-            views = rerendered_views(chair, base.views) if views_from == "render" else None
-            concepts = invert_many(model, chair["image"], chair["mask"], configs, views=views)
+            keys = [(tuple(sorted(changes.items())), views_from, w) for w in weights]
+            if all(key in learned for key in keys):
+                concepts = [learned[key] for key in keys]
+            else:
+                configs = [replace(base, mask_weight=w, **changes).validate() for w in weights]
+                views = rerendered_views(chair, base.views) if views_from == "render" else None
+                concepts = invert_many(model, chair["image"], chair["mask"], configs, views=views)
+                if configs[0].tune == "lora":
+                    concepts = [tune_lora(model, chair["image"], chair["mask"], c) for c in concepts]
+                learned.update(zip(keys, concepts))
             kinds = {p: k for k, p, _, _ in PROMPTS}
             for name, concept in zip(names, concepts):
-                drawn = generate(model, concept, [p for _, p, _, _ in PROMPTS], generation)
+                drawn = generate(model, concept, [p for _, p, _, _ in PROMPTS], replace(generation, **sampling))
                 images = [(kinds[d.prompt], d.seed, d.image) for d in drawn]
                 record(args.out, model, chair, chairs, name, images, concept, classifier)
             print(f"chair {chair['index']} ({chair['family']}, {chair['colour']} {chair['pattern']}) {group}: "
@@ -279,7 +311,8 @@ def paired_gains(rows: list[dict], settings: list[str], baseline: str) -> list[s
         gain, error = bootstrap({chair: edit[chair] - base_edit[chair] for chair in edit if chair in base_edit})
         colour = per_chair(cell, "followed", ("red", "blue"))
         shortfall = statistics.mean(colour[c] - words[c] for c in colour if c in words) if words else float("nan")
-        lines.append(f"| {setting} | {gain:+.3f} | {error:.3f} | {gain / error if error else float('nan'):.1f} | "
+        ratio = gain / error if error > 1e-9 else float("nan")
+        lines.append(f"| {setting} | {gain:+.3f} | {error:.3f} | {ratio:.1f} | "
                      f"{shortfall:+.0%} |")
     return lines
 
@@ -323,7 +356,8 @@ def summary(args: argparse.Namespace) -> None:
             if held_out == 0:
                 followed = statistics.mean(per_chair(cell, "followed", EDITS).values())
                 points.append((setting, followed, stats["edit"][0], stats["edit"][1]))
-        lines += paired_gains(part, settings, BASELINE)
+        for baseline in args.against.split(","):
+            lines += paired_gains(part, settings, baseline)
     family = [p for p in probes if p["setting"] == "no-word"]
     if family:
         lines += ["\n### Loss probe (per chair, % change of the denoising loss against 'a photo of chair')\n",
@@ -411,10 +445,13 @@ def main() -> None:
     parser.add_argument("--sample-steps", type=int, default=20)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--set", choices=tuple(CHAIR_SETS), default="main", help="which chairs (seeds fixed)")
-    parser.add_argument("--chairs", default=":", help="a slice of the set to run, e.g. 0:8 (another process: 8:)")
+    parser.add_argument("--chairs", default=":",
+                        help="a slice of the set to run, e.g. 0:8 (another process: 8:), or a list, e.g. 0,1,2,8,9")
     parser.add_argument("--reverse", action="store_true", help="run the slice last chair first (a second process)")
     parser.add_argument("--pictures", type=Path, default=Path("bench/shape"))
     parser.add_argument("--show", default="plain-w0,plain-w0.1,varied-auto-w0.1", help="settings on the picture sheet")
+    parser.add_argument("--against", default=BASELINE,
+                        help="summary: settings to pair every other against, e.g. plain-w0,varied-auto-w0.1")
     parser.add_argument("--default", default="varied-auto-w0.1", help="the setting default.png shows (the default)")
     args = parser.parse_args()
     args.groups = [g for g in args.groups.split(",") if g]
