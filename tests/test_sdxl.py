@@ -139,11 +139,18 @@ def test_the_mask_weight_changes_what_is_learned_and_batched_weights_equal_separ
 def test_every_method_knob_runs_on_sdxl():
     model = sdxl_model()
     image, mask = chair_like()
+    plain = invert(model, image, mask, small_config(steps=2))
     for changes in ({"num_vectors": 2, "background_weight": 0.0}, {"attention_res": "4", "map_norm": "max"},
-                    {"mask_form": "outside", "attention_layers": "up"}, {"appearance": "varied", "views": 3},
-                    {"initializer": "auto"}):
+                    {"mask_form": "outside", "attention_layers": "up", "attention_reg": 0.5},
+                    {"appearance": "varied", "views": 3}, {"initializer": "auto"}):
         concept = invert(model, image, mask, small_config(steps=2, **changes))
         assert torch.isfinite(concept.vectors).all(), changes
+        if concept.vectors.shape == plain.vectors.shape and "initializer" not in changes:  # auto may pick 'chair'
+            assert not torch.allclose(concept.vectors, plain.vectors), f"{changes} changed nothing"
+    settings = {"steps": 3, "num_images": 2, "seed": 1}
+    kept = generate(model, plain, ["a red chair in the shape of *s"], GenerationConfig(layout_steps=1.0, **settings))
+    free = generate(model, plain, ["a red chair in the shape of *s"], GenerationConfig(**settings))
+    assert len(kept) == 2 and not np.array_equal(np.asarray(kept[0].image), np.asarray(free[0].image))
 
 
 def test_a_stopped_run_resumes_to_the_same_vectors(tmp_path):
