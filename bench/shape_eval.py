@@ -319,6 +319,8 @@ def paired_gains(rows: list[dict], settings: list[str], baseline: str) -> list[s
 
 def summary(args: argparse.Namespace) -> None:
     rows, probes = _read(args.out / "rows.csv"), _read(args.out / "probe.csv")
+    left_out = set(args.exclude.split(","))  # e.g. a setting run on fewer chairs, which would shrink the pairing
+    rows = [r for r in rows if r["setting"] not in left_out]
     settings = list(dict.fromkeys(r["setting"] for r in rows))
     # Paired: only the chairs every setting has finished (a stopped run leaves some settings ahead).
     common = set.intersection(*({r["chair"] for r in rows if r["setting"] == s} for s in settings))
@@ -452,6 +454,7 @@ def main() -> None:
     parser.add_argument("--show", default="plain-w0,plain-w0.1,varied-auto-w0.1", help="settings on the picture sheet")
     parser.add_argument("--against", default=BASELINE,
                         help="summary: settings to pair every other against, e.g. plain-w0,varied-auto-w0.1")
+    parser.add_argument("--exclude", default="", help="summary: settings to leave out, e.g. long-w0.1")
     parser.add_argument("--default", default="varied-auto-w0.1", help="the setting default.png shows (the default)")
     args = parser.parse_args()
     args.groups = [g for g in args.groups.split(",") if g]
