@@ -216,7 +216,7 @@ def _add_inversion_options(parser: argparse.ArgumentParser) -> None:
         help="L2 pull toward the initializer embedding (default: %(default)s)")
     add("--attention-reg", type=float, default=defaults.attention_reg,
         help="AttnDreamBooth's attention regulariser: pull the mean and spread of *s's cross-attention maps toward "
-             "the class word's, e.g. 0.01; 0 is off (default: %(default)s)")
+             "the class word's, e.g. 1e-4 (0.01 outweighs the denoising loss); 0 is off (default: %(default)s)")
     add("--checkpoint-every", type=int, default=defaults.checkpoint_every,
         help="steps between checkpoints (default: %(default)s)")
 

@@ -96,9 +96,9 @@ def test_share_rows_gives_each_edit_its_reconstructions_row():
         share_rows(torch.zeros(5, 1), 3)
     sharing = LayoutSharing(images=3, until_step=2)
     assert sharing.active
-    sharing.after_step(0)
+    sharing(None, 0, None, {})
     assert sharing.active
-    sharing.after_step(1)
+    sharing(None, 1, None, {})
     assert not sharing.active
     assert not LayoutSharing(images=3, until_step=0).active
 

@@ -95,7 +95,9 @@ def generate(model: LoadedModel, concept: Concept, prompts: list[str], config: G
             if sharing.active:  # the reconstructions ride in front of the edits, each from its edit's noise
                 source = [concept.settings.prompt()] * len(batch)
                 first, then, seeds = source + first, source + then, seeds + seeds
-            callback = _Callbacks(step_end=sharing.after_step if sharing.active else None)
+            callback = _Callbacks()
+            if sharing.active:
+                callback.add(sharing)
             if 0 < switch_at < config.steps:
                 callback.add(_PromptSwitch(switch_at, prompt_embeddings(pipe, then)))
             if on_sampling_step is not None:
@@ -181,10 +183,10 @@ class _StepCounter:
 
 
 class _Callbacks:
-    """One `callback_on_step_end` running several in turn (and a plain `step_end(step)`); false when empty."""
+    """One `callback_on_step_end` running several in turn; false when empty."""
 
-    def __init__(self, step_end: Callable[[int], None] | None = None):
-        self.step_end, self.parts = step_end, []
+    def __init__(self):
+        self.parts = []
 
     def add(self, part) -> None:
         self.parts.append(part)
@@ -194,16 +196,13 @@ class _Callbacks:
         return list(dict.fromkeys(name for part in self.parts for name in part.names)) or ["prompt_embeds"]
 
     def __bool__(self) -> bool:
-        return bool(self.parts) or self.step_end is not None
+        return bool(self.parts)
 
     def __call__(self, pipe, step: int, timestep, callback_kwargs: dict) -> dict:
         changed = {}
         for part in self.parts:
             changed.update(part(pipe, step, timestep, callback_kwargs))
-        if self.step_end is not None:
-            self.step_end(step)
         return changed
-
 
 
 def slug(text: str, limit: int = 48) -> str:

@@ -32,9 +32,12 @@ class LayoutSharing:
         self.images, self.until_step = images, until_step
         self.active = until_step > 0
 
-    def after_step(self, step: int) -> None:
-        """Called after 0-based `step`: sharing ends once `until_step` steps are done."""
+    names = ()  # a `callback_on_step_end` part that reads no tensor
+
+    def __call__(self, pipe, step: int, timestep, callback_kwargs: dict) -> dict:
+        """After 0-based `step`: sharing ends once `until_step` steps are done."""
         self.active = step + 1 < self.until_step
+        return {}
 
 
 def share_rows(tensor: torch.Tensor, images: int) -> torch.Tensor:
@@ -72,7 +75,7 @@ class LayoutProcessor:
         images = self.sharing.images
         query, key = share_rows(query, images), share_rows(key, images)
         hidden_states = F.scaled_dot_product_attention(query, key, value, scale=attn.scale)
-        hidden_states = hidden_states.transpose(1, 2).reshape(batch, -1, attn.heads * head_dim).to(query.dtype)
+        hidden_states = hidden_states.transpose(1, 2).reshape(batch, -1, attn.heads * head_dim)
         return attention_output(attn, hidden_states, residual)
 
 

@@ -624,15 +624,15 @@ def _accumulate_gradients(objective: _Objective, vectors: torch.nn.Parameter, ba
         optimizer.zero_grad(set_to_none=True)
         values: list[torch.Tensor] = []
         maps: list[torch.Tensor] = []
+        regularised = objective.config.attention_reg > 0
         mask_grad = torch.zeros_like(vectors) if measure else None
-        attention_grad = torch.zeros_like(vectors) if measure else None
+        attention_grad = torch.zeros_like(vectors) if measure and regularised else None
         try:
             for chunk in _chunks(vectors.shape[0], per_pass):
                 total, diffusion, mask_loss, init_loss, attention_loss, chunk_maps = objective.losses(vectors, chunk,
                                                                                                      *batch)
                 scaler.scale(total.sum()).backward(retain_graph=measure)
                 if measure:  # more backwards, through the mask (and attention) terms only; the update stays as it was
-                    regularised = objective.config.attention_reg > 0
                     mask_grad += torch.autograd.grad(scaler.scale(mask_loss.sum()), vectors,
                                                      retain_graph=regularised)[0]
                     if regularised:
@@ -643,7 +643,7 @@ def _accumulate_gradients(objective: _Objective, vectors: torch.nn.Parameter, ba
             if measure:  # measured on unscaled gradients; scaler.step then does not unscale again
                 scaler.unscale_(optimizer)
                 balance = term_gradients(vectors, mask_grad / scaler.get_scale(), objective,
-                                         attention_grad / scaler.get_scale())
+                                         attention_grad / scaler.get_scale() if regularised else None)
             return torch.cat(values), torch.cat(maps), balance, per_pass
         except torch.OutOfMemoryError as error:
             if per_pass == 1:
