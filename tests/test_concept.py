@@ -7,7 +7,7 @@ from safetensors.torch import load_file
 from helpers import chair_like, small_config, tiny_folder, tiny_model
 from shapeinv_core import __version__
 from shapeinv_core.errors import InputError
-from shapeinv_core.method.concept import Concept, install_tokens
+from shapeinv_core.method.concept import Concept, install_tokens, remove_tokens
 from shapeinv_core.method.inversion import invert
 
 
@@ -78,3 +78,38 @@ def test_installing_twice_replaces_the_earlier_vectors():
     ids = install_tokens(model.pipe, "*s", torch.ones(1, 32))
     assert "*s_1" not in model.pipe.tokenizer.get_vocab()
     assert torch.equal(model.pipe.text_encoder.get_input_embeddings().weight[ids[0]], torch.ones(32))
+
+
+def test_tokens_can_be_installed_while_another_thread_loads_a_model():
+    """The worker installs `*s` for a preview or an edit while, in a library user's program or a test, another
+    thread may load a model. diffusers and transformers load with empty weights by patching torch.nn for the
+    whole process; without the shared lock the grown embedding table landed on the meta device and the job
+    failed ("variable.set_data(tensor) ... incompatible tensor type"), about once in five loads."""
+    import threading
+
+    model = tiny_model()
+    loads_done = threading.Event()
+    errors: list[BaseException] = []
+    installs = [0]
+
+    def install_until_the_loads_end() -> None:
+        while not loads_done.is_set():
+            try:
+                install_tokens(model.pipe, "*s", torch.full((2, 32), float(installs[0])))
+                remove_tokens(model.pipe, "*s")
+            except BaseException as error:  # noqa: BLE001 - reported by the main thread
+                errors.append(error)
+                return
+            installs[0] += 1
+
+    worker = threading.Thread(target=install_until_the_loads_end)
+    worker.start()
+    try:
+        for _ in range(8):
+            tiny_model()
+    finally:
+        loads_done.set()
+        worker.join(timeout=300)
+    assert not errors, f"installing *s failed while a model loaded: {errors[0]!r}"
+    assert installs[0] > 0, "the installs ran beside the loads"
+    assert model.pipe.text_encoder.get_input_embeddings().weight.device.type == "cpu"

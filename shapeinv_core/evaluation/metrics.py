@@ -22,7 +22,7 @@ from PIL import Image
 
 from ..errors import InputError, ModelLoadError, first_line
 from ..masks.rembg_model import offline_reason
-from ..models.loading import TINY, choose_device
+from ..models.loading import BUILD_LOCK, TINY, choose_device
 from ..models.tiny import build_tiny_clip
 
 HUB_HOST = ("huggingface.co", 443)
@@ -178,7 +178,8 @@ class ClipScorer:
         offline = None if local else offline_reason(HUB_HOST, "the hub's models")
         try:  # offline, the hub is not asked at all (no retries): the cache has the model or CLIP-T is off
             kwargs = {"local_files_only": True} if local or offline else {}
-            model = CLIPModel.from_pretrained(source, use_safetensors=True, **kwargs)
+            with BUILD_LOCK:
+                model = CLIPModel.from_pretrained(source, use_safetensors=True, **kwargs)
             tokenizer = CLIPTokenizer.from_pretrained(source, **kwargs)
             image_processor = CLIPImageProcessorPil.from_pretrained(source, **kwargs)
         except Exception as error:  # transformers raises many types; the user needs one message

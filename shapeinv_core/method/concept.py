@@ -24,6 +24,7 @@ from ..config import MAX_VECTORS, InversionConfig, from_dict, to_dict
 from ..errors import InputError
 from ..files.runs import EMBEDS_FILE, WIDTHS_KEY
 from ..models.families import encoder_widths, freeze_text, split_vectors, text_pairs
+from ..models.loading import BUILD_LOCK
 from .lora import LORA_FILE, load_lora, save_lora
 
 EMBEDS_FILE_2 = "learned_embeds_2.safetensors"  # SDXL's second encoder, as diffusers' SDXL example writes it
@@ -220,21 +221,23 @@ def install_tokens(pipe, token: str, vectors: torch.Tensor) -> list[int]:
             f"Cannot use {token!r} as the placeholder: it is a word the model already knows, and every prompt "
             "using that word would change. Pick a string that is not a word, such as '*s' or '<my-chair>'."
         )
-    remove_tokens(pipe, token)
-    pairs = text_pairs(pipe)
-    for (tokenizer, encoder), part in zip(pairs, split_vectors(vectors.detach().cpu().float(), encoder_widths(pipe))):
-        # Grow the table ourselves without transformers' "mean resizing", which fits a Gaussian to
-        # all 49k rows (slow, noisy in the log, and the rows are overwritten at once anyway).
-        encoder.resize_token_embeddings(len(tokenizer) + vectors.shape[0], mean_resizing=False)
-        try:
-            pipe.load_textual_inversion({token: part.contiguous()}, token=token, tokenizer=tokenizer,
-                                        text_encoder=encoder)
-        except ValueError as error:
-            raise InputError(
-                f"Cannot use {token!r} as the placeholder: {error}. Pick a string that is not a word, such as '*s' "
-                "or '<my-chair>'."
-            ) from error
-    freeze_text(pipe)
+    with BUILD_LOCK:  # growing a table makes a new embedding module: never while another thread loads a model
+        remove_tokens(pipe, token)
+        pairs = text_pairs(pipe)
+        parts = split_vectors(vectors.detach().cpu().float(), encoder_widths(pipe))
+        for (tokenizer, encoder), part in zip(pairs, parts):
+            # Grow the table ourselves without transformers' "mean resizing", which fits a Gaussian to
+            # all 49k rows (slow, noisy in the log, and the rows are overwritten at once anyway).
+            encoder.resize_token_embeddings(len(tokenizer) + vectors.shape[0], mean_resizing=False)
+            try:
+                pipe.load_textual_inversion({token: part.contiguous()}, token=token, tokenizer=tokenizer,
+                                            text_encoder=encoder)
+            except ValueError as error:
+                raise InputError(
+                    f"Cannot use {token!r} as the placeholder: {error}. Pick a string that is not a word, such as "
+                    "'*s' or '<my-chair>'."
+                ) from error
+        freeze_text(pipe)
     return pipe.tokenizer.convert_tokens_to_ids(placeholder_tokens(token, vectors.shape[0]))
 
 
@@ -249,7 +252,8 @@ def remove_tokens(pipe, token: str) -> None:
         while f"{token}_{index}" in vocab:
             present.append(f"{token}_{index}")
             index += 1
-        pipe.unload_textual_inversion(present, tokenizer=tokenizer, text_encoder=encoder)
+        with BUILD_LOCK:  # shrinking the table makes a new embedding module too
+            pipe.unload_textual_inversion(present, tokenizer=tokenizer, text_encoder=encoder)
     freeze_text(pipe)
 
 

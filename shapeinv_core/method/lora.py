@@ -18,6 +18,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
+from ..models.loading import BUILD_LOCK
+
 ADAPTER = "shapeinv"  # the LoRA being trained
 EDIT_ADAPTER = "shapeinv-edit"  # a concept's LoRA loaded for generation
 TARGET_MODULES = r".*attn2\.(to_k|to_v)"
@@ -33,7 +35,7 @@ def add_lora(unet, rank: int, seed: int) -> list[torch.nn.Parameter]:
     from peft import LoraConfig
 
     config = LoraConfig(r=rank, lora_alpha=rank, init_lora_weights="gaussian", target_modules=TARGET_MODULES)
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=[]), BUILD_LOCK:  # new modules: never while another thread loads a model
         torch.manual_seed(seed)
         unet.add_adapter(config, adapter_name=ADAPTER)
     params = [param for name, param in unet.named_parameters() if f".{ADAPTER}." in name]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -72,6 +73,13 @@ def choose_device(device: str = "auto", dtype: str = "auto") -> tuple[torch.devi
     return chosen, names[dtype]
 
 
+# While diffusers and transformers load a model, they make its modules with empty weights by patching
+# torch.nn for the whole process, not one thread. A module made on another thread meanwhile (the embedding
+# table grown for `*s` in a preview, a LoRA adapter) gets weights on the meta device and fails with
+# "variable.set_data(tensor) ... incompatible tensor type". Loading and those edits take this lock.
+BUILD_LOCK = threading.RLock()
+
+
 def load_model(model: str = DEFAULT_MODEL, device: str = "auto", dtype: str = "auto",
                revision: str | None = None, single_file_config: str | None = None,
                compile_unet: bool = False, channels_last: bool = False,
@@ -84,7 +92,21 @@ def load_model(model: str = DEFAULT_MODEL, device: str = "auto", dtype: str = "a
     "off"): auto is on for SDXL on a GPU, where 1024 px inversion must fit a 24 GB card.
     """
     torch_device, torch_dtype = choose_device(device, dtype)
+    with BUILD_LOCK:
+        pipe, source_revision = _load_pipe(str(model), torch_dtype, revision, single_file_config)
     source = str(model)
+    _check_has_text_encoders(pipe, source)
+    pipe.set_progress_bar_config(disable=True)
+    pipe.to(torch_device)
+    speed_up_unet(pipe.unet, compile_unet=compile_unet, channels_last=channels_last)
+    checkpointing = gradient_checkpointing == "on" or (
+        gradient_checkpointing == "auto" and family_of_pipe(pipe) == SDXL and torch_device.type == "cuda")
+    return LoadedModel(pipe, source, source_revision, torch_device, torch_dtype, checkpointing)
+
+
+def _load_pipe(source: str, torch_dtype: torch.dtype, revision: str | None,
+               single_file_config: str | None) -> tuple:
+    """(pipeline, revision or folder fingerprint) for `load_model`'s kinds of source."""
     if source == TINY:
         from .tiny import build_tiny_pipeline
 
@@ -112,13 +134,7 @@ def load_model(model: str = DEFAULT_MODEL, device: str = "auto", dtype: str = "a
                              f"{DEFAULT_MODEL}, or {OFFLINE_MODELS}.")
     else:
         pipe, source_revision = _from_hub(source, torch_dtype, revision)
-    _check_has_text_encoders(pipe, source)
-    pipe.set_progress_bar_config(disable=True)
-    pipe.to(torch_device)
-    speed_up_unet(pipe.unet, compile_unet=compile_unet, channels_last=channels_last)
-    checkpointing = gradient_checkpointing == "on" or (
-        gradient_checkpointing == "auto" and family_of_pipe(pipe) == SDXL and torch_device.type == "cuda")
-    return LoadedModel(pipe, source, source_revision, torch_device, torch_dtype, checkpointing)
+    return pipe, source_revision
 
 
 @contextmanager
