@@ -94,10 +94,13 @@ GROUPS = {
     # ProSpect-style shape steps (the last two only change the sampling of the default's concept).
     "attn-reg": ({**DEFAULT, "attention_reg": 0.01}, None, (0.1,), {}),
     "attn-reg-light": ({**DEFAULT, "attention_reg": 1e-4}, None, (0.1,), {}),
+    # AttnDreamBooth's staging: the word first, then LoRA on the cross-attention with the regulariser on.
+    "staged": ({**DEFAULT, "tune": "lora", "attention_reg": 1e-4}, None, (0.1,), {}),
     "layout": (DEFAULT, None, (0.1,), {"layout_steps": 0.5}),
     "shape-half": (DEFAULT, None, (0.1,), {"shape_steps": 0.5}),
 }
-REFERENCES = ("no-word", "family-word")  # (a), (b)
+REFERENCES = ("no-word", "family-word", "family-render")  # (a), (b), (e)
+FAMILY_RENDER_SEEDS = 43_000_000  # (e): other chairs of the same family, drawn by the renderer (never trained on)
 BASELINE = "plain-w0"  # (c): the chosen setting must beat it on edit specificity by 2 standard errors
 # Toy training renders used seeds below 6,000,000; the toy checks the 10M and 20M ranges.
 CHAIR_SETS = {"screen": 39_000_000,  # cheap screening of many settings
@@ -146,7 +149,8 @@ def validate_segmenter(count: int = 60) -> float:
 
 def draw_references(model, chair: dict, seeds: int, steps: int,
                     names: tuple[str, ...] = REFERENCES) -> dict[str, list[tuple[str, int, Image.Image]]]:
-    """(a) the prompts with `*s` taken out and (b) with the family word in its place, on the same seeds."""
+    """(a) the prompts with `*s` taken out and (b) with the family word in its place, on the same seeds; (e) the
+    renderer's own other chairs of the family, in the asked look: what a perfect family-level drawer scores."""
     pipe = model.pipe
     pipe.scheduler = _sampling_scheduler(pipe)
     phrase = FAMILY_PHRASES[chair["family"]]
@@ -155,12 +159,30 @@ def draw_references(model, chair: dict, seeds: int, steps: int,
                       "leopard": f"a leopard-print {phrase}", "alone": f"{article} {phrase}"}
     out = {}
     for name in names:
+        if name == "family-render":
+            out[name] = family_renders(chair, seeds)
+            continue
         prompts = [strip_placeholder(p) if name == "no-word" else family_prompts[kind] for kind, p, _, _ in PROMPTS]
         work = [(kind, prompt, seed) for (kind, *_), prompt in zip(PROMPTS, prompts) for seed in range(seeds)]
         images = pipe(prompt=[p for _, p, _ in work], num_inference_steps=steps, guidance_scale=7.5,
                       height=64, width=64, generator=[torch.Generator().manual_seed(s) for *_, s in work]).images
         out[name] = [(kind, seed, image) for (kind, _, seed), image in zip(work, images)]
     return out
+
+
+def family_renders(chair: dict, seeds: int) -> list[tuple[str, int, Image.Image]]:
+    """Reference (e): per prompt and seed, another chair of this chair's family, in the prompt's look (the
+    chair's own look where the prompt asks none). It knows the family perfectly and this chair not at all, so
+    its specificity is the most a word that carries only the family can reach."""
+    images = []
+    for number, (kind, _, colour, pattern) in enumerate(PROMPTS):
+        for seed in range(seeds):
+            look = {"colour": colour or chair["colour"],
+                    "pattern": pattern or ("plain" if colour else chair["pattern"])}
+            toy = render_toy_chair(FAMILY_RENDER_SEEDS + chair["index"] * 1000 + number * 100 + seed,
+                                   family=chair["family"], **look)
+            images.append((kind, seed, toy.image))
+    return images
 
 
 def probe_losses(model, chair: dict, concept=None) -> dict[str, float]:
@@ -190,8 +212,11 @@ def probe_losses(model, chair: dict, concept=None) -> dict[str, float]:
 
 def score(images: list[tuple[str, int, Image.Image]], chair: dict, chairs: list[dict], setting: str,
           classifier: PatternClassifier) -> list[dict]:
-    """One row per image: own and other IoU, specificity, colour and pattern found."""
+    """One row per image: own and other IoU, specificity, colour and pattern found; and the mean IoU with the
+    set's other chairs of the *same* family (own minus it says whether this chair, not only its family, was
+    drawn)."""
     others = [c["mask"] for c in chairs if c["family"] != chair["family"]]
+    siblings = [c["mask"] for c in chairs if c["family"] == chair["family"] and c["index"] != chair["index"]]
     rows = []
     found_masks = [object_silhouette(image) for _, _, image in images]
     with_mask = [(image, mask) for (_, _, image), mask in zip(images, found_masks) if mask is not None]
@@ -202,10 +227,12 @@ def score(images: list[tuple[str, int, Image.Image]], chair: dict, chairs: list[
         colour = dominant_colour(image, found.astype(np.uint8) * 255) if found is not None else "none"
         pattern = next(patterns) if found is not None else "none"
         followed = (asked[2] is None or colour == asked[2]) and (asked[3] is None or pattern == asked[3])
+        family = (float(np.mean([mask_iou(found, m) for m in siblings])) if found is not None else 0.0) if siblings \
+            else float("nan")
         rows.append({"chair": chair["index"], "family": chair["family"], "held_out": int(chair["held_out"]),
                      "setting": setting, "prompt": kind, "seed": seed, "own_iou": round(own, 4),
                      "other_iou": round(other, 4), "specificity": round(own - other, 4), "colour": colour,
-                     "pattern": pattern, "followed": int(followed)})
+                     "pattern": pattern, "followed": int(followed), "family_iou": round(family, 4)})
     return rows
 
 
@@ -293,6 +320,17 @@ def per_chair(rows: list[dict], field: str, kinds: tuple[str, ...]) -> dict[int,
     return {chair: statistics.mean(v) for chair, v in chosen.items()}
 
 
+def instance_margin(rows: list[dict]) -> dict[int, float]:
+    """Per chair, the reconstruction's own IoU minus its IoU with the set's other chairs of the same family:
+    above 0 only if *this* chair's proportions were drawn, not just its family's (rows from before this column
+    have none)."""
+    chosen: dict[int, list[float]] = {}
+    for row in rows:
+        if row["prompt"] == "recon" and row.get("family_iou") not in (None, "", "nan"):
+            chosen.setdefault(int(row["chair"]), []).append(float(row["own_iou"]) - float(row["family_iou"]))
+    return {chair: statistics.mean(values) for chair, values in chosen.items()}
+
+
 def paired_gains(rows: list[dict], settings: list[str], baseline: str) -> list[str]:
     """Per setting, its edit specificity minus the baseline's on the same chairs and seeds: mean, bootstrap SE
     over chairs, and how many SE that is (the issue's bar: 2), plus colour followed against the prompts without
@@ -338,8 +376,9 @@ def summary(args: argparse.Namespace) -> None:
         seeds = len({r["seed"] for r in part})
         lines += [f"\n### {title}: {chairs} chairs x {seeds} seeds\n",
                   "| setting | recon own IoU | recon spec | edit spec (red, blue, leopard) | red spec | leopard spec "
-                  "| *s alone spec | colour followed | leopard followed | probe: *s explains |",
-                  "|---|---|---|---|---|---|---|---|---|---|"]
+                  "| *s alone spec | colour followed | leopard followed | probe: *s explains "
+                  "| recon: own minus same-family IoU |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|"]
         for setting in settings:
             cell = [r for r in part if r["setting"] == setting]
             if not cell:
@@ -352,9 +391,11 @@ def summary(args: argparse.Namespace) -> None:
             learned = [float(p["learned"]) for p in probes if p["setting"] == setting and p["setting"] not in REFERENCES
                        and int(p["held_out"]) == held_out]
             fmt = {k: f"{m:+.3f} ± {s:.3f}" for k, (m, s) in stats.items()}
+            instance = instance_margin(cell)
             lines.append(f"| {setting} | {stats['own'][0]:.3f} | {fmt['recon']} | **{fmt['edit']}** | {fmt['red']} | "
                          f"{fmt['leopard']} | {fmt['alone']} | {stats['colour'][0]:.0%} | {stats['pattern'][0]:.0%} | "
-                         + (f"{statistics.mean(learned):+.1f} %" if learned else "-") + " |")
+                         + (f"{statistics.mean(learned):+.1f} %" if learned else "-") + " | "
+                         + ("{:+.3f} ± {:.3f}".format(*bootstrap(instance)) if instance else "-") + " |")
             if held_out == 0:
                 followed = statistics.mean(per_chair(cell, "followed", EDITS).values())
                 points.append((setting, followed, stats["edit"][0], stats["edit"][1]))
