@@ -247,7 +247,7 @@ def run(args: argparse.Namespace) -> None:
     print(f"segmenter IoU on rendered chairs: {validate_segmenter():.3f} (60 chairs, all families)", flush=True)
     chairs = eval_chairs(args.per_family, args.held_out, CHAIR_SETS[args.set])
     if "," in args.chairs:
-        todo = [chairs[int(index)] for index in args.chairs.split(",")]
+        todo = [chairs[int(index)] for index in args.chairs.split(",") if index]  # "9," is one chair
     else:
         first, _, last = args.chairs.partition(":")
         todo = chairs[int(first or 0):int(last) if last else None]
