@@ -378,7 +378,8 @@ def build_demo(backend: Backend, defaults: InversionConfig | None = None) -> gr.
         timer.tick(h.poll_job, [job_id, owner], status_outputs, api_name="poll_job", api_visibility="private",
                    concurrency_limit=None, show_progress="hidden")
         job_id.submit(None, [job_id], None, js=JOB_LINK_JS)
-        cancel.click(h.cancel_job, [job_id, owner], [status_json, job_headline], api_name="cancel_job")
+        cancel.click(h.cancel_job, [job_id, owner], [status_json, job_headline], api_name="cancel_job").then(
+            h.keep_polling, None, [timer], api_name="cancel_keeps_polling", api_visibility="private", queue=False)
         share.click(h.share_job, [job_id, owner], [share_token, share_note], api_name="share_job").success(
             None, [share_token], [share_link], js=SHARE_LINK_JS)
         unshare.click(h.unshare_job, [job_id, owner], [share_token, share_link, share_note], api_name="unshare_job")
@@ -430,7 +431,9 @@ def build_demo(backend: Backend, defaults: InversionConfig | None = None) -> gr.
         sweep_id.submit(None, [sweep_id], None, js=JOB_LINK_JS)
         sweep_timer.tick(h.poll_sweep, [sweep_id, owner], sweep_outputs, api_name="poll_sweep",
                          api_visibility="private", concurrency_limit=None, show_progress="hidden")
-        cancel_sweep.click(h.cancel_job, [sweep_id, owner], [sweep_json, sweep_headline], api_name="cancel_sweep")
+        cancel_sweep.click(h.cancel_job, [sweep_id, owner], [sweep_json, sweep_headline], api_name="cancel_sweep"
+                           ).then(h.keep_polling, None, [sweep_timer], api_name="cancel_sweep_keeps_polling",
+                                  api_visibility="private", queue=False)
         use_concept.click(h.use_sweep_concept, [sweep_concept, owner], [edit_concept], api_name="use_sweep_concept",
                           ).success(None, None, None, js=SCROLL_TO_EDIT)
         model_timer.tick(h.model_status, None, [model_status, model_timer], api_name="model_status",

@@ -150,3 +150,21 @@ def test_a_phone_first_sees_the_upload_and_start_and_errors_come_one_at_a_time(a
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "runs_6_phone.png"))
     context.close()
+
+
+def test_cancel_switches_the_polling_back_on_so_the_final_state_has_the_last_word(app_server):
+    """Cancel's answer is read while the job still runs, and a poll that sees the job end stops the polling.
+    When Cancel's answer landed after that poll, the page kept "Stopping after the current step ..." and hid
+    Resume for good (the walk above failed so twice in recent suite runs). So each Cancel is followed by an event
+    that switches its page's polling timer back on: the next poll then shows the job's final state."""
+    import gradio as gr
+
+    fns = {fn.api_name: fn for fn in app_server.demo.fns.values()}
+    for cancel, follow, poll in (("cancel_job", "cancel_keeps_polling", "poll_job"),
+                                 ("cancel_sweep", "cancel_sweep_keeps_polling", "poll_sweep")):
+        then = fns[follow]
+        assert then.trigger_after == fns[cancel]._id and not then.trigger_only_on_success, "after every Cancel"
+        [timer] = then.outputs
+        assert (timer._id, "tick") in [tuple(target) for target in fns[poll].targets], f"the timer that runs {poll}"
+        switched = then.fn()
+        assert isinstance(switched, gr.Timer) and switched.active, "the polling is switched on"

@@ -149,6 +149,13 @@ class LearnHandlers:
         return status, note
 
     @staticmethod
+    def keep_polling():
+        """After Cancel: poll again, so that the job's final state has the last word. Cancel's own answer is read
+        while the job still runs; if it lands after the poll that saw the job end (and stopped the timer), the
+        page would keep "Stopping after the current step ..." and hide Resume for good."""
+        return gr.Timer(active=True)
+
+    @staticmethod
     def lock_start():
         """The first thing a click on Start does: the button goes grey, so a second click makes no second job."""
         return gr.Button(interactive=False)
