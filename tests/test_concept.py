@@ -80,29 +80,43 @@ def test_installing_twice_replaces_the_earlier_vectors():
     assert torch.equal(model.pipe.text_encoder.get_input_embeddings().weight[ids[0]], torch.ones(32))
 
 
-def test_tokens_can_be_installed_while_another_thread_loads_a_model():
-    """The worker installs `*s` for a preview or an edit while, in a library user's program or a test, another
-    thread may load a model. diffusers and transformers load with empty weights by patching torch.nn for the
-    whole process; without the shared lock the grown embedding table landed on the meta device and the job
-    failed ("variable.set_data(tensor) ... incompatible tensor type"), about once in five loads."""
+def _install_and_remove_tokens(model, round_: int) -> None:
+    install_tokens(model.pipe, "*s", torch.full((2, 32), float(round_)))
+    remove_tokens(model.pipe, "*s")
+
+
+def _add_and_remove_lora(model, round_: int) -> None:
+    from shapeinv_core.method.lora import ADAPTER, add_lora
+
+    params = add_lora(model.pipe.unet, rank=4, seed=round_)
+    assert all(param.device.type == "cpu" for param in params), "an adapter weight landed on the meta device"
+    model.pipe.unet.delete_adapters(ADAPTER)
+
+
+@pytest.mark.parametrize("change", [_install_and_remove_tokens, _add_and_remove_lora], ids=["tokens", "lora"])
+def test_the_model_can_be_changed_while_another_thread_loads_a_model(change):
+    """The worker installs `*s` for a preview or an edit, or adds a LoRA phase's adapter, while in a library
+    user's program or a test another thread may load a model. diffusers and transformers load with empty
+    weights by patching torch.nn for the whole process; without the shared lock the new embedding table or
+    adapter landed on the meta device ("variable.set_data(tensor) ... incompatible tensor type" for the
+    tokens), within a few of these loads."""
     import threading
 
     model = tiny_model()
     loads_done = threading.Event()
     errors: list[BaseException] = []
-    installs = [0]
+    rounds = [0]
 
-    def install_until_the_loads_end() -> None:
+    def change_until_the_loads_end() -> None:
         while not loads_done.is_set():
             try:
-                install_tokens(model.pipe, "*s", torch.full((2, 32), float(installs[0])))
-                remove_tokens(model.pipe, "*s")
+                change(model, rounds[0])
             except BaseException as error:  # noqa: BLE001 - reported by the main thread
                 errors.append(error)
                 return
-            installs[0] += 1
+            rounds[0] += 1
 
-    worker = threading.Thread(target=install_until_the_loads_end)
+    worker = threading.Thread(target=change_until_the_loads_end)
     worker.start()
     try:
         for _ in range(8):
@@ -110,6 +124,6 @@ def test_tokens_can_be_installed_while_another_thread_loads_a_model():
     finally:
         loads_done.set()
         worker.join(timeout=300)
-    assert not errors, f"installing *s failed while a model loaded: {errors[0]!r}"
-    assert installs[0] > 0, "the installs ran beside the loads"
+    assert not errors, f"changing the model failed while another loaded: {errors[0]!r}"
+    assert rounds[0] > 0, "the changes ran beside the loads"
     assert model.pipe.text_encoder.get_input_embeddings().weight.device.type == "cpu"

@@ -109,7 +109,7 @@ def lora_for_generation(pipe, state: dict[str, torch.Tensor] | None) -> Iterator
         return
     try:
         if state:  # diffusers' own loader (the UNet's part of load_lora_weights: this LoRA has no text encoder)
-            with _second_adapter_expected():
+            with _second_adapter_expected(), BUILD_LOCK:  # new adapter modules: see BUILD_LOCK
                 unet.load_lora_adapter({f"unet.{key}": value for key, value in state.items()}, prefix="unet",
                                        adapter_name=EDIT_ADAPTER)
             unet.set_adapters([EDIT_ADAPTER])
