@@ -227,8 +227,9 @@ def score(images: list[tuple[str, int, Image.Image]], chair: dict, chairs: list[
         colour = dominant_colour(image, found.astype(np.uint8) * 255) if found is not None else "none"
         pattern = next(patterns) if found is not None else "none"
         followed = (asked[2] is None or colour == asked[2]) and (asked[3] is None or pattern == asked[3])
-        family = (float(np.mean([mask_iou(found, m) for m in siblings])) if found is not None else 0.0) if siblings \
-            else float("nan")
+        family = float("nan")  # a chair alone in its family has no siblings to compare with
+        if siblings:
+            family = shape_specificity(found, chair["mask"], siblings)[1] if found is not None else 0.0
         rows.append({"chair": chair["index"], "family": chair["family"], "held_out": int(chair["held_out"]),
                      "setting": setting, "prompt": kind, "seed": seed, "own_iou": round(own, 4),
                      "other_iou": round(other, 4), "specificity": round(own - other, 4), "colour": colour,
@@ -324,11 +325,9 @@ def instance_margin(rows: list[dict]) -> dict[int, float]:
     """Per chair, the reconstruction's own IoU minus its IoU with the set's other chairs of the same family:
     above 0 only if *this* chair's proportions were drawn, not just its family's (rows from before this column
     have none)."""
-    chosen: dict[int, list[float]] = {}
-    for row in rows:
-        if row["prompt"] == "recon" and row.get("family_iou") not in (None, "", "nan"):
-            chosen.setdefault(int(row["chair"]), []).append(float(row["own_iou"]) - float(row["family_iou"]))
-    return {chair: statistics.mean(values) for chair, values in chosen.items()}
+    known = [row for row in rows if row.get("family_iou") not in (None, "", "nan")]
+    own, family = per_chair(known, "own_iou", ("recon",)), per_chair(known, "family_iou", ("recon",))
+    return {chair: own[chair] - family[chair] for chair in own}
 
 
 def paired_gains(rows: list[dict], settings: list[str], baseline: str) -> list[str]:
