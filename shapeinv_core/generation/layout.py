@@ -28,11 +28,11 @@ class LayoutSharing:
     reconstructions first, then the edits, image i of both drawn from the same noise.
     """
 
+    names = ()  # a `callback_on_step_end` part that reads no tensor
+
     def __init__(self, images: int, until_step: int):
         self.images, self.until_step = images, until_step
         self.active = until_step > 0
-
-    names = ()  # a `callback_on_step_end` part that reads no tensor
 
     def __call__(self, pipe, step: int, timestep, callback_kwargs: dict) -> dict:
         """After 0-based `step`: sharing ends once `until_step` steps are done."""
