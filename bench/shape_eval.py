@@ -11,8 +11,10 @@ the reconstruction, two colour edits, a pattern edit and `*s` alone. Each image'
 and against the masks of the chairs of *other* families: specificity = own IoU minus the mean
 other IoU, 0 when `*s` draws the same chair whatever it learned from. Reference rows on the
 same chairs and seeds: (a) the prompts without `*s`, (b) the chair's family word instead of
-`*s` (the shape told in words), (c) plain textual inversion ("plain-w0"), (d) inversion on the
-chair truly re-rendered in every colour and pattern ("rerendered-w0").
+`*s` (the shape told in words), (b+) the family word and this chair's proportion words ("a tall
+narrow stool": the chair itself told in words), (c) plain textual inversion ("plain-w0"), (d)
+inversion on the chair truly re-rendered in every colour and pattern ("rerendered-w0"), (e) other
+rendered chairs of the family ("family-render": a perfect family-level drawer).
 
 `run` appends one row per image to OUT/rows.csv and one loss-probe row per chair and setting to
 OUT/probe.csv as each (chair, setting) finishes, and skips what is already there: it resumes.
@@ -99,7 +101,7 @@ GROUPS = {
     "layout": (DEFAULT, None, (0.1,), {"layout_steps": 0.5}),
     "shape-half": (DEFAULT, None, (0.1,), {"shape_steps": 0.5}),
 }
-REFERENCES = ("no-word", "family-word", "family-render")  # (a), (b), (e)
+REFERENCES = ("no-word", "family-word", "shape-words", "family-render")  # (a), (b), (b+), (e)
 FAMILY_RENDER_SEEDS = 43_000_000  # (e): other chairs of the same family, drawn by the renderer (never trained on)
 BASELINE = "plain-w0"  # (c): the chosen setting must beat it on edit specificity by 2 standard errors
 # Toy training renders used seeds below 6,000,000; the toy checks the 10M and 20M ranges.
@@ -119,7 +121,7 @@ def eval_chairs(per_family: int, held_out: int, base: int) -> list[dict]:
                     background=str(rng.choice(BACKGROUNDS)))
         toy = render_toy_chair(base + index, family=family, **look)
         chairs.append({"index": index, "seed": base + index, "family": family, "held_out": is_held_out,
-                       "image": toy.image, "mask": toy.mask, **look})
+                       "image": toy.image, "mask": toy.mask, "shape_words": toy.shape_words, **look})
     return chairs
 
 
@@ -149,25 +151,36 @@ def validate_segmenter(count: int = 60) -> float:
 
 def draw_references(model, chair: dict, seeds: int, steps: int,
                     names: tuple[str, ...] = REFERENCES) -> dict[str, list[tuple[str, int, Image.Image]]]:
-    """(a) the prompts with `*s` taken out and (b) with the family word in its place, on the same seeds; (e) the
+    """(a) the prompts with `*s` taken out, (b) with the family word in its place and (b+) with the family word and
+    the chair's proportion words (at most two, as the toy model's captions say them), on the same seeds; (e) the
     renderer's own other chairs of the family, in the asked look: what a perfect family-level drawer scores."""
     pipe = model.pipe
     pipe.scheduler = _sampling_scheduler(pipe)
-    phrase = FAMILY_PHRASES[chair["family"]]
-    article = "an" if phrase[0] in "aeiou" else "a"
-    family_prompts = {"recon": f"a photo of {article} {phrase}", "red": f"a red {phrase}", "blue": f"a blue {phrase}",
-                      "leopard": f"a leopard-print {phrase}", "alone": f"{article} {phrase}"}
     out = {}
     for name in names:
         if name == "family-render":
             out[name] = family_renders(chair, seeds)
             continue
-        prompts = [strip_placeholder(p) if name == "no-word" else family_prompts[kind] for kind, p, _, _ in PROMPTS]
+        said = chair["shape_words"][:2] if name == "shape-words" else ()
+        words = family_prompts(FAMILY_PHRASES[chair["family"]], said)
+        prompts = [strip_placeholder(p) if name == "no-word" else words[kind] for kind, p, _, _ in PROMPTS]
         work = [(kind, prompt, seed) for (kind, *_), prompt in zip(PROMPTS, prompts) for seed in range(seeds)]
         images = pipe(prompt=[p for _, p, _ in work], num_inference_steps=steps, guidance_scale=7.5,
                       height=64, width=64, generator=[torch.Generator().manual_seed(s) for *_, s in work]).images
         out[name] = [(kind, seed, image) for (kind, _, seed), image in zip(work, images)]
     return out
+
+
+def family_prompts(phrase: str, shape_words: tuple[str, ...]) -> dict[str, str]:
+    """The evaluation's prompts with the shape told in words: "a photo of a tall stool", "a tall red stool"."""
+    shape = " ".join((*shape_words, ""))
+
+    def article(text: str) -> str:
+        return f"{'an' if text[0] in 'aeiou' else 'a'} {text}"
+
+    return {"recon": f"a photo of {article(shape + phrase)}", "red": f"{article(shape + 'red')} {phrase}",
+            "blue": f"{article(shape + 'blue')} {phrase}", "leopard": f"{article(shape + 'leopard-print')} {phrase}",
+            "alone": article(shape + phrase)}
 
 
 def family_renders(chair: dict, seeds: int) -> list[tuple[str, int, Image.Image]]:
@@ -243,7 +256,7 @@ def run(args: argparse.Namespace) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "images").mkdir(exist_ok=True)
     done = {(int(r["chair"]), r["setting"]) for r in _read(args.out / "rows.csv")}
-    model = load_model("toy", device="cpu")
+    model = load_model(args.model, device="cpu")
     classifier = PatternClassifier.cached()
     print(f"segmenter IoU on rendered chairs: {validate_segmenter():.3f} (60 chairs, all families)", flush=True)
     chairs = eval_chairs(args.per_family, args.held_out, CHAIR_SETS[args.set])
@@ -486,6 +499,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=500, help="inversion steps")
     parser.add_argument("--sample-steps", type=int, default=20)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--model", default="toy", help="the toy model, or another toy pipeline folder to compare")
     parser.add_argument("--set", choices=tuple(CHAIR_SETS), default="main", help="which chairs (seeds fixed)")
     parser.add_argument("--chairs", default=":",
                         help="a slice of the set to run, e.g. 0:8 (another process: 8:), or a list, e.g. 0,1,2,8,9")

@@ -1,10 +1,12 @@
 """The toy world: its renderer, its checks, training end to end, and the committed `--model toy`."""
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
+from transformers import CLIPTokenizer
 
 from app.__main__ import form_defaults
 from shapeinv_core.chairs.colours import OTHER, dominant_colour
@@ -19,6 +21,7 @@ from shapeinv_core.chairs.toy_world import (
 from shapeinv_core.cli import main as cli_main
 from shapeinv_core.generation.generate import _sampling_scheduler
 from shapeinv_core.models.loading import TINY, TOY, TOY_MODEL_DIR, load_model, native_resolution, native_resolution_of
+from shapeinv_core.models.tiny import write_tiny_clip_vocab
 from shapeinv_core.toy.__main__ import TINY_CONFIG
 from shapeinv_core.toy.checks import held_out_test_set, one_object
 from shapeinv_core.toy.train import (
@@ -27,6 +30,7 @@ from shapeinv_core.toy.train import (
     build_components,
     build_tokenizer,
     encode_dataset,
+    grow_vocabulary,
     learning_rate,
     train,
 )
@@ -55,11 +59,60 @@ def test_captions_say_the_attributes_in_words_the_tokenizer_knows(tmp_path):
     assert any("blue" in c and "leopard-print" in c and "slatted" in c for c in captions)
     assert all("red" not in c for c in captions)
     tokenizer = build_tokenizer(tmp_path / "tok")
-    assert set(WORDS) >= set(COLOURS)
-    for word in ("red", "chair", "shape"):
+    assert set(WORDS) >= set(COLOURS) | {"tall", "narrow", "highback"}
+    for word in WORDS:  # one token each, though a BPE's merge order once split "leopard" into leop + ar + d
         assert len(tokenizer(word, add_special_tokens=False).input_ids) == 1, word
-    for word in WORDS:  # a real BPE: every word round-trips, some as several pieces
+    assert tokenizer.tokenize("yellow") == ["yellow</w>"]  # "low" is a word of its own, not a piece of others
+    for word in WORDS:
         assert tokenizer.decode(tokenizer(word, add_special_tokens=False).input_ids) == word
+
+
+def test_proportion_words_describe_the_drawn_geometry():
+    stools = [render_toy_chair(seed, family="stool") for seed in range(60)]
+    tall = [c for c in stools if "tall" in c.shape_words]
+    low = [c for c in stools if "low" in c.shape_words]
+    assert tall and low and all("lowback" not in c.shape_words for c in stools)  # a stool has no back
+
+    def extent(chair, axis):  # the mask's height (axis 1) or width (axis 0) in pixels
+        return np.asarray(chair.mask).any(axis=axis).sum()
+
+    # Depth, legs and the floor line vary too, so single chairs overlap; the words still split the means.
+    assert np.mean([extent(c, 1) for c in tall]) > np.mean([extent(c, 1) for c in low]) + 3
+    wide = [c for c in stools if "wide" in c.shape_words]
+    narrow = [c for c in stools if "narrow" in c.shape_words]
+    assert np.mean([extent(c, 0) for c in wide]) > np.mean([extent(c, 0) for c in narrow]) + 3
+    assert render_toy_chair(7, family="bar").proportions == render_toy_chair(7, family="bar").proportions
+
+
+def test_captions_say_a_chairs_proportions_and_fit_the_context(tmp_path):
+    tokenizer = build_tokenizer(tmp_path / "tok", context_tokens=20)
+    rng = np.random.default_rng(1)
+    captions = [caption("slatted", "yellow", "leopard", rng, ("tall", "wide", "highback")) for _ in range(500)]
+    assert any("tall" in c for c in captions) and any("highback" in c for c in captions)
+    assert all(sum(word in c.split() for word in ("tall", "wide", "highback")) <= 2 for c in captions)
+    assert max(len(tokenizer(c).input_ids) for c in captions) <= 20  # nothing is cut off
+
+
+def test_a_resumed_model_grows_its_vocabulary_without_changing_what_known_words_mean(tmp_path):
+    old_words = [w for w in WORDS if w not in ("tall", "low", "narrow", "wide", "highback", "lowback")]
+    vocab, merges = write_tiny_clip_vocab(tmp_path / "old", old_words)
+    old = CLIPTokenizer(vocab=str(vocab), merges=str(merges), model_max_length=20)
+    new = build_tokenizer(tmp_path / "new", context_tokens=20)
+    _, _, text_encoder = build_components(TrainConfig(**TINY_CONFIG), old)
+    prompt = "a photo of a red chair in the shape of a stool"
+    with torch.no_grad():
+        before = text_encoder(old(prompt, padding="max_length", return_tensors="pt").input_ids)[0]
+        old_rows = text_encoder.get_input_embeddings().weight.clone()
+    grow_vocabulary(text_encoder, old, new)
+    with torch.no_grad():
+        after = text_encoder(new(prompt, padding="max_length", return_tensors="pt").input_ids)[0]
+    assert torch.allclose(before, after, atol=1e-6)
+    rows = text_encoder.get_input_embeddings().weight
+    assert rows.shape[0] == len(new) == text_encoder.config.vocab_size
+    pieces = old("highback", add_special_tokens=False).input_ids
+    assert len(pieces) > 1
+    assert torch.allclose(rows[new.convert_tokens_to_ids("highback</w>")], old_rows[pieces].mean(0))
+    assert text_encoder.config.eos_token_id == new.eos_token_id
 
 
 def test_the_colour_check_names_rendered_chairs_correctly():
@@ -84,6 +137,23 @@ def test_encoded_rows_follow_their_images_so_each_caption_matches_its_latent(tmp
         assert torch.allclose(rows[2 * k], plain, atol=1e-5), k
         assert torch.allclose(rows[2 * k + 1], mirrored, atol=1e-5), k
         assert not torch.allclose(plain, mirrored, atol=1e-3)
+
+
+def test_resuming_a_model_from_before_the_proportion_words_teaches_it_them(tmp_path, monkeypatch):
+    import shapeinv_core.toy.train as toy_train
+
+    new_words = ("tall", "low", "narrow", "wide", "highback", "lowback")
+    config = TrainConfig(**{**TINY_CONFIG, "minutes": 10.0, "threads": 1})
+    monkeypatch.setattr(toy_train, "WORDS", tuple(w for w in WORDS if w not in new_words))
+    old = train(tmp_path / "old", config, progress=False)
+    assert len(load_model(str(old), device="cpu").pipe.tokenizer.tokenize("highback")) > 1
+    monkeypatch.setattr(toy_train, "WORDS", WORDS)
+    grown = train(tmp_path / "grown", replace(config, resume=str(old)), progress=False)
+    pipe = load_model(str(grown), device="cpu").pipe
+    assert all(len(pipe.tokenizer.tokenize(word)) == 1 for word in new_words)
+    assert pipe.text_encoder.config.vocab_size == len(pipe.tokenizer)
+    image = pipe("a tall wide red chair", num_inference_steps=2, output_type="np").images[0]
+    assert image.shape == (64, 64, 3) and np.isfinite(image).all()
 
 
 def test_training_runs_end_to_end_and_writes_a_loadable_pipeline(tmp_path):

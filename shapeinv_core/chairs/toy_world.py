@@ -31,6 +31,15 @@ FAMILY_PHRASES = {"straight": "chair", "slatted": "slatted chair", "armchair": "
                   "bar": "bar chair", "round": "chair", "ladder": "chair"}
 BACKGROUNDS = ("plain", "gradient", "texture")
 
+# Each family's range for a chair's main proportions, as a share of the image side. A chair in the lowest
+# third of its family's range gets the first word, in the top third the second: a caption can then say
+# "a tall narrow stool", and a word learned by inversion has a direction for this chair's own proportions.
+SEAT_HEIGHTS = {"bar": (0.42, 0.50), "stool": (0.28, 0.38), "armchair": (0.18, 0.24)}
+BACK_HEIGHTS = {"bar": (0.12, 0.18), "armchair": (0.22, 0.30), "ladder": (0.34, 0.42)}
+DEFAULT_SEAT_HEIGHT, DEFAULT_BACK_HEIGHT = (0.24, 0.30), (0.26, 0.36)
+PROPORTION_WORDS = {"seat_height": ("low", "tall"), "seat_width": ("narrow", "wide"),
+                    "back_height": ("lowback", "highback")}
+
 
 @dataclass
 class ToyChair:
@@ -39,6 +48,11 @@ class ToyChair:
     family: str
     colour: str
     pattern: str
+    proportions: dict[str, float]  # where this chair sits in its family's range, 0..1 (see PROPORTION_WORDS)
+
+    @property
+    def shape_words(self) -> tuple[str, ...]:
+        return proportion_words(self.family, self.proportions)
 
 
 def render_toy_chair(seed: int, family: str | None = None, colour: str | None = None, pattern: str | None = None,
@@ -55,7 +69,7 @@ def render_toy_chair(seed: int, family: str | None = None, colour: str | None = 
             raise ValueError(f"{name} must be one of {allowed}, not {value!r}")
     base = np.asarray(COLOURS[colour])
     big = size * SUPERSAMPLE
-    parts, shadow = _geometry(rng, family, float(size))
+    parts, shadow, proportions = _geometry(rng, family, float(size))
 
     canvas = _background(rng, big, background, _contrasting_wall(rng, base))
     canvas *= 1.0 - _shadow_map(shadow, big)[..., None]
@@ -70,11 +84,31 @@ def render_toy_chair(seed: int, family: str | None = None, colour: str | None = 
     image = _downsample(canvas.astype(np.float32)) + rng.normal(0.0, 1.0 / 255, (size, size, 3)).astype(np.float32)
     rgb = Image.fromarray((image.clip(0, 1) * 255 + 0.5).astype(np.uint8), mode="RGB")
     mask = (_downsample(coverage[..., None])[..., 0] > 0.5).astype(np.uint8) * 255
-    return ToyChair(rgb, Image.fromarray(mask, mode="L"), family, colour, pattern)
+    return ToyChair(rgb, Image.fromarray(mask, mode="L"), family, colour, pattern, proportions)
 
 
-def caption(family: str, colour: str, pattern: str, rng: np.random.Generator) -> str:
-    """A caption from the attributes, with words sometimes left out so each can be prompted alone."""
+def proportion_words(family: str, proportions: dict[str, float]) -> tuple[str, ...]:
+    """The words for the proportions at either end of the family's range (a middling one has none)."""
+    words = []
+    for name, (low_word, high_word) in PROPORTION_WORDS.items():
+        if name == "back_height" and family == "stool":
+            continue  # a stool has no back
+        share = proportions[name]
+        if share < 1 / 3:
+            words.append(low_word)
+        elif share > 2 / 3:
+            words.append(high_word)
+    return tuple(words)
+
+
+def caption(family: str, colour: str, pattern: str, rng: np.random.Generator,
+            shape_words: tuple[str, ...] = ()) -> str:
+    """A caption from the attributes, with words sometimes left out so each can be prompted alone.
+
+    At most two of the `shape_words` (proportion words) are said, so every caption fits the toy model's
+    20-token context.
+    """
+    said = [word for word in shape_words if rng.random() < 0.7][:2]
     words = []
     if rng.random() < 0.85:
         words.append(colour)
@@ -84,9 +118,12 @@ def caption(family: str, colour: str, pattern: str, rng: np.random.Generator) ->
     family = FAMILY_PHRASES[family] if rng.random() < 0.8 else "chair"
     if rng.random() < 0.25:  # teaches "X chair in the shape of <family>", the inversion template's form
         subject = " ".join(words + ["chair"])
-        return f"a photo of {subject} in the shape of a {family}"
-    article = "an" if (words or [family])[0][0] in "aeiou" else "a"
-    return f"{'a photo of ' if rng.random() < 0.5 else ''}{article} {' '.join(words + [family])}".strip()
+        return f"a photo of {subject} in the shape of {_with_article(said + [family])}"
+    return f"{'a photo of ' if rng.random() < 0.5 else ''}{_with_article(said + words + [family])}"
+
+
+def _with_article(words: list[str]) -> str:
+    return f"{'an' if words[0][0] in 'aeiou' else 'a'} {' '.join(words)}"
 
 
 SHADE_SCALE = 0.8  # parts are painted as grey levels scaled down, so highlights are not clipped
@@ -96,15 +133,20 @@ def _grey(level: float) -> np.ndarray:
     return np.full(3, level * SHADE_SCALE)
 
 
-def _geometry(rng: np.random.Generator, family: str, s: float) -> tuple[list[_Part], tuple]:
-    """Parts back to front and the shadow ellipse (cx, cy, rx, ry, strength), in output pixels."""
+def _geometry(rng: np.random.Generator, family: str, s: float) -> tuple[list[_Part], tuple, dict[str, float]]:
+    """Parts back to front, the shadow ellipse (cx, cy, rx, ry, strength) in output pixels, and the proportions."""
     u = rng.uniform
     wide = family == "armchair"
-    seat_w = u(0.42, 0.52) * s if wide else u(0.30, 0.42) * s
+    width_range = (0.42, 0.52) if wide else (0.30, 0.42)
+    seat_w = u(*width_range) * s
     depth = u(0.06, 0.11) * s
     skew = u(-0.06, 0.06) * s
-    seat_h = {"bar": u(0.42, 0.50), "stool": u(0.28, 0.38), "armchair": u(0.18, 0.24)}.get(family, u(0.24, 0.30)) * s
-    back_h = {"bar": u(0.12, 0.18), "armchair": u(0.22, 0.30), "ladder": u(0.34, 0.42)}.get(family, u(0.26, 0.36)) * s
+    height_range = SEAT_HEIGHTS.get(family, DEFAULT_SEAT_HEIGHT)
+    back_range = BACK_HEIGHTS.get(family, DEFAULT_BACK_HEIGHT)
+    seat_h = _draw_for(rng, family, SEAT_HEIGHTS, DEFAULT_SEAT_HEIGHT) * s
+    back_h = _draw_for(rng, family, BACK_HEIGHTS, DEFAULT_BACK_HEIGHT) * s
+    proportions = {"seat_height": _share(seat_h / s, height_range), "seat_width": _share(seat_w / s, width_range),
+                   "back_height": _share(back_h / s, back_range)}
     seat_t = u(0.04, 0.06) * s * (1.6 if wide else 1.0)
     leg_w = u(0.035, 0.05) * s * (1.3 if wide else 1.0)
     floor_y = u(0.88, 0.93) * s
@@ -170,7 +212,19 @@ def _geometry(rng: np.random.Generator, family: str, s: float) -> tuple[list[_Pa
             bar(front_pt, arm_front, leg_w * 1.2)
             bar(arm_front, back_at, leg_w * 1.4, 1.05, 0.0)
     shadow = (cx + skew / 2, floor_y - depth / 2, seat_w * u(0.6, 0.8), depth * 0.8 + 0.03 * s, u(0.25, 0.45))
-    return parts, shadow
+    return parts, shadow, proportions
+
+
+def _draw_for(rng: np.random.Generator, family: str, ranges: dict, default: tuple[float, float]) -> float:
+    """A draw from the family's range. Every family's range is drawn, in a fixed order, so a seed renders the
+    same chair as it did before the ranges were named (the evaluation sets are fixed by render seeds)."""
+    draws = {name: rng.uniform(*bounds) for name, bounds in ranges.items()}
+    fallback = rng.uniform(*default)
+    return draws.get(family, fallback)
+
+
+def _share(value: float, bounds: tuple[float, float]) -> float:
+    return (value - bounds[0]) / (bounds[1] - bounds[0])
 
 
 def paint_pattern(rng: np.random.Generator, pattern: str, base: np.ndarray, big: int) -> np.ndarray:

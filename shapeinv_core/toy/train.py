@@ -27,7 +27,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..chairs.toy_world import COLOURS, FAMILY_PHRASES, IMAGE_SIZE, PATTERN_WORDS, caption, render_toy_chair
+from ..chairs.toy_world import (
+    COLOURS,
+    FAMILY_PHRASES,
+    IMAGE_SIZE,
+    PATTERN_WORDS,
+    PROPORTION_WORDS,
+    caption,
+    render_toy_chair,
+)
 from ..models.tiny import write_tiny_clip_vocab
 
 # Every word a caption or the project's prompts use, so each is one token (others still work, as bytes).
@@ -35,6 +43,7 @@ WORDS = tuple(dict.fromkeys(
     "a an photo of chair in the shape slatted armchair stool bar plain striped checkered leopard print wooden "
     "sofa table".split() + list(COLOURS) + [w for phrase in FAMILY_PHRASES.values() for w in phrase.split()]
     + [w for phrase in PATTERN_WORDS.values() for w in phrase.split("-")]
+    + [w for pair in PROPORTION_WORDS.values() for w in pair]
 ))
 
 
@@ -99,6 +108,10 @@ def _train(out: Path, config: TrainConfig, start: float, deadline: float, progre
         images, chairs = render_dataset(config.images, config.seed, config.image_size, config.workers)
     if config.resume:
         vae, unet, text_encoder, tokenizer = load_components(Path(config.resume))
+        if not all(len(tokenizer.tokenize(word)) == 1 for word in WORDS):  # a model from before a word was added
+            new_tokenizer = build_tokenizer(out / "tokenizer-src", tokenizer.model_max_length)
+            grow_vocabulary(text_encoder, tokenizer, new_tokenizer)
+            tokenizer = new_tokenizer
         latents = encode_dataset(vae, images)
     elif config.vae_from:
         tokenizer = build_tokenizer(out / "tokenizer-src", config.context_tokens)
@@ -137,7 +150,7 @@ def render_to_file(path: Path, count: int, seed: int, size: int = IMAGE_SIZE, wo
 
 def load_dataset(path: Path) -> tuple[np.ndarray, list[dict]]:
     with np.load(path) as data:
-        keys = ("family", "colour", "pattern")
+        keys = [key for key in ("family", "colour", "pattern", "shape") if key in data]  # "shape": newer sets
         return data["images"], [dict(zip(keys, values)) for values in zip(*(data[k].tolist() for k in keys))]
 
 
@@ -162,7 +175,8 @@ def load_vae(folder: Path):
 def _render_one(job: tuple[int, int]) -> tuple[np.ndarray, dict]:
     seed, size = job
     chair = render_toy_chair(seed, size=size)
-    return np.asarray(chair.image), {"family": chair.family, "colour": chair.colour, "pattern": chair.pattern}
+    return np.asarray(chair.image), {"family": chair.family, "colour": chair.colour, "pattern": chair.pattern,
+                                     "shape": " ".join(chair.shape_words)}
 
 
 def build_tokenizer(folder: Path, context_tokens: int = 77):
@@ -174,8 +188,57 @@ def build_tokenizer(folder: Path, context_tokens: int = 77):
     """
     from transformers import CLIPTokenizer
 
+    def load():
+        return CLIPTokenizer(vocab=str(vocab_file), merges=str(merges_file), model_max_length=context_tokens)
+
     vocab_file, merges_file = write_tiny_clip_vocab(folder, WORDS)
-    return CLIPTokenizer(vocab=str(vocab_file), merges=str(merges_file), model_max_length=context_tokens)
+    tokenizer = load()
+    while split := {word: tokenizer.tokenize(word) for word in WORDS if len(tokenizer.tokenize(word)) > 1}:
+        _join_pieces(vocab_file, merges_file, split.values())
+        tokenizer = load()
+    return tokenizer
+
+
+def _join_pieces(vocab_file: Path, merges_file: Path, split_words) -> None:
+    """Append the merges that join each word's leftover BPE pieces, so every caption word is one token.
+
+    Merges are applied in rank order, so a word's chain of merges can be cut by an earlier word's merge
+    ("a r" from "armchair" splits "leopard" into leop + ar + d). Appended merges come last and join what is left.
+    """
+    vocab = json.loads(vocab_file.read_text())
+    specials = [token for token in vocab if token.startswith("<|")]
+    tokens = [token for token in vocab if token not in specials]
+    merges = merges_file.read_text().splitlines()
+    for pieces in split_words:
+        current = pieces[0]
+        for piece in pieces[1:]:
+            merges.append(f"{current} {piece}")
+            current += piece
+            if current not in tokens:
+                tokens.append(current)
+    vocab_file.write_text(json.dumps({token: index for index, token in enumerate(tokens + specials)}))
+    merges_file.write_text("\n".join(merges) + "\n")
+
+
+@torch.no_grad()
+def grow_vocabulary(text_encoder, old_tokenizer, new_tokenizer) -> None:
+    """Move a trained text encoder onto a new vocabulary: known tokens keep their rows, new ones start as the
+    mean of the rows the old tokenizer spelt them with (so "leopard" starts where "leop ar d" was)."""
+    old = text_encoder.get_input_embeddings().weight
+    old_vocab = old_tokenizer.get_vocab()
+    rows = []
+    for token, _ in sorted(new_tokenizer.get_vocab().items(), key=lambda item: item[1]):
+        if token in old_vocab:
+            rows.append(old[old_vocab[token]])
+        else:
+            pieces = old_tokenizer(token.removesuffix("</w>"), add_special_tokens=False).input_ids
+            rows.append(old[pieces].mean(0))
+    embedding = torch.nn.Embedding(len(rows), old.shape[1])
+    embedding.weight.copy_(torch.stack(rows))
+    text_encoder.set_input_embeddings(embedding)
+    text_encoder.config.vocab_size = len(rows)
+    for name in ("bos_token_id", "eos_token_id", "pad_token_id"):
+        setattr(text_encoder.config, name, getattr(new_tokenizer, name))
 
 
 def build_components(config: TrainConfig, tokenizer):
@@ -376,7 +439,7 @@ def caption_for(chair: dict, rng: np.random.Generator, empty: float) -> str:
     """A fresh caption each time a chair is drawn (words left out at random); `empty` of them are ''."""
     if rng.random() < empty:
         return ""
-    return caption(chair["family"], chair["colour"], chair["pattern"], rng)
+    return caption(chair["family"], chair["colour"], chair["pattern"], rng, tuple(chair.get("shape", "").split()))
 
 
 def make_scheduler():
