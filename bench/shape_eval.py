@@ -14,7 +14,9 @@ same chairs and seeds: (a) the prompts without `*s`, (b) the chair's family word
 `*s` (the shape told in words), (b+) the family word and this chair's proportion words ("a tall
 narrow stool": the chair itself told in words), (c) plain textual inversion ("plain-w0"), (d)
 inversion on the chair truly re-rendered in every colour and pattern ("rerendered-w0"), (e) other
-rendered chairs of the family ("family-render": a perfect family-level drawer).
+rendered chairs of the family ("family-render": a perfect family-level drawer), (e+) other rendered
+chairs of the family with the same proportion words ("shape-render": a perfect drawer of the family and
+the proportion words, the most a word that learned them can reach).
 
 `run` appends one row per image to OUT/rows.csv and one loss-probe row per chair and setting to
 OUT/probe.csv as each (chair, setting) finishes, and skips what is already there: it resumes.
@@ -101,8 +103,9 @@ GROUPS = {
     "layout": (DEFAULT, None, (0.1,), {"layout_steps": 0.5}),
     "shape-half": (DEFAULT, None, (0.1,), {"shape_steps": 0.5}),
 }
-REFERENCES = ("no-word", "family-word", "shape-words", "family-render")  # (a), (b), (b+), (e)
+REFERENCES = ("no-word", "family-word", "shape-words", "family-render", "shape-render")  # (a), (b), (b+), (e), (e+)
 FAMILY_RENDER_SEEDS = 43_000_000  # (e): other chairs of the same family, drawn by the renderer (never trained on)
+SHAPE_RENDER_SEEDS = 44_000_000  # (e+): the same, searched for chairs with the same proportion words
 BASELINE = "plain-w0"  # (c): the chosen setting must beat it on edit specificity by 2 standard errors
 # Toy training renders used seeds below 6,000,000; the toy checks the 10M and 20M ranges.
 CHAIR_SETS = {"screen": 39_000_000,  # cheap screening of many settings
@@ -158,8 +161,8 @@ def draw_references(model, chair: dict, seeds: int, steps: int,
     pipe.scheduler = _sampling_scheduler(pipe)
     out = {}
     for name in names:
-        if name == "family-render":
-            out[name] = family_renders(chair, seeds)
+        if name in ("family-render", "shape-render"):
+            out[name] = family_renders(chair, seeds, same_words=name == "shape-render")
             continue
         said = chair["shape_words"][:2] if name == "shape-words" else ()
         words = family_prompts(FAMILY_PHRASES[chair["family"]], said)
@@ -183,17 +186,26 @@ def family_prompts(phrase: str, shape_words: tuple[str, ...]) -> dict[str, str]:
             "alone": article(shape + phrase)}
 
 
-def family_renders(chair: dict, seeds: int) -> list[tuple[str, int, Image.Image]]:
+def family_renders(chair: dict, seeds: int, same_words: bool = False) -> list[tuple[str, int, Image.Image]]:
     """Reference (e): per prompt and seed, another chair of this chair's family, in the prompt's look (the
     chair's own look where the prompt asks none). It knows the family perfectly and this chair not at all, so
-    its specificity is the most a word that carries only the family can reach."""
+    its specificity is the most a word that carries only the family can reach. With `same_words` (e+), the
+    next such chair whose proportion words are this chair's: the most a word that carries the family and the
+    proportion words can reach."""
     images = []
     for number, (kind, _, colour, pattern) in enumerate(PROMPTS):
+        candidate = SHAPE_RENDER_SEEDS + chair["index"] * 10_000 + number * 1000
         for seed in range(seeds):
             look = {"colour": colour or chair["colour"],
                     "pattern": pattern or ("plain" if colour else chair["pattern"])}
-            toy = render_toy_chair(FAMILY_RENDER_SEEDS + chair["index"] * 1000 + number * 100 + seed,
-                                   family=chair["family"], **look)
+            if not same_words:
+                toy = render_toy_chair(FAMILY_RENDER_SEEDS + chair["index"] * 1000 + number * 100 + seed,
+                                       family=chair["family"], **look)
+            else:
+                while (toy := render_toy_chair(candidate, family=chair["family"], **look)).shape_words \
+                        != chair["shape_words"]:
+                    candidate += 1
+                candidate += 1
             images.append((kind, seed, toy.image))
     return images
 
