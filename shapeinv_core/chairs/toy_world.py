@@ -141,12 +141,11 @@ def _geometry(rng: np.random.Generator, family: str, s: float) -> tuple[list[_Pa
     seat_w = u(*width_range) * s
     depth = u(0.06, 0.11) * s
     skew = u(-0.06, 0.06) * s
-    height_range = SEAT_HEIGHTS.get(family, DEFAULT_SEAT_HEIGHT)
-    back_range = BACK_HEIGHTS.get(family, DEFAULT_BACK_HEIGHT)
-    seat_h = _draw_for(rng, family, SEAT_HEIGHTS, DEFAULT_SEAT_HEIGHT) * s
-    back_h = _draw_for(rng, family, BACK_HEIGHTS, DEFAULT_BACK_HEIGHT) * s
-    proportions = {"seat_height": _share(seat_h / s, height_range), "seat_width": _share(seat_w / s, width_range),
-                   "back_height": _share(back_h / s, back_range)}
+    seat_h, seat_share = _draw_for(rng, family, SEAT_HEIGHTS, DEFAULT_SEAT_HEIGHT)
+    back_h, back_share = _draw_for(rng, family, BACK_HEIGHTS, DEFAULT_BACK_HEIGHT)
+    seat_h, back_h = seat_h * s, back_h * s
+    proportions = {"seat_height": seat_share, "seat_width": _share(seat_w / s, width_range),
+                   "back_height": back_share}
     seat_t = u(0.04, 0.06) * s * (1.6 if wide else 1.0)
     leg_w = u(0.035, 0.05) * s * (1.3 if wide else 1.0)
     floor_y = u(0.88, 0.93) * s
@@ -215,12 +214,14 @@ def _geometry(rng: np.random.Generator, family: str, s: float) -> tuple[list[_Pa
     return parts, shadow, proportions
 
 
-def _draw_for(rng: np.random.Generator, family: str, ranges: dict, default: tuple[float, float]) -> float:
-    """A draw from the family's range. Every family's range is drawn, in a fixed order, so a seed renders the
-    same chair as it did before the ranges were named (the evaluation sets are fixed by render seeds)."""
+def _draw_for(rng: np.random.Generator, family: str, ranges: dict, default: tuple[float, float]) -> tuple[float, float]:
+    """A draw from the family's range and its share of that range. Every family's range is drawn, in a fixed
+    order, so a seed renders the same chair as it did before the ranges were named (the evaluation sets are
+    fixed by render seeds)."""
     draws = {name: rng.uniform(*bounds) for name, bounds in ranges.items()}
     fallback = rng.uniform(*default)
-    return draws.get(family, fallback)
+    value = draws.get(family, fallback)
+    return value, _share(value, ranges.get(family, default))
 
 
 def _share(value: float, bounds: tuple[float, float]) -> float:
