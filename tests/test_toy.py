@@ -30,9 +30,11 @@ from shapeinv_core.toy.train import (
     build_components,
     build_tokenizer,
     encode_dataset,
+    extend_tokenizer,
     grow_vocabulary,
     learning_rate,
     train,
+    trained_words,
 )
 
 
@@ -115,6 +117,20 @@ def test_a_resumed_model_grows_its_vocabulary_without_changing_what_known_words_
     assert text_encoder.config.eos_token_id == new.eos_token_id
 
 
+def test_resuming_the_committed_model_adds_the_new_words_and_keeps_how_it_spells_the_ones_it_knows(tmp_path):
+    """The committed model learned "armchair" as "arm" + "chair"; a new single token would start from scratch."""
+    known = trained_words(TOY_MODEL_DIR)
+    assert "armchair" in known and "tall" not in known
+    old = CLIPTokenizer.from_pretrained(TOY_MODEL_DIR / "tokenizer")
+    new_words = [w for w in WORDS if w not in known]
+    new = extend_tokenizer(old, tmp_path / "tok", new_words)
+    assert old.tokenize("armchair") == new.tokenize("armchair") == ["arm", "chair</w>"]
+    caption = "a photo of an armchair in the shape of a leopard-print green stool"
+    assert old.tokenize(caption) == new.tokenize(caption)
+    assert all(len(new.tokenize(word)) == 1 for word in new_words)
+    assert new.model_max_length == old.model_max_length
+
+
 def test_the_colour_check_names_rendered_chairs_correctly():
     chairs = held_out_test_set(40)
     right = sum(dominant_colour(c.image, c.mask) == c.colour for c in chairs)
@@ -149,8 +165,10 @@ def test_resuming_a_model_from_before_the_proportion_words_teaches_it_them(tmp_p
     assert len(load_model(str(old), device="cpu").pipe.tokenizer.tokenize("highback")) > 1
     monkeypatch.setattr(toy_train, "WORDS", WORDS)
     grown = train(tmp_path / "grown", replace(config, resume=str(old)), progress=False)
+    assert trained_words(old) == tuple(w for w in WORDS if w not in new_words)
     pipe = load_model(str(grown), device="cpu").pipe
     assert all(len(pipe.tokenizer.tokenize(word)) == 1 for word in new_words)
+    assert trained_words(grown) == WORDS
     assert pipe.text_encoder.config.vocab_size == len(pipe.tokenizer)
     image = pipe("a tall wide red chair", num_inference_steps=2, output_type="np").images[0]
     assert image.shape == (64, 64, 3) and np.isfinite(image).all()
