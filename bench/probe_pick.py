@@ -1,0 +1,105 @@
+"""How often does `initializer="auto"` pick the chair's own family word? The shipped probe against stronger ones.
+
+    python bench/probe_pick.py --model toy --set main --out bench/shape/probe_pick.csv
+
+`auto` starts `*s` from the seat word with the lowest denoising loss on the photo. The differences it ranks
+are a fraction of a percent (bench/RESULTS.md, the loss probe), so the probe's own noise decides some
+picks. Variants, on the same chairs as `shape_eval.py` and each a row per chair:
+  A  the shipped probe: the photo (view 0), 16 (timestep, noise) pairs;
+  B  the photo, 128 pairs (more noise draws, one look);
+  C  the first 8 training views, each with its look named, 16 pairs each (128 rows, 8 looks).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from shape_eval import CHAIR_SETS, eval_chairs  # noqa: E402
+
+from shapeinv_core.chairs.toy_world import FAMILY_PHRASES  # noqa: E402
+from shapeinv_core.config import InversionConfig  # noqa: E402
+from shapeinv_core.method.concept import initializer_vectors, install_tokens, remove_tokens  # noqa: E402
+from shapeinv_core.method.inversion import (  # noqa: E402
+    _freeze,
+    _training_scheduler,
+    prompt_ids,
+    starting_word,
+    training_inputs,
+    training_text_encoders,
+)
+from shapeinv_core.method.probe import denoising_loss, initializer_candidates, known_phrases, probe_batch  # noqa: E402
+from shapeinv_core.models.families import encode_ids  # noqa: E402
+from shapeinv_core.models.loading import load_model, quiet_library_logs  # noqa: E402
+
+VARIANTS = {"A": lambda views: [(0, 16)], "B": lambda views: [(0, 128)],
+            "C": lambda views: [(view, 16) for view in range(min(8, views))]}
+
+
+def picks(model, chair: dict, config: InversionConfig) -> dict[str, str]:
+    """Each variant's chosen word for one chair."""
+    pipe = model.pipe
+    token_ids = install_tokens(pipe, config.placeholder,
+                               initializer_vectors(pipe, starting_word(config), config.num_vectors))
+    try:
+        inputs = training_inputs(pipe, model.device, chair["image"], chair["mask"], config, token_ids)
+        scheduler, encoders = _training_scheduler(pipe), training_text_encoders(pipe, model.dtype)
+        words = list(dict.fromkeys(known_phrases(pipe.tokenizer, initializer_candidates(config.class_word))))
+
+        def loss(word: str, view: int, pairs: int) -> float:
+            phrase = f"{'an' if word[0] in 'aeiou' else 'a'} {word}"
+            ids = prompt_ids(pipe, config.prompt(inputs.looks[view], token=phrase)).to(model.device)
+            hidden, added = encode_ids(encoders, ids, inputs.time_ids)
+            batch = probe_batch(scheduler, inputs.latents[view:view + 1], config.seed + view, pairs)
+            return denoising_loss(pipe.unet, hidden, batch, added)
+
+        chosen = {}
+        with torch.no_grad():
+            for name, plan in VARIANTS.items():
+                losses = {word: sum(loss(word, view, pairs) for view, pairs in plan(len(inputs.looks)))
+                          for word in words}
+                chosen[name] = min(losses, key=losses.get)
+        return chosen
+    finally:
+        remove_tokens(pipe, config.placeholder)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="toy", help="the toy model, or a toy pipeline folder")
+    parser.add_argument("--set", default="main", choices=list(CHAIR_SETS))
+    parser.add_argument("--per-family", type=int, default=None, help="default: 3 for main, 1 otherwise")
+    parser.add_argument("--out", type=Path, required=True, help="CSV; rows are appended per chair")
+    args = parser.parse_args()
+    os.environ.setdefault("U2NET_HOME", str(Path.home() / ".cache" / "shapeinv-test-weights"))
+    torch.set_num_threads(1)
+    quiet_library_logs()
+    model = load_model(args.model, device="cpu")
+    _freeze(model.pipe)
+    config = replace(InversionConfig(resolution=64, balance_every=0), appearance="varied",
+                     initializer="auto").validate()
+    per_family = args.per_family or (3 if args.set == "main" else 1)
+    new = not args.out.exists()
+    with open(args.out, "a", newline="") as handle:
+        writer = csv.writer(handle)
+        if new:
+            writer.writerow(["model", "set", "chair", "family", "variant", "picked", "right"])
+        for chair in eval_chairs(per_family, 0, CHAIR_SETS[args.set]):
+            for name, word in picks(model, chair, config).items():
+                right = int(word == FAMILY_PHRASES[chair["family"]])
+                writer.writerow([args.model, args.set, chair["index"], chair["family"], name, word, right])
+            handle.flush()
+            print(f"chair {chair['index']} ({chair['family']}) done", flush=True)
+
+
+if __name__ == "__main__":
+    main()
