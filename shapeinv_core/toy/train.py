@@ -221,7 +221,8 @@ def extend_tokenizer(tokenizer, folder: Path, new_words):
     model = json.loads(tokenizer.backend_tokenizer.to_str())["model"]
     vocab_file, merges_file = folder / "vocab.json", folder / "merges.txt"
     vocab_file.write_text(json.dumps(model["vocab"]))
-    merges_file.write_text("".join(" ".join(pair) + "\n" for pair in model["merges"]))
+    pairs = [pair if isinstance(pair, str) else " ".join(pair) for pair in model["merges"]]  # either format
+    merges_file.write_text("".join(pair + "\n" for pair in pairs))
     extended = tokenizer
     while split := {w: extended.tokenize(w) for w in new_words if len(extended.tokenize(w)) > 1}:
         _join_pieces(vocab_file, merges_file, split.values())
