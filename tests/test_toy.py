@@ -131,6 +131,14 @@ def test_resuming_the_committed_model_adds_the_new_words_and_keeps_how_it_spells
     assert new.model_max_length == old.model_max_length
 
 
+def test_resuming_the_committed_model_trains_with_its_own_spelling_of_known_words(tmp_path):
+    """`train --resume` itself (not only `extend_tokenizer`) keeps "armchair" as the committed model spells it."""
+    config = TrainConfig(**{**TINY_CONFIG, "minutes": 10.0, "threads": 1, "resume": str(TOY_MODEL_DIR)})
+    grown = load_model(str(train(tmp_path / "grown", config, progress=False)), device="cpu").pipe.tokenizer
+    assert grown.tokenize("armchair") == ["arm", "chair</w>"]
+    assert len(grown.tokenize("highback")) == 1
+
+
 def test_the_colour_check_names_rendered_chairs_correctly():
     chairs = held_out_test_set(40)
     right = sum(dominant_colour(c.image, c.mask) == c.colour for c in chairs)

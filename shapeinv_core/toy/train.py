@@ -189,17 +189,8 @@ def build_tokenizer(folder: Path, context_tokens: int = 77):
     every cross-attention row gets cheaper. (It was shortened while hunting why the first model ignored
     its text; the cause turned out to be mismatched captions, see `encode_dataset`.)
     """
-    from transformers import CLIPTokenizer
-
-    def load():
-        return CLIPTokenizer(vocab=str(vocab_file), merges=str(merges_file), model_max_length=context_tokens)
-
     vocab_file, merges_file = write_tiny_clip_vocab(folder, WORDS)
-    tokenizer = load()
-    while split := {word: tokenizer.tokenize(word) for word in WORDS if len(tokenizer.tokenize(word)) > 1}:
-        _join_pieces(vocab_file, merges_file, split.values())
-        tokenizer = load()
-    return tokenizer
+    return _joined_tokenizer(vocab_file, merges_file, WORDS, context_tokens)
 
 
 def trained_words(folder: Path) -> tuple[str, ...]:
@@ -215,20 +206,27 @@ def extend_tokenizer(tokenizer, folder: Path, new_words):
     "armchair" token) throws away what the model learned: a fine-tune that did so drew armchairs at a
     third of their former specificity after 78 minutes.
     """
-    from transformers import CLIPTokenizer
-
     folder.mkdir(parents=True, exist_ok=True)
     model = json.loads(tokenizer.backend_tokenizer.to_str())["model"]
     vocab_file, merges_file = folder / "vocab.json", folder / "merges.txt"
     vocab_file.write_text(json.dumps(model["vocab"]))
     pairs = [pair if isinstance(pair, str) else " ".join(pair) for pair in model["merges"]]  # either format
     merges_file.write_text("".join(pair + "\n" for pair in pairs))
-    extended = tokenizer
-    while split := {w: extended.tokenize(w) for w in new_words if len(extended.tokenize(w)) > 1}:
+    return _joined_tokenizer(vocab_file, merges_file, new_words, tokenizer.model_max_length)
+
+
+def _joined_tokenizer(vocab_file: Path, merges_file: Path, words, context_tokens: int):
+    """The tokenizer of these files, after appending merges until each of `words` is one token."""
+    from transformers import CLIPTokenizer
+
+    def load():
+        return CLIPTokenizer(vocab=str(vocab_file), merges=str(merges_file), model_max_length=context_tokens)
+
+    tokenizer = load()
+    while split := {word: tokenizer.tokenize(word) for word in words if len(tokenizer.tokenize(word)) > 1}:
         _join_pieces(vocab_file, merges_file, split.values())
-        extended = CLIPTokenizer(vocab=str(vocab_file), merges=str(merges_file),
-                                 model_max_length=tokenizer.model_max_length)
-    return extended
+        tokenizer = load()
+    return tokenizer
 
 
 def _join_pieces(vocab_file: Path, merges_file: Path, split_words) -> None:
