@@ -32,13 +32,12 @@ from shapeinv_core.method.concept import initializer_vectors, install_tokens, re
 from shapeinv_core.method.inversion import (  # noqa: E402
     _freeze,
     _training_scheduler,
-    prompt_ids,
     starting_word,
     training_inputs,
     training_text_encoders,
+    word_probe_loss,
 )
-from shapeinv_core.method.probe import denoising_loss, initializer_candidates, known_phrases, probe_batch  # noqa: E402
-from shapeinv_core.models.families import encode_ids  # noqa: E402
+from shapeinv_core.method.probe import initializer_candidates, known_phrases, probe_batch  # noqa: E402
 from shapeinv_core.models.loading import load_model, quiet_library_logs  # noqa: E402
 
 VARIANTS = {"A": lambda views: [(0, 16)], "B": lambda views: [(0, 128)],
@@ -55,19 +54,13 @@ def picks(model, chair: dict, config: InversionConfig) -> dict[str, str]:
         scheduler, encoders = _training_scheduler(pipe), training_text_encoders(pipe, model.dtype)
         words = list(dict.fromkeys(known_phrases(pipe.tokenizer, initializer_candidates(config.class_word))))
 
-        def loss(word: str, view: int, pairs: int) -> float:
-            phrase = f"{'an' if word[0] in 'aeiou' else 'a'} {word}"
-            ids = prompt_ids(pipe, config.prompt(inputs.looks[view], token=phrase)).to(model.device)
-            hidden, added = encode_ids(encoders, ids, inputs.time_ids)
-            batch = probe_batch(scheduler, inputs.latents[view:view + 1], config.seed + view, pairs)
-            return denoising_loss(pipe.unet, hidden, batch, added)
-
         chosen = {}
-        with torch.no_grad():
-            for name, plan in VARIANTS.items():
-                losses = {word: sum(loss(word, view, pairs) for view, pairs in plan(len(inputs.looks)))
-                          for word in words}
-                chosen[name] = min(losses, key=losses.get)
+        for name, plan in VARIANTS.items():
+            batches = [(view, probe_batch(scheduler, inputs.latents[view:view + 1], config.seed + view, pairs))
+                       for view, pairs in plan(len(inputs.looks))]
+            losses = {word: sum(word_probe_loss(pipe, encoders, inputs, config, word, view, batch)
+                                for view, batch in batches) for word in words}
+            chosen[name] = min(losses, key=losses.get)
         return chosen
     finally:
         remove_tokens(pipe, config.placeholder)

@@ -305,16 +305,18 @@ def choose_initializer(pipe, encoders: list, inputs: TrainingInputs, config: Inv
     two-word phrase's mean embedding is no phrase, and it won 9 of 20 toy chairs against 13 of 20."""
     words = known_phrases(pipe.tokenizer, initializer_candidates(config.class_word)) or [config.class_word]
     batch = probe_batch(scheduler, inputs.latents[:1], config.seed)
-    device = inputs.prompt_ids.device
+    return best_word(list(dict.fromkeys(words)),
+                     lambda word: word_probe_loss(pipe, encoders, inputs, config, word, 0, batch))
 
-    def loss_of(word: str) -> float:
-        phrase = f"{'an' if word[0] in 'aeiou' else 'a'} {word}"
-        ids = prompt_ids(pipe, config.prompt(inputs.looks[0], token=phrase)).to(device)
-        with torch.no_grad():
-            hidden, added = encode_ids(encoders, ids, inputs.time_ids)
-        return denoising_loss(pipe.unet, hidden, batch, added)
 
-    return best_word(list(dict.fromkeys(words)), loss_of)
+def word_probe_loss(pipe, encoders: list, inputs: TrainingInputs, config: InversionConfig, word: str, view: int,
+                    batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> float:
+    """The probe loss of view `view` with `word` written in the training prompt in place of `*s`."""
+    phrase = f"{'an' if word[0] in 'aeiou' else 'a'} {word}"
+    ids = prompt_ids(pipe, config.prompt(inputs.looks[view], token=phrase)).to(inputs.prompt_ids.device)
+    with torch.no_grad():
+        hidden, added = encode_ids(encoders, ids, inputs.time_ids)
+    return denoising_loss(pipe.unet, hidden, batch, added)
 
 
 def view_rows(seed: int, step: int, batch: int, views: int) -> torch.Tensor:
