@@ -82,6 +82,11 @@ GROUPS = {
     "auto": ({**RESEARCH, "initializer": "auto"}, None, (0.0, 0.1), {}),
     "varied": ({**RESEARCH, "appearance": "varied"}, None, (0.0, 0.1), {}),
     "varied-auto": (DEFAULT, None, (0.0, 0.1), {}),
+    "probe8": ({**DEFAULT, "probe_views": 8}, None, (0.1,), {}),  # the word probe reads 8 named views
+    # `*s` starts as a phrase, one vector per token: the chair's own proportion and family words, as (b+) says
+    # them ("tall wide stool"), or those bench/probe_pick.py --words picked from the photo (--picks).
+    "own-words": ({**DEFAULT, "initializer": "<own words>"}, None, (0.1,), {}),
+    "picked-words": ({**DEFAULT, "initializer": "<picked words>"}, None, (0.1,), {}),
     "rerendered": ({**RESEARCH, "appearance": "varied"}, "render", (0.0,), {}),  # (d)
     # The knob screen: each the default with one thing changed.
     "heavy": (DEFAULT, None, (0.3, 1.0), {}),
@@ -280,6 +285,7 @@ def run(args: argparse.Namespace) -> None:
     todo = todo[::-1 if args.reverse else 1]
     generation = GenerationConfig(num_images=args.seeds, steps=args.sample_steps, guidance=7.5, batch_size=40)
     base = InversionConfig(resolution=64, steps=args.steps, checkpoint_every=args.steps, balance_every=0)
+    picks = read_picks(args.picks, args.model, args.set)
     began = time.perf_counter()
     for chair in todo:
         learned = {}  # (settings, views, weight) -> concept: sampling-only groups reuse the concept
@@ -295,6 +301,7 @@ def run(args: argparse.Namespace) -> None:
             names = [f"{group}-w{w:g}" for w in weights]
             if all((chair["index"], name) in done for name in names):
                 continue
+            changes = phrase_start(changes, chair, picks, model.pipe.tokenizer)
             keys = [(tuple(sorted(changes.items())), views_from, w) for w in weights]
             if all(key in learned for key in keys):
                 concepts = [learned[key] for key in keys]
@@ -312,6 +319,31 @@ def run(args: argparse.Namespace) -> None:
                 record(args.out, model, chair, chairs, name, images, concept, classifier)
             print(f"chair {chair['index']} ({chair['family']}, {chair['colour']} {chair['pattern']}) {group}: "
                   f"{time.perf_counter() - began:.0f} s", flush=True)
+
+
+def phrase_start(changes: dict, chair: dict, picks: dict[int, str], tokenizer) -> dict:
+    """A group's settings with a phrase start ("<own words>", "<picked words>") made this chair's phrase,
+    with one vector per token so that `*s` starts as exactly that phrase."""
+    if changes.get("initializer") not in ("<own words>", "<picked words>"):
+        return changes
+    if changes["initializer"] == "<own words>":
+        phrase = " ".join([*chair["shape_words"][:2], FAMILY_PHRASES[chair["family"]]])
+    elif chair["index"] in picks:
+        phrase = picks[chair["index"]]
+    else:
+        raise SystemExit(f"--picks has no C+words row for chair {chair['index']}: run bench/probe_pick.py --words")
+    count = len(tokenizer(phrase, add_special_tokens=False).input_ids)
+    return {**changes, "initializer": phrase, "num_vectors": count}
+
+
+def read_picks(path: Path | None, model: str, chair_set: str) -> dict[int, str]:
+    """chair -> "<proportion words> <family word>" from bench/probe_pick.py --words rows (variants C, C+words)."""
+    if path is None:
+        return {}
+    rows = [r for r in _read(path) if r["set"] == chair_set and r["model"] == model]
+    family = {int(r["chair"]): r["picked"] for r in rows if r["variant"] == "C"}
+    words = {int(r["chair"]): r["picked"] for r in rows if r["variant"] == "C+words"}
+    return {chair: " ".join([words[chair], family[chair]]).strip() for chair in words}
 
 
 def record(out: Path, model, chair: dict, chairs: list[dict], name: str, images: list, concept,
@@ -515,6 +547,8 @@ def main() -> None:
     parser.add_argument("--set", choices=tuple(CHAIR_SETS), default="main", help="which chairs (seeds fixed)")
     parser.add_argument("--chairs", default=":",
                         help="a slice of the set to run, e.g. 0:8 (another process: 8:), or a list, e.g. 0,1,2,8,9")
+    parser.add_argument("--picks", type=Path, default=None,
+                        help="group picked-words: bench/probe_pick.py --words rows for this --model and --set")
     parser.add_argument("--reverse", action="store_true", help="run the slice last chair first (a second process)")
     parser.add_argument("--pictures", type=Path, default=Path("bench/shape"))
     parser.add_argument("--show", default="plain-w0,plain-w0.1,varied-auto-w0.1", help="settings on the picture sheet")

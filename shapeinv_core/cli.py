@@ -187,6 +187,8 @@ def _add_inversion_options(parser: argparse.ArgumentParser) -> None:
              "word (--initializer CLASS_WORD); the defaults are the measured better form, see bench/RESULTS.md")
     add("--views", type=int, default=defaults.views,
         help="with --appearance varied: the photo plus this many minus one re-drawn views (default: %(default)s)")
+    add("--probe-views", type=int, default=defaults.probe_views,
+        help="with --initializer auto: how many views (the photo first) the word probe reads (default: %(default)s)")
     add("--class-word", default=defaults.class_word, help="class word in the template (default: %(default)s)")
     add("--template", default=defaults.template, help="training prompt (default: '%(default)s')")
     add("--num-vectors", type=int, default=defaults.num_vectors, help="vectors for *s (default: %(default)s)")
@@ -276,7 +278,7 @@ def inversion_config(args: argparse.Namespace) -> InversionConfig:
         attention_res=args.attention_res, mask_form=args.mask_form, background_weight=args.background_weight,
         balance_every=args.balance_every, tune=args.tune, lora_rank=args.lora_rank, lora_steps=args.lora_steps,
         lora_lr=args.lora_lr, name=file_name(args.name, args.image, (args.class_word, args.initializer)),
-        appearance=args.appearance, views=args.views,
+        appearance=args.appearance, views=args.views, probe_views=args.probe_views,
     )
     return (config.research_form() if args.research_form else config).validate()
 

@@ -60,6 +60,10 @@ class InversionConfig:
     # of it in named colours and patterns, each named in the prompt, so the shape is what *s must explain.
     appearance: str = "varied"
     views: int = 32  # the "varied" bank: the photo plus views - 1 re-drawn ones
+    # initializer "auto": how many of the views (the photo first) the word probe reads, each with its look named.
+    # The photo alone ranks words by its own look as much as by its shape: 8 views pick the chair's own family
+    # 33 times in 40 against 27, and edits keep the shape a little better (bench/RESULTS.md, "probe views").
+    probe_views: int = 8
     init_reg: float = 0.0
     # AttnDreamBooth's cross-attention regularisation: per layer, the mean and variance of *s's attention map
     # pulled toward those of the class word in the same prompt, so *s attends like an object word (0 = off).
@@ -113,6 +117,7 @@ class InversionConfig:
         _check(self.appearance in APPEARANCES,
                "appearance must be 'photo' (the photo alone) or 'varied' (re-drawn in named looks)")
         _check(2 <= self.views <= 256, "views must be between 2 and 256; 32 is the default")
+        _check(1 <= self.probe_views <= 64, "probe_views must be between 1 (the photo alone) and 64")
         _check(self.balance_every >= 0, "balance_every must be >= 0 (0 never measures the gradient ratio)")
         _check(self.tune in TUNE_CHOICES, "tune must be 'none' (only *s) or 'lora' (also cross-attention LoRA)")
         _check(1 <= self.lora_rank <= 128, "lora_rank must be between 1 and 128; 4 is the default")

@@ -145,12 +145,27 @@ def test_initializer_auto_starts_from_the_shape_word_that_explains_the_photo(toy
     assert initializer_candidates("car") == ("car",) and "stool" in initializer_candidates("chair")
 
 
+def test_a_probe_that_reads_named_views_finds_the_family_the_photos_own_look_hides(toy):
+    # A blue checkered slatted chair (bench/probe_pick.py, check chair 1): on the photo alone its look
+    # explains more than its slats, and the probe falls back to "chair"; the re-drawn views, each look named,
+    # leave the slats for the family word to explain.
+    chair = render_toy_chair(41_000_001, family="slatted", colour="blue", pattern="checkered", background="gradient")
+    picked = {}
+    for views in (1, 8):
+        config = small_config(initializer="auto", appearance="varied", probe_views=views, steps=1,
+                              learning_rate=1e-6, batch_size=1)
+        picked[views] = invert(toy, chair.image, chair.mask, config).initializer_used
+    assert picked == {1: "chair", 8: "slatted chair"}
+    with pytest.raises(InputError, match="probe_views must be between 1"):
+        InversionConfig(probe_views=0).validate()
+
+
 def test_the_cli_takes_the_new_flags_and_refuses_a_bank_of_one(tmp_path):
     parser = build_parser()
     base = ["invert", str(tmp_path / "chair.png"), "-o", str(tmp_path / "run")]
     config = inversion_config(parser.parse_args(base + ["--appearance", "varied", "--views", "12",
-                                                        "--initializer", "auto"]))
-    assert (config.appearance, config.views, config.initializer) == ("varied", 12, "auto")
+                                                        "--initializer", "auto", "--probe-views", "4"]))
+    assert (config.appearance, config.views, config.initializer, config.probe_views) == ("varied", 12, "auto", 4)
     with pytest.raises(InputError, match="views must be between 2 and 256"):
         inversion_config(parser.parse_args(base + ["--views", "1"]))
 

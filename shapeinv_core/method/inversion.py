@@ -302,11 +302,15 @@ def choose_initializer(pipe, encoders: list, inputs: TrainingInputs, config: Inv
                        scheduler) -> tuple[str, dict[str, float]]:
     """The shape word that, written in the training prompt in place of `*s` ('... in the shape of a stool'),
     explains the photo best (lowest probe loss). Written as text, not as `*s`'s starting vector: a
-    two-word phrase's mean embedding is no phrase, and it won 9 of 20 toy chairs against 13 of 20."""
+    two-word phrase's mean embedding is no phrase, and it won 9 of 20 toy chairs against 13 of 20.
+    The loss is the mean over `probe_views` views, each with its look named: on the photo alone, how well
+    a word fits its one colour and pattern decides as much as the shape does."""
     words = known_phrases(pipe.tokenizer, initializer_candidates(config.class_word)) or [config.class_word]
-    batch = probe_batch(scheduler, inputs.latents[:1], config.seed)
+    views = range(min(config.probe_views, len(inputs.looks)))  # the photo first, then re-drawn views
+    batches = [probe_batch(scheduler, inputs.latents[view:view + 1], config.seed + view) for view in views]
     return best_word(list(dict.fromkeys(words)),
-                     lambda word: word_probe_loss(pipe, encoders, inputs, config, word, 0, batch))
+                     lambda word: sum(word_probe_loss(pipe, encoders, inputs, config, word, view, batches[view])
+                                      for view in views) / len(batches))
 
 
 def word_probe_loss(pipe, encoders: list, inputs: TrainingInputs, config: InversionConfig, word: str, view: int,
