@@ -8,6 +8,9 @@ picks. Variants, on the same chairs as `shape_eval.py` and each a row per chair:
   A  the shipped probe: the photo (view 0), 16 (timestep, noise) pairs;
   B  the photo, 128 pairs (more noise draws, one look);
   C  the first 8 training views, each with its look named, 16 pairs each (128 rows, 8 looks).
+With --words, also the proportion words (a toy model trained on them, such as v3): after C's family word,
+each pair of opposites ("low"/"tall", ...) is tried in front of it, and a word is kept when it lowers C's
+loss; a row per chair says the picked words and the chair's own (`shape_words`).
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from shape_eval import CHAIR_SETS, eval_chairs  # noqa: E402
 
-from shapeinv_core.chairs.toy_world import FAMILY_PHRASES  # noqa: E402
+from shapeinv_core.chairs.toy_world import FAMILY_PHRASES, PROPORTION_WORDS  # noqa: E402
 from shapeinv_core.config import InversionConfig  # noqa: E402
 from shapeinv_core.method.concept import initializer_vectors, install_tokens, remove_tokens  # noqa: E402
 from shapeinv_core.method.inversion import (  # noqa: E402
@@ -44,7 +47,7 @@ VARIANTS = {"A": lambda views: [(0, 16)], "B": lambda views: [(0, 128)],
             "C": lambda views: [(view, 16) for view in range(min(8, views))]}
 
 
-def picks(model, chair: dict, config: InversionConfig) -> dict[str, str]:
+def picks(model, chair: dict, config: InversionConfig, with_words: bool = False) -> dict[str, str]:
     """Each variant's chosen word for one chair."""
     pipe = model.pipe
     token_ids = install_tokens(pipe, config.placeholder,
@@ -58,12 +61,33 @@ def picks(model, chair: dict, config: InversionConfig) -> dict[str, str]:
         for name, plan in VARIANTS.items():
             batches = [(view, probe_batch(scheduler, inputs.latents[view:view + 1], config.seed + view, pairs))
                        for view, pairs in plan(len(inputs.looks))]
-            losses = {word: sum(word_probe_loss(pipe, encoders, inputs, config, word, view, batch)
-                                for view, batch in batches) for word in words}
+
+            def loss(phrase: str, batches=batches) -> float:
+                return sum(word_probe_loss(pipe, encoders, inputs, config, phrase, view, batch)
+                           for view, batch in batches)
+
+            losses = {word: loss(word) for word in words}
             chosen[name] = min(losses, key=losses.get)
+            if name == "C" and with_words:
+                chosen["C+words"] = " ".join(proportion_pick(chosen["C"], loss, pipe.tokenizer))
         return chosen
     finally:
         remove_tokens(pipe, config.placeholder)
+
+
+def proportion_pick(family_word: str, loss, tokenizer) -> list[str]:
+    """Greedily, per pair of opposites, the word that lowers the loss of "<words> <family word>" most (or none);
+    at most two words, as the toy captions say them."""
+    said: list[str] = []
+    for pair in PROPORTION_WORDS.values():
+        best, best_loss = None, loss(" ".join([*said, family_word]))
+        for word in known_phrases(tokenizer, pair):
+            trial = loss(" ".join([*said, word, family_word]))
+            if trial < best_loss:
+                best, best_loss = word, trial
+        if best:
+            said.append(best)
+    return said[:2]  # the toy captions say at most two
 
 
 def main() -> None:
@@ -72,6 +96,7 @@ def main() -> None:
     parser.add_argument("--set", default="main", choices=list(CHAIR_SETS))
     parser.add_argument("--per-family", type=int, default=None, help="default: 3 for main, 1 otherwise")
     parser.add_argument("--out", type=Path, required=True, help="CSV; rows are appended per chair")
+    parser.add_argument("--words", action="store_true", help="also pick proportion words (C+words)")
     args = parser.parse_args()
     os.environ.setdefault("U2NET_HOME", str(Path.home() / ".cache" / "shapeinv-test-weights"))
     torch.set_num_threads(1)
@@ -87,8 +112,9 @@ def main() -> None:
         if new:
             writer.writerow(["model", "set", "chair", "family", "variant", "picked", "right"])
         for chair in eval_chairs(per_family, 0, CHAIR_SETS[args.set]):
-            for name, word in picks(model, chair, config).items():
-                right = int(word == FAMILY_PHRASES[chair["family"]])
+            for name, word in picks(model, chair, config, args.words).items():
+                own = " ".join(chair["shape_words"][:2]) if name == "C+words" else FAMILY_PHRASES[chair["family"]]
+                right = int(word == own)
                 writer.writerow([args.model, args.set, chair["index"], chair["family"], name, word, right])
             handle.flush()
             print(f"chair {chair['index']} ({chair['family']}) done", flush=True)
