@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from shape_eval import CHAIR_SETS, eval_chairs  # noqa: E402
 
-from shapeinv_core.chairs.toy_world import FAMILY_PHRASES, PROPORTION_WORDS  # noqa: E402
+from shapeinv_core.chairs.toy_world import FAMILY_PHRASES  # noqa: E402
 from shapeinv_core.config import InversionConfig  # noqa: E402
 from shapeinv_core.method.concept import initializer_vectors, install_tokens, remove_tokens  # noqa: E402
 from shapeinv_core.method.inversion import (  # noqa: E402
@@ -40,7 +40,12 @@ from shapeinv_core.method.inversion import (  # noqa: E402
     training_text_encoders,
     word_probe_loss,
 )
-from shapeinv_core.method.probe import initializer_candidates, known_phrases, probe_batch  # noqa: E402
+from shapeinv_core.method.probe import (  # noqa: E402
+    initializer_candidates,
+    known_phrases,
+    probe_batch,
+    proportion_words,
+)
 from shapeinv_core.models.loading import load_model, quiet_library_logs  # noqa: E402
 
 VARIANTS = {"A": lambda views: [(0, 16)], "B": lambda views: [(0, 128)],
@@ -69,25 +74,10 @@ def picks(model, chair: dict, config: InversionConfig, with_words: bool = False)
             losses = {word: loss(word) for word in words}
             chosen[name] = min(losses, key=losses.get)
             if name == "C" and with_words:
-                chosen["C+words"] = " ".join(proportion_pick(chosen["C"], loss, pipe.tokenizer))
+                chosen["C+words"] = " ".join(proportion_words(chosen["C"], loss, pipe.tokenizer))
         return chosen
     finally:
         remove_tokens(pipe, config.placeholder)
-
-
-def proportion_pick(family_word: str, loss, tokenizer) -> list[str]:
-    """Greedily, per pair of opposites, the word that lowers the loss of "<words> <family word>" most (or none);
-    at most two words, as the toy captions say them."""
-    said: list[str] = []
-    for pair in PROPORTION_WORDS.values():
-        best, best_loss = None, loss(" ".join([*said, family_word]))
-        for word in known_phrases(tokenizer, pair):
-            trial = loss(" ".join([*said, word, family_word]))
-            if trial < best_loss:
-                best, best_loss = word, trial
-        if best:
-            said.append(best)
-    return said[:2]  # the toy captions say at most two
 
 
 def main() -> None:

@@ -18,7 +18,7 @@ from shapeinv_core.method.appearance import appearance_views, estimate_shading, 
 from shapeinv_core.method.attention import AttentionStore
 from shapeinv_core.method.concept import Concept, initializer_vectors, install_tokens
 from shapeinv_core.method.inversion import invert, training_inputs, view_rows
-from shapeinv_core.method.probe import SHAPE_WORDS, initializer_candidates, known_phrases
+from shapeinv_core.method.probe import SHAPE_WORDS, initializer_candidates, known_phrases, proportion_words
 from shapeinv_core.method.tuning import tune_lora
 from shapeinv_core.models.loading import load_model
 
@@ -145,19 +145,42 @@ def test_initializer_auto_starts_from_the_shape_word_that_explains_the_photo(toy
     assert initializer_candidates("car") == ("car",) and "stool" in initializer_candidates("chair")
 
 
-def test_a_probe_that_reads_named_views_finds_the_family_the_photos_own_look_hides(toy):
-    # A blue checkered slatted chair (bench/probe_pick.py, check chair 1): on the photo alone its look
-    # explains more than its slats, and the probe falls back to "chair"; the re-drawn views, each look named,
-    # leave the slats for the family word to explain.
-    chair = render_toy_chair(41_000_001, family="slatted", colour="blue", pattern="checkered", background="gradient")
+def test_a_probe_that_reads_named_views_finds_the_family_and_the_proportions_the_photos_own_look_hides(toy):
+    # A red striped stool, tall and wide for a stool (bench/shape_eval.py's main chair 8): on the photo alone
+    # its look explains more than its shape, and the probe falls back to "chair"; the re-drawn views, each
+    # look named, leave the shape for the words to explain. The proportion words are the chair's own.
+    chair = render_toy_chair(40_000_008, family="stool", colour="red", pattern="striped", background="plain")
+    assert chair.shape_words == ("tall", "wide")
     picked = {}
     for views in (1, 8):
         config = small_config(initializer="auto", appearance="varied", probe_views=views, steps=1,
                               learning_rate=1e-6, batch_size=1)
-        picked[views] = invert(toy, chair.image, chair.mask, config).initializer_used
-    assert picked == {1: "chair", 8: "slatted chair"}
+        concept = invert(toy, chair.image, chair.mask, config)
+        picked[views] = concept.initializer_used
+    assert picked == {1: "tall wide chair", 8: "tall wide stool"}
+    start = initializer_vectors(toy.pipe, "tall wide stool", 1)
+    rows = toy.pipe.text_encoder.get_input_embeddings().weight.detach()
+    ids = toy.pipe.tokenizer("tall wide stool", add_special_tokens=False).input_ids
+    assert len(ids) == 3 and torch.allclose(start, rows[ids].mean(0, keepdim=True), atol=1e-6)
+    assert torch.allclose(concept.vectors, start, atol=1e-4), "*s starts from the phrase's mean row"
     with pytest.raises(InputError, match="probe_views must be between 1"):
         InversionConfig(probe_views=0).validate()
+
+
+def test_proportion_words_are_probed_only_for_seats_and_only_when_the_model_knows_them(toy):
+    # A made-up loss that favours longer phrases: per pair of opposites the longer word is kept, in front of
+    # the words kept so far, and only the first two are said.
+    tried = []
+    longer = proportion_words("stool", lambda phrase: tried.append(phrase) or -len(phrase), toy.pipe.tokenizer)
+    assert longer == ["tall", "narrow"] and "tall narrow highback stool" in tried, tried
+    assert proportion_words("stool", lambda phrase: float(len(phrase)), toy.pipe.tokenizer) == []
+    # The tiny test model's vocabulary splits them: none is tried.
+    tried.clear()
+    assert proportion_words("stool", lambda phrase: tried.append(phrase) or -len(phrase),
+                            tiny_model().pipe.tokenizer) == [] and set(tried) == {"stool"}
+    chair = render_toy_chair(40_810, family="stool", colour="blue", pattern="plain", background="plain")
+    config = small_config(initializer="auto", class_word="car", steps=1, batch_size=1)  # not a seat
+    assert invert(toy, chair.image, chair.mask, config).initializer_used == "car"
 
 
 def test_the_cli_takes_the_new_flags_and_refuses_a_bank_of_one(tmp_path):

@@ -120,12 +120,14 @@ def test_a_resumed_model_grows_its_vocabulary_without_changing_what_known_words_
 def test_resuming_the_committed_model_adds_the_new_words_and_keeps_how_it_spells_the_ones_it_knows(tmp_path):
     """The committed model learned "armchair" as "arm" + "chair"; a new single token would start from scratch."""
     known = trained_words(TOY_MODEL_DIR)
-    assert "armchair" in known and "tall" not in known
+    assert set(WORDS) <= set(known), "the committed model was trained on every caption word, proportions included"
     old = CLIPTokenizer.from_pretrained(TOY_MODEL_DIR / "tokenizer")
-    new_words = [w for w in WORDS if w not in known]
+    assert old.tokenize("tall") == ["tall</w>"] and old.tokenize("highback") == ["highback</w>"]
+    new_words = ["ottoman", "rocking", "bench"]  # words a later caption list might add
+    assert all(len(old.tokenize(word)) > 1 for word in new_words)
     new = extend_tokenizer(old, tmp_path / "tok", new_words)
     assert old.tokenize("armchair") == new.tokenize("armchair") == ["arm", "chair</w>"]
-    caption = "a photo of an armchair in the shape of a leopard-print green stool"
+    caption = "a photo of a tall armchair in the shape of a leopard-print green stool"
     assert old.tokenize(caption) == new.tokenize(caption)
     assert all(len(new.tokenize(word)) == 1 for word in new_words)
     assert new.model_max_length == old.model_max_length

@@ -57,7 +57,15 @@ from ..models.loading import LoadedModel, checkpointed_unet
 from .appearance import View, appearance_views
 from .attention import AttentionStore, capture_attention
 from .concept import Concept, initializer_vectors, install_tokens, placeholder_tokens, remove_tokens
-from .probe import best_word, denoising_loss, initializer_candidates, known_phrases, probe_batch
+from .probe import (
+    SHAPE_WORDS,
+    best_word,
+    denoising_loss,
+    initializer_candidates,
+    known_phrases,
+    probe_batch,
+    proportion_words,
+)
 
 
 class Cancelled(ShapeInvError):
@@ -301,16 +309,23 @@ def starting_word(config: InversionConfig) -> str:
 def choose_initializer(pipe, encoders: list, inputs: TrainingInputs, config: InversionConfig,
                        scheduler) -> tuple[str, dict[str, float]]:
     """The shape word that, written in the training prompt in place of `*s` ('... in the shape of a stool'),
-    explains the photo best (lowest probe loss). Written as text, not as `*s`'s starting vector: a
-    two-word phrase's mean embedding is no phrase, and it won 9 of 20 toy chairs against 13 of 20.
-    The loss is the mean over `probe_views` views, each with its look named: on the photo alone, how well
-    a word fits its one colour and pattern decides as much as the shape does."""
+    explains the photo best (lowest probe loss), and for a seat the proportion words that lower it further
+    ('tall wide stool'; `*s` starts from the phrase's mean row). Words are probed written as text, not as
+    `*s`'s starting vector: a two-word phrase's mean embedding is no phrase, and it won 9 of 20 toy chairs
+    against 13 of 20. The loss is the mean over `probe_views` views, each with its look named: on the photo
+    alone, how well a word fits its one colour and pattern decides as much as the shape does."""
     words = known_phrases(pipe.tokenizer, initializer_candidates(config.class_word)) or [config.class_word]
     views = range(min(config.probe_views, len(inputs.looks)))  # the photo first, then re-drawn views
     batches = [probe_batch(scheduler, inputs.latents[view:view + 1], config.seed + view) for view in views]
-    return best_word(list(dict.fromkeys(words)),
-                     lambda word: sum(word_probe_loss(pipe, encoders, inputs, config, word, view, batches[view])
-                                      for view in views) / len(batches))
+
+    def loss_of(phrase: str) -> float:
+        return sum(word_probe_loss(pipe, encoders, inputs, config, phrase, view, batches[view])
+                   for view in views) / len(batches)
+
+    word, losses = best_word(list(dict.fromkeys(words)), loss_of)
+    if config.class_word not in SHAPE_WORDS:
+        return word, losses
+    return " ".join([*proportion_words(word, loss_of, pipe.tokenizer), word]), losses
 
 
 def word_probe_loss(pipe, encoders: list, inputs: TrainingInputs, config: InversionConfig, word: str, view: int,

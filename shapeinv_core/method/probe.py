@@ -19,6 +19,10 @@ import torch.nn.functional as F
 SHAPE_WORDS = ("chair", "stool", "armchair", "bar chair", "slatted chair", "bench", "rocking chair",
                "office chair", "high chair", "recliner", "throne", "ottoman")
 PROBE_PAIRS = 16  # (timestep, noise) pairs: enough to rank words, one batched UNet pass each
+# Opposite proportion words, tried in front of the chosen seat word ("a tall narrow stool"); at most two are said,
+# as the toy world's captions say them. Words the model's vocabulary splits are skipped (known_phrases).
+PROPORTION_PAIRS = (("low", "tall"), ("narrow", "wide"), ("lowback", "highback"))
+MAX_PROPORTION_WORDS = 2
 
 
 def initializer_candidates(class_word: str) -> tuple[str, ...]:
@@ -65,3 +69,18 @@ def best_word(words: list[str], loss_of: Callable[[str], float]) -> tuple[str, d
     """The word with the lowest probe loss, and every word's loss (for the run's log)."""
     losses = {word: loss_of(word) for word in words}
     return min(losses, key=losses.get), losses
+
+
+def proportion_words(shape_word: str, loss_of: Callable[[str], float], tokenizer) -> list[str]:
+    """Greedily, per pair of opposites, the word that lowers the probe loss of "<words so far> <word>
+    <shape_word>" the most, or none when neither lowers it; the first MAX_PROPORTION_WORDS found."""
+    said: list[str] = []
+    for pair in PROPORTION_PAIRS:
+        best, best_loss = None, loss_of(" ".join([*said, shape_word]))
+        for word in known_phrases(tokenizer, pair):
+            trial = loss_of(" ".join([*said, word, shape_word]))
+            if trial < best_loss:
+                best, best_loss = word, trial
+        if best:
+            said.append(best)
+    return said[:MAX_PROPORTION_WORDS]
