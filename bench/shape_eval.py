@@ -77,16 +77,22 @@ EDITS = ("red", "blue", "leopard")
 #           sampling settings that differ from the evaluation's)
 RESEARCH = {"appearance": "photo", "initializer": "chair"}
 DEFAULT = {"appearance": "varied", "initializer": "auto"}  # the defaults since issue 25
+SHORT_TEMPLATE = "{cls} in the shape of {token}"
 GROUPS = {
     "plain": (RESEARCH, None, (0.0, 0.1), {}),  # (c) and the research's setting
     "auto": ({**RESEARCH, "initializer": "auto"}, None, (0.0, 0.1), {}),
     "varied": ({**RESEARCH, "appearance": "varied"}, None, (0.0, 0.1), {}),
     "varied-auto": (DEFAULT, None, (0.0, 0.1), {}),
     "probe8": ({**DEFAULT, "probe_views": 8}, None, (0.1,), {}),  # the word probe reads 8 named views
-    # `*s` starts as a phrase, one vector per token: the chair's own proportion and family words, as (b+) says
-    # them ("tall wide stool"), or those bench/probe_pick.py --words picked from the photo (--picks).
-    "own-words": ({**DEFAULT, "initializer": "<own words>"}, None, (0.1,), {}),
-    "picked-words": ({**DEFAULT, "initializer": "<picked words>"}, None, (0.1,), {}),
+    # `*s` starts as a phrase: the chair's own proportion and family words, as (b+) says them ("tall wide
+    # stool"), or those bench/probe_pick.py --words picked from the photo (--picks). One vector per token (the
+    # phrase itself; the shorter template leaves the toy's 20-token context room for 4 vectors, "short" is its
+    # control), or "-mean": one vector, the mean of the phrase's rows.
+    "own-words": ({**DEFAULT, "initializer": "<own words>", "template": SHORT_TEMPLATE}, None, (0.1,), {}),
+    "picked-words": ({**DEFAULT, "initializer": "<picked words>", "template": SHORT_TEMPLATE}, None, (0.1,), {}),
+    "short": ({**DEFAULT, "template": SHORT_TEMPLATE}, None, (0.1,), {}),
+    "own-words-mean": ({**DEFAULT, "initializer": "<own words>", "num_vectors": 1}, None, (0.1,), {}),
+    "picked-words-mean": ({**DEFAULT, "initializer": "<picked words>", "num_vectors": 1}, None, (0.1,), {}),
     "rerendered": ({**RESEARCH, "appearance": "varied"}, "render", (0.0,), {}),  # (d)
     # The knob screen: each the default with one thing changed.
     "heavy": (DEFAULT, None, (0.3, 1.0), {}),
@@ -323,7 +329,7 @@ def run(args: argparse.Namespace) -> None:
 
 def phrase_start(changes: dict, chair: dict, picks: dict[int, str], tokenizer) -> dict:
     """A group's settings with a phrase start ("<own words>", "<picked words>") made this chair's phrase,
-    with one vector per token so that `*s` starts as exactly that phrase."""
+    with one vector per token (so that `*s` starts as exactly that phrase) unless the group sets a count."""
     if changes.get("initializer") not in ("<own words>", "<picked words>"):
         return changes
     if changes["initializer"] == "<own words>":
@@ -332,7 +338,7 @@ def phrase_start(changes: dict, chair: dict, picks: dict[int, str], tokenizer) -
         phrase = picks[chair["index"]]
     else:
         raise SystemExit(f"--picks has no C+words row for chair {chair['index']}: run bench/probe_pick.py --words")
-    count = len(tokenizer(phrase, add_special_tokens=False).input_ids)
+    count = changes.get("num_vectors") or len(tokenizer(phrase, add_special_tokens=False).input_ids)
     return {**changes, "initializer": phrase, "num_vectors": count}
 
 
