@@ -27,6 +27,7 @@ of the text encoder with dynamic loss scaling, so the mask term's small gradient
 from __future__ import annotations
 
 import copy
+import functools
 import math
 import time
 from collections.abc import Callable, Iterator
@@ -318,6 +319,7 @@ def choose_initializer(pipe, encoders: list, inputs: TrainingInputs, config: Inv
     views = range(min(config.probe_views, len(inputs.looks)))  # the photo first, then re-drawn views
     batches = [probe_batch(scheduler, inputs.latents[view:view + 1], config.seed + view) for view in views]
 
+    @functools.cache  # the greedy proportion search asks again for phrases it has scored
     def loss_of(phrase: str) -> float:
         return sum(word_probe_loss(pipe, encoders, inputs, config, phrase, view, batches[view])
                    for view in views) / len(batches)
