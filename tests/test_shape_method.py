@@ -153,7 +153,7 @@ def test_a_probe_that_reads_named_views_finds_the_family_and_the_proportions_the
     assert chair.shape_words == ("tall", "wide")
     picked = {}
     for views in (1, 8):
-        config = small_config(initializer="auto", appearance="varied", probe_views=views, steps=1,
+        config = small_config(initializer="auto", appearance="varied", views=8, probe_views=views, steps=1,
                               learning_rate=1e-6, batch_size=1)
         concept = invert(toy, chair.image, chair.mask, config)
         picked[views] = concept.initializer_used
@@ -169,10 +169,11 @@ def test_a_probe_that_reads_named_views_finds_the_family_and_the_proportions_the
 
 def test_proportion_words_are_probed_only_for_seats_and_only_when_the_model_knows_them(toy):
     # A made-up loss that favours longer phrases: per pair of opposites the longer word is kept, in front of
-    # the words kept so far, and only the first two are said.
+    # the words kept so far, and the search stops at two.
     tried = []
     longer = proportion_words("stool", lambda phrase: tried.append(phrase) or -len(phrase), toy.pipe.tokenizer)
-    assert longer == ["tall", "narrow"] and "tall narrow highback stool" in tried, tried
+    assert longer == ["tall", "narrow"] and "tall wide stool" in tried, tried
+    assert not any("back" in phrase for phrase in tried), "a third word is not looked for"
     assert proportion_words("stool", lambda phrase: float(len(phrase)), toy.pipe.tokenizer) == []
     # The tiny test model's vocabulary splits them: none is tried.
     tried.clear()

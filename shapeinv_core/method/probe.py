@@ -73,9 +73,11 @@ def best_word(words: list[str], loss_of: Callable[[str], float]) -> tuple[str, d
 
 def proportion_words(shape_word: str, loss_of: Callable[[str], float], tokenizer) -> list[str]:
     """Greedily, per pair of opposites, the word that lowers the probe loss of "<words so far> <word>
-    <shape_word>" the most, or none when neither lowers it; the first MAX_PROPORTION_WORDS found."""
+    <shape_word>" the most, or none when neither lowers it; stops at MAX_PROPORTION_WORDS."""
     said: list[str] = []
     for pair in PROPORTION_PAIRS:
+        if len(said) == MAX_PROPORTION_WORDS:
+            break
         best, best_loss = None, loss_of(" ".join([*said, shape_word]))
         for word in known_phrases(tokenizer, pair):
             trial = loss_of(" ".join([*said, word, shape_word]))
@@ -83,4 +85,4 @@ def proportion_words(shape_word: str, loss_of: Callable[[str], float], tokenizer
                 best, best_loss = word, trial
         if best:
             said.append(best)
-    return said[:MAX_PROPORTION_WORDS]
+    return said
