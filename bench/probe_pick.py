@@ -38,18 +38,18 @@ from shapeinv_core.method.inversion import (  # noqa: E402
     starting_word,
     training_inputs,
     training_text_encoders,
-    word_probe_loss,
+    views_probe_loss,
 )
 from shapeinv_core.method.probe import (  # noqa: E402
+    best_word,
     initializer_candidates,
     known_phrases,
-    probe_batch,
     proportion_words,
 )
 from shapeinv_core.models.loading import load_model, quiet_library_logs  # noqa: E402
 
-VARIANTS = {"A": lambda views: [(0, 16)], "B": lambda views: [(0, 128)],
-            "C": lambda views: [(view, 16) for view in range(min(8, views))]}
+# variant -> (views, (timestep, noise) pairs per view)
+VARIANTS = {"A": (1, 16), "B": (1, 128), "C": (8, 16)}
 
 
 def picks(model, chair: dict, config: InversionConfig, with_words: bool = False) -> dict[str, str]:
@@ -61,18 +61,10 @@ def picks(model, chair: dict, config: InversionConfig, with_words: bool = False)
         inputs = training_inputs(pipe, model.device, chair["image"], chair["mask"], config, token_ids)
         scheduler, encoders = _training_scheduler(pipe), training_text_encoders(pipe, model.dtype)
         words = list(dict.fromkeys(known_phrases(pipe.tokenizer, initializer_candidates(config.class_word))))
-
         chosen = {}
-        for name, plan in VARIANTS.items():
-            batches = [(view, probe_batch(scheduler, inputs.latents[view:view + 1], config.seed + view, pairs))
-                       for view, pairs in plan(len(inputs.looks))]
-
-            def loss(phrase: str, batches=batches) -> float:
-                return sum(word_probe_loss(pipe, encoders, inputs, config, phrase, view, batch)
-                           for view, batch in batches)
-
-            losses = {word: loss(word) for word in words}
-            chosen[name] = min(losses, key=losses.get)
+        for name, (views, pairs) in VARIANTS.items():
+            loss = views_probe_loss(pipe, encoders, inputs, config, scheduler, views, pairs)
+            chosen[name], _ = best_word(words, loss)
             if name == "C" and with_words:
                 chosen["C+words"] = " ".join(proportion_words(chosen["C"], loss, pipe.tokenizer))
         return chosen

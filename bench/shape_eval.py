@@ -83,13 +83,12 @@ GROUPS = {
     "auto": ({**RESEARCH, "initializer": "auto"}, None, (0.0, 0.1), {}),
     "varied": ({**RESEARCH, "appearance": "varied"}, None, (0.0, 0.1), {}),
     "varied-auto": (DEFAULT, None, (0.0, 0.1), {}),
-    "probe8": ({**DEFAULT, "probe_views": 8}, None, (0.1,), {}),  # the word probe reads 8 named views
+    "probe8": ({**DEFAULT, "probe_views": 8}, None, (0.1,), {}),  # 8 named views: the default since 2026-12-07
     # `*s` starts as a phrase: the chair's own proportion and family words, as (b+) says them ("tall wide
-    # stool"), or those bench/probe_pick.py --words picked from the photo (--picks). One vector per token (the
-    # phrase itself; the shorter template leaves the toy's 20-token context room for 4 vectors, "short" is its
-    # control), or "-mean": one vector, the mean of the phrase's rows.
+    # stool"), or those bench/probe_pick.py --words picked from the photo (--picks; what `auto` now does
+    # itself). One vector per token (the phrase itself; the shorter template leaves the toy's 20-token context
+    # room for 4 vectors, "short" is its control), or "-mean": one vector, the mean of the phrase's rows.
     "own-words": ({**DEFAULT, "initializer": "<own words>", "template": SHORT_TEMPLATE}, None, (0.1,), {}),
-    "picked-words": ({**DEFAULT, "initializer": "<picked words>", "template": SHORT_TEMPLATE}, None, (0.1,), {}),
     "short": ({**DEFAULT, "template": SHORT_TEMPLATE}, None, (0.1,), {}),
     "own-words-mean": ({**DEFAULT, "initializer": "<own words>", "num_vectors": 1}, None, (0.1,), {}),
     "picked-words-mean": ({**DEFAULT, "initializer": "<picked words>", "num_vectors": 1}, None, (0.1,), {}),

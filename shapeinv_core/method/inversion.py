@@ -59,6 +59,7 @@ from .appearance import View, appearance_views
 from .attention import AttentionStore, capture_attention
 from .concept import Concept, initializer_vectors, install_tokens, placeholder_tokens, remove_tokens
 from .probe import (
+    PROBE_PAIRS,
     SHAPE_WORDS,
     best_word,
     denoising_loss,
@@ -316,18 +317,26 @@ def choose_initializer(pipe, encoders: list, inputs: TrainingInputs, config: Inv
     against 13 of 20. The loss is the mean over `probe_views` views, each with its look named: on the photo
     alone, how well a word fits its one colour and pattern decides as much as the shape does."""
     words = known_phrases(pipe.tokenizer, initializer_candidates(config.class_word)) or [config.class_word]
-    views = range(min(config.probe_views, len(inputs.looks)))  # the photo first, then re-drawn views
-    batches = [probe_batch(scheduler, inputs.latents[view:view + 1], config.seed + view) for view in views]
-
-    @functools.cache  # the greedy proportion search asks again for phrases it has scored
-    def loss_of(phrase: str) -> float:
-        return sum(word_probe_loss(pipe, encoders, inputs, config, phrase, view, batches[view])
-                   for view in views) / len(batches)
-
+    loss_of = views_probe_loss(pipe, encoders, inputs, config, scheduler, config.probe_views)
     word, losses = best_word(list(dict.fromkeys(words)), loss_of)
     if config.class_word not in SHAPE_WORDS:
         return word, losses
     return " ".join([*proportion_words(word, loss_of, pipe.tokenizer), word]), losses
+
+
+def views_probe_loss(pipe, encoders: list, inputs: TrainingInputs, config: InversionConfig, scheduler,
+                     views: int, pairs: int = PROBE_PAIRS) -> Callable[[str], float]:
+    """phrase -> its probe loss averaged over the first `views` views (the photo first; each view its own noise
+    seed and its look named), remembered per phrase: the greedy proportion search asks again for some."""
+    batches = [probe_batch(scheduler, inputs.latents[view:view + 1], config.seed + view, pairs)
+               for view in range(min(views, len(inputs.looks)))]
+
+    @functools.cache
+    def loss_of(phrase: str) -> float:
+        return sum(word_probe_loss(pipe, encoders, inputs, config, phrase, view, batch)
+                   for view, batch in enumerate(batches)) / len(batches)
+
+    return loss_of
 
 
 def word_probe_loss(pipe, encoders: list, inputs: TrainingInputs, config: InversionConfig, word: str, view: int,
