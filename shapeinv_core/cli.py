@@ -263,6 +263,9 @@ def _add_generation_options(parser: argparse.ArgumentParser) -> None:
         help="fraction of the first sampling steps in which each edit reuses the self-attention maps of the "
              "reconstruction ('a photo of chair in the shape of *s', same seed), Prompt-to-Prompt style; 0 is off "
              "(default: %(default)s)")
+    add("--shape-guidance", type=float, default=defaults.shape_guidance, metavar="S",
+        help="a second guidance term toward what *s adds to the prompt (the prompt against the same prompt without "
+             "its *s phrase), Composable Diffusion style; 0 is off (default: %(default)s)")
 
 
 def inversion_config(args: argparse.Namespace) -> InversionConfig:
@@ -424,6 +427,7 @@ def generation_config(args: argparse.Namespace) -> GenerationConfig:
         negative_prompt=args.negative, num_images=args.num_images, seed=args.seed, steps=args.steps,
         guidance=args.guidance, height=args.height, width=args.width, batch_size=args.batch,
         shape_steps=args.shape_steps, shape_order=args.shape_order, layout_steps=args.layout_steps,
+        shape_guidance=args.shape_guidance,
     ).validate()
 
 

@@ -179,6 +179,8 @@ class GenerationConfig:
     # Prompt-to-Prompt-style layout keeping: for this fraction of the first steps, each edit's self-attention
     # maps are the reconstruction's ("a photo of chair in the shape of *s", same seed, drawn alongside).
     layout_steps: float = 0.0
+    # Shape guidance (shape_guidance.py): a second guidance term toward what *s adds to the prompt (0 = off).
+    shape_guidance: float = 0.0
 
     def validate(self) -> GenerationConfig:
         _check_types(self)
@@ -198,6 +200,8 @@ class GenerationConfig:
         _check(0.0 <= self.layout_steps <= 1.0,
                "layout_steps must be between 0 (off, the default) and 1 (every step keeps the reconstruction's layout)")
         _check(self.shape_order in SHAPE_ORDERS, "shape_order must be 'first' (the default) or 'last'")
+        _check(0.0 <= self.shape_guidance <= 20.0,
+               "shape_guidance must be between 0 (off) and 20 (how much louder *s speaks than the rest of the prompt)")
         return self
 
 

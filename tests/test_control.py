@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from helpers import chair_like, small_config, tiny_model
 from shapeinv_core.config import GenerationConfig
@@ -155,6 +156,26 @@ def test_shape_steps_0_is_the_prompt_without_the_word_and_1_the_normal_generatio
         GenerationConfig(shape_steps=1.5).validate()
 
 
+def test_shape_guidance_adds_the_words_push_and_for_the_word_alone_is_more_guidance(model_and_concept):
+    model, concept = model_and_concept
+    settings = {"steps": 4, "seed": 3, "num_images": 2}
+    edit = "a red chair in the shape of *s"
+    normal = generate(model, concept, [edit], GenerationConfig(**settings))
+    off = generate(model, concept, [edit], GenerationConfig(shape_guidance=0.0, **settings))
+    assert [_pixels(r).tolist() for r in off] == [_pixels(r).tolist() for r in normal]
+    guided = generate(model, concept, [edit], GenerationConfig(shape_guidance=3.0, **settings))
+    assert np.abs(_pixels(guided[0]) - _pixels(normal[0])).mean() > 0.5, "the push toward *s changes the picture"
+    # "*s" without its word is "", the unconditional prompt: c - w = c - u, so the sum is guidance + shape_guidance.
+    alone = generate(model, concept, ["*s"], GenerationConfig(guidance=4.0, shape_guidance=3.0, **settings))
+    louder = generate(model, concept, ["*s"], GenerationConfig(guidance=7.0, **settings))
+    quieter = generate(model, concept, ["*s"], GenerationConfig(guidance=4.0, **settings))
+    for ours, same, other in zip(alone, louder, quieter):
+        assert np.abs(_pixels(ours) - _pixels(same)).max() <= 2
+        assert np.abs(_pixels(ours) - _pixels(other)).mean() > 0.5
+    with pytest.raises(InputError, match="shape_guidance"):
+        GenerationConfig(shape_guidance=-1.0).validate()
+
+
 # --- LoRA phase and the files other tools load -------------------------------------------------------
 
 def _lora_config(**changes):
@@ -284,8 +305,12 @@ def test_the_cli_takes_every_knob_and_names_the_files_after_the_photo(tmp_path, 
     assert [r["step"] for r in log] == [1, 2, 3, 4] and all("grad_ratio" in r for r in log)
 
     code = main(["generate", str(run_dir), "a red chair in the shape of *s", "-o", str(tmp_path / "images"),
-                 "--device", "cpu", "--steps", "2", "--shape-steps", "0.5", "--shape-order", "last"])
+                 "--device", "cpu", "--steps", "2", "--shape-steps", "0.5", "--shape-order", "last",
+                 "--shape-guidance", "1.5"])
     assert code == 0 and (tmp_path / "images" / "grid.png").is_file()
+    drawn = next(path for path in (tmp_path / "images").glob("*.png") if path.name != "grid.png")
+    recorded = json.loads(Image.open(drawn).text["generation"])
+    assert (recorded["shape_steps"], recorded["shape_order"], recorded["shape_guidance"]) == (0.5, "last", 1.5)
     assert main(["generate", str(run_dir), "a *s", "-o", str(tmp_path / "x"), "--shape-steps", "2"]) == 2
     assert "shape_steps must be between 0" in capsys.readouterr().err
 

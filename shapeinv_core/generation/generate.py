@@ -28,6 +28,7 @@ from ..method.lora import lora_for_generation
 from ..models.families import encoder_widths, prompt_embeddings, text_pairs
 from ..models.loading import LoadedModel
 from .layout import LayoutSharing, keep_layout
+from .shape_guidance import shape_guided
 
 
 @dataclass
@@ -103,7 +104,10 @@ def generate(model: LoadedModel, concept: Concept, prompts: list[str], config: G
             if on_sampling_step is not None:
                 callback.add(_StepCounter(start // config.batch_size * config.steps, batches * config.steps,
                                           on_sampling_step))
-            with keep_layout(pipe.unet, sharing) if sharing.active else nullcontext():
+            guided_toward = [strip_placeholder(prompt, concept.token) for prompt in first]
+            guiding = shape_guided(pipe, prompt_embeddings(pipe, guided_toward), config.shape_guidance) \
+                if config.shape_guidance else nullcontext()
+            with keep_layout(pipe.unet, sharing) if sharing.active else nullcontext(), guiding:
                 output = pipe(
                     prompt=first,
                     negative_prompt=[config.negative_prompt] * len(first) if config.negative_prompt else None,
