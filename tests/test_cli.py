@@ -20,8 +20,9 @@ def photo(tmp_path):
 
 
 def invert_args(image, run_dir, *extra):
+    """The word alone (`--tune none`): the default LoRA phase has its own tests (test_control, test_shape_method)."""
     return ["invert", str(image), "-o", str(run_dir), "--model", str(tiny_folder()), "--device", "cpu",
-            "--resolution", "64", "--steps", "4", "--batch", "1", "--checkpoint-every", "2", *extra]
+            "--resolution", "64", "--steps", "4", "--batch", "1", "--checkpoint-every", "2", "--tune", "none", *extra]
 
 
 def run_cli(capsys, args):
@@ -161,11 +162,17 @@ def test_concept_files_are_as_readable_as_the_runs_other_files_and_not_named_aft
 
     image, mask = photo  # chair.png: a concept named "chair" would take over every "chair" in other tools' prompts
     run_dir = tmp_path / "run"
-    code, out, _ = run_cli(capsys, invert_args(image, run_dir, "--mask", str(mask), "--steps", "2"))
+    code, out, _ = run_cli(capsys, invert_args(image, run_dir, "--mask", str(mask), "--steps", "2",
+                                               "--tune", "lora", "--lora-steps", "8"))  # the default's LoRA phase
     assert code == 0, out
     assert (run_dir / "chair-shape.safetensors").is_file() and not (run_dir / "chair.safetensors").exists()
+    assert (run_dir / "chair-shape-lora.safetensors").is_file()
+    kept = sorted(path.name for path in (run_dir / "checkpoints").iterdir())
+    assert kept == ["lora_step_000006.safetensors", "lora_step_000008.safetensors", "step_000002.safetensors"], \
+        "only the newest LoRA checkpoints are kept"
     mode = stat.S_IMODE((run_dir / "config.json").stat().st_mode)  # what the umask gives a plain file
     for path in [run_dir / "learned_embeds.safetensors", run_dir / "chair-shape.safetensors",
+                 run_dir / "chair-shape-lora.safetensors", run_dir / "pytorch_lora_weights.safetensors",
                  *(run_dir / "checkpoints").iterdir()]:
         assert stat.S_IMODE(path.stat().st_mode) == mode, (path.name, oct(path.stat().st_mode), oct(mode))
     _one_line_error(capsys, invert_args(image, tmp_path / "r2", "--name", "chair"), "class word", "'chair-shape'")

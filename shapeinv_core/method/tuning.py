@@ -22,6 +22,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from ..errors import ShapeInvError
+from ..files.modes import like_other_files
 from ..files.runs import RunFolder
 from ..models.families import text_pairs
 from ..models.loading import LoadedModel, checkpointed_unet
@@ -143,12 +144,22 @@ def _state(vectors: torch.Tensor, unet, optimizer) -> dict[str, torch.Tensor]:
 
 
 def _save(run: RunFolder, phase1_steps: int, step: int, vectors, unet, optimizer) -> None:
+    """Written as phase 1's checkpoints are: whole or not at all, readable like the run's other files, and only
+    the newest `run.keep_checkpoints` kept (the LoRA phase is on by default, so a run must not pile them up)."""
     run.checkpoint_dir.mkdir(parents=True, exist_ok=True)
     path = run.checkpoint_dir / f"lora_step_{step:06d}.safetensors"
     tmp = path.with_name(path.name + ".tmp")
-    save_file(_state(vectors, unet, optimizer), str(tmp),
-              metadata={"step": str(step), "after_steps": str(phase1_steps)})
-    os.replace(tmp, path)
+    try:
+        save_file(_state(vectors, unet, optimizer), str(tmp),
+                  metadata={"step": str(step), "after_steps": str(phase1_steps)})
+        like_other_files(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)  # a partial file from a full disk
+    saved = sorted((int(match.group(1)), old) for old in run.checkpoint_dir.iterdir()
+                   if (match := CHECKPOINT_PATTERN.match(old.name)))
+    for _, old in saved[:-run.keep_checkpoints]:
+        old.unlink(missing_ok=True)
 
 
 def _resume(run: RunFolder, phase1_steps: int, vectors: torch.Tensor, unet, optimizer) -> int:
