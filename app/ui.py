@@ -406,7 +406,7 @@ def build_demo(backend: Backend, defaults: InversionConfig | None = None) -> gr.
             [image, mask, sweep_weights, sweep_prompts, sweep_steps, sweep_images, sweep_sample_steps, sweep_guidance,
              class_word, initializer, num_vectors, learning_rate, batch_size, resolution, seed, map_resolution,
              attention_layers, map_norm, init_reg, checkpoint_every, attention_res, mask_form, background_weight,
-             owner, appearance],
+             owner, appearance, tune, lora_rank, lora_steps, lora_lr],
             [started_sweep, sweep_json, started_timer, owner], api_name="start_sweep", show_progress="hidden")
         sweep_started.failure(h.job_controls, [sweep_json], [start_sweep, cancel_sweep, resume_sweep],
                               api_name="refused_sweep_controls", api_visibility="private")

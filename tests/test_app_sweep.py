@@ -171,3 +171,16 @@ def test_an_interrupted_sweep_resumes_and_a_missing_clip_is_explained(tmp_path, 
     assert scores is None
     assert any("CLIP model folder not found" in record.getMessage() for record in caplog.records), \
         "the cause and the fixes reach the terminal"
+
+
+def test_a_sweep_takes_the_lora_phase_from_the_advanced_settings_like_a_single_run(app_server, client, tmp_path):
+    sweep_id = start_sweep(client, example_image(tmp_path), steps=2, checkpoint_every=2, tune="lora", lora_steps=2,
+                           lora_lr=1e-3)
+    wait_for_status(client, sweep_id)
+    status = sweep_results(client, sweep_id)[0]
+    assert status["status"] == "done" and status["step"] == 4, status  # 2 word steps, then 2 LoRA steps
+    folder = app_server.data / "jobs" / sweep_id
+    for weight in ("weight_0", "weight_0.3"):
+        settings = RunFolder(folder / weight).inputs()[2]
+        assert (settings.tune, settings.lora_steps, settings.lora_lr) == ("lora", 2, 1e-3), weight
+        assert (folder / weight / "pytorch_lora_weights.safetensors").is_file(), weight

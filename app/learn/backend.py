@@ -44,7 +44,7 @@ class LearnBackend:
     def inversion_config(self, **settings) -> InversionConfig:
         """Settings from the form; `steps` is held to the server's limit."""
         steps = int(settings.get("steps", InversionConfig.steps))
-        if settings.get("tune", "none") == "lora":
+        if settings.get("tune", InversionConfig.tune) == "lora":
             steps += int(settings.get("lora_steps", InversionConfig.lora_steps))
         if steps > self.limits.max_steps:
             raise InputError(f"{steps} steps (LoRA phase included) is more than this server allows "

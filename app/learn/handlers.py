@@ -41,8 +41,9 @@ class LearnHandlers:
                         class_word: str, initializer: str, num_vectors: int, learning_rate: float,
                         batch_size: int, resolution: int, seed: int, map_resolution: int, attention_layers: str,
                         map_norm: str, init_reg: float, checkpoint_every: int, attention_res: str = "all",
-                        mask_form: str = "mse", background_weight: float = 1.0, tune: str = "none",
-                        lora_rank: int = 4, lora_steps: int = 100, lora_lr: float = 1e-4, name: str = "",
+                        mask_form: str = "mse", background_weight: float = 1.0, tune: str = InversionConfig.tune,
+                        lora_rank: int = InversionConfig.lora_rank, lora_steps: int = InversionConfig.lora_steps,
+                        lora_lr: float = InversionConfig.lora_lr, name: str = "",
                         owner: str | None = None, preview_prompt: str = "", appearance: str = ""):
         """Queue an inversion -> (job id, status, timer, owner token); the mask is extracted when none is given.
 

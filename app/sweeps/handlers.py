@@ -32,10 +32,13 @@ class SweepHandlers(LearnHandlers):
                     num_vectors: int, learning_rate: float, batch_size: int, resolution: int, seed: int,
                     map_resolution: int, attention_layers: str, map_norm: str, init_reg: float,
                     checkpoint_every: int, attention_res: str = "all", mask_form: str = "mse",
-                    background_weight: float = 1.0, owner: str | None = None, appearance: str = ""):
+                    background_weight: float = 1.0, owner: str | None = None, appearance: str = "",
+                    tune: str = InversionConfig.tune, lora_rank: int = InversionConfig.lora_rank,
+                    lora_steps: int = InversionConfig.lora_steps, lora_lr: float = InversionConfig.lora_lr):
         """Queue one job that learns a `*s` per mask weight together, then draws and measures every prompt.
 
-        -> (sweep id, status, timer, owner token). The other settings are the single run's (its Advanced section).
+        -> (sweep id, status, timer, owner token). The other settings are the single run's (its Advanced section),
+        the LoRA phase included: each weight's concept is what a single run at that weight would give.
         """
         owner = self.backend.owner_token(owner)
         values = self.backend.parse_weights(text(weights, "Mask weights"))
@@ -44,6 +47,8 @@ class SweepHandlers(LearnHandlers):
                               attention_res=text(attention_res, "Attention map sides").strip(),
                               mask_form=text(mask_form, "Mask term"),
                               background_weight=real(background_weight, "Background weight"),
+                              tune=text(tune, "Tune"), lora_rank=whole(lora_rank, "LoRA rank"),
+                              lora_steps=whole(lora_steps, "LoRA steps"), lora_lr=real(lora_lr, "LoRA learning rate"),
                               name=file_name(None, image, (text(class_word, "Class word"),
                                                            text(initializer, "Initializer"))),
                               appearance=text(appearance, "Training views") or InversionConfig.appearance)
