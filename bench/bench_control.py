@@ -60,7 +60,7 @@ def variants(args) -> list[tuple[str, dict, dict]]:
         ("masked-loss", {"background_weight": 0.0}, {}),
         ("outside", {"mask_form": "outside"}, {}),
         ("shape-steps 0.5", {}, {"shape_steps": 0.5}),
-        ("lora", {"tune": "lora", "lora_steps": args.lora_steps}, {}),
+        ("lora", {"tune": "lora", "lora_steps": args.lora_steps, "lora_lr": 1e-4}, {}),  # as recorded
     ]
 
 
