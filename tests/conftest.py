@@ -37,7 +37,8 @@ OWNER = os.environ.setdefault("SHAPEINV_TEST_OWNER", secrets.token_urlsafe(24))
 SMALL = {"mask_weight": 0.1, "steps": 6, "class_word": "chair", "initializer": "chair", "num_vectors": 1,
          "learning_rate": 5e-3, "batch_size": 1, "resolution": 64, "seed": 0, "map_resolution": 16,
          "attention_layers": "all", "map_norm": "none", "init_reg": 0.0, "checkpoint_every": 3,
-         "appearance": "photo"}  # the research form: fast; the default (varied) is covered where it is the point
+         "appearance": "photo", "tune": "none"}  # the research form: fast; the defaults (varied views, the LoRA
+# phase) are covered where they are the point
 
 
 def free_port() -> int:

@@ -59,9 +59,9 @@ def chair_like(size: tuple[int, int] = (64, 64)) -> tuple[Image.Image, Image.Ima
 
 def small_config(**changes) -> InversionConfig:
     """Settings sized for a 2-core CPU: 64 px, a few steps; the research form (the photo alone, *s from
-    'chair') unless a test asks for the defaults' varied views or 'auto' start, which test_shape_method covers."""
+    'chair', no LoRA phase) unless a test asks for the defaults' varied views, 'auto' start or LoRA phase."""
     settings = {"resolution": 64, "steps": 4, "batch_size": 2, "checkpoint_every": 2, "appearance": "photo",
-                "initializer": "chair", **changes}
+                "initializer": "chair", "tune": "none", **changes}
     return InversionConfig(**settings).validate()
 
 

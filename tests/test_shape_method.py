@@ -199,16 +199,18 @@ def test_the_defaults_are_the_measured_best_and_the_research_form_is_one_flag_aw
 
     defaults = InversionConfig()
     assert (defaults.appearance, defaults.initializer, defaults.mask_weight) == ("varied", "auto", 0.1)
+    assert (defaults.tune, defaults.lora_steps, defaults.lora_lr) == ("lora", 100, 1e-3)
     research = defaults.research_form()
-    assert (research.appearance, research.initializer) == ("photo", defaults.class_word)
+    assert (research.appearance, research.initializer, research.tune) == ("photo", defaults.class_word, "none")
     image, mask = chair_like()
     image.save(tmp_path / "oak.png")
     mask.save(tmp_path / "oak_mask.png")
-    for flags, expected in (([], ("varied", "auto")), (["--research-form"], ("photo", "chair"))):
+    for flags, expected in (([], ("varied", "auto", "lora")), (["--research-form"], ("photo", "chair", "none"))):
         run = tmp_path / ("research" if flags else "default")
         assert main(["invert", str(tmp_path / "oak.png"), "--mask", str(tmp_path / "oak_mask.png"), "-o", str(run),
                      "--model", str(tiny_folder()), "--device", "cpu", "--steps", "1", "--batch", "1",
-                     "--views", "3", *flags]) == 0
+                     "--views", "3", "--lora-steps", "2", *flags]) == 0
         saved = json.loads((run / "config.json").read_text())
-        assert (saved["appearance"], saved["initializer"]) == expected, flags
+        assert (saved["appearance"], saved["initializer"], saved["tune"]) == expected, flags
+        assert (run / "pytorch_lora_weights.safetensors").is_file() == (expected[2] == "lora"), flags
     capsys.readouterr()
