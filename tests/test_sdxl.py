@@ -229,6 +229,13 @@ def test_generation_uses_star_s_in_both_encoders_and_the_shape_schedule(learned)
     assert full.size == (64, 64)
     assert not np.array_equal(np.asarray(full), np.asarray(half.image)), "the schedule switched the prompt"
     assert not np.array_equal(np.asarray(full), np.asarray(without_l)), "the first encoder's rows are used"
+    # Shape guidance's extra pass needs the word-less prompt's pooled embedding and the time ids of the text rows.
+    guided = [np.asarray(r.image, dtype=np.int16) for r in generate(
+        model, learned, prompts, GenerationConfig(num_images=2, steps=3, seed=1, shape_guidance=3.0, batch_size=2))]
+    one_by_one = [np.asarray(r.image, dtype=np.int16) for r in generate(
+        model, learned, prompts, GenerationConfig(num_images=2, steps=3, seed=1, shape_guidance=3.0, batch_size=1))]
+    assert all(np.abs(a - b).max() <= 2 for a, b in zip(guided, one_by_one)), "batching does not change it"
+    assert np.abs(guided[0] - np.asarray(full, dtype=np.int16)).mean() > 0.5, "the push toward *s changes the picture"
 
 
 def test_a_concept_of_the_other_family_is_refused_with_a_message(learned, tmp_path):
