@@ -116,12 +116,13 @@ class RunFolder:
     def checkpoint_dir(self) -> Path:
         return self.path / "checkpoints"
 
-    def checkpoints(self) -> list[tuple[int, Path]]:
+    def checkpoints(self, pattern: re.Pattern = CHECKPOINT_PATTERN) -> list[tuple[int, Path]]:
+        """(step, path) of the checkpoints named by `pattern` (the word's; the LoRA phase has its own), oldest first."""
         if not self.checkpoint_dir.is_dir():
             return []
         found = []
         for path in self.checkpoint_dir.iterdir():
-            match = CHECKPOINT_PATTERN.match(path.name)
+            match = pattern.match(path.name)
             if match:
                 found.append((int(match.group(1)), path))
         return sorted(found)
@@ -129,20 +130,26 @@ class RunFolder:
     def save_checkpoint(self, step: int, state: dict[str, torch.Tensor], widths: tuple[int, ...] | None = None) -> Path:
         """Vectors and AdamW moments after `step` steps, in safetensors (no pickle); `widths`: each text encoder's
         part of the vectors (SDXL), so a checkpoint can be used as a concept on its own."""
-        self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
-        path = self.checkpoint_dir / f"step_{step:06d}.safetensors"
-        tmp = path.with_name(path.name + ".tmp")
         tensors = {key: state[key].detach().float().cpu().contiguous() for key in STATE_KEYS}
+        metadata = {"step": str(step)}
+        if widths:
+            metadata[WIDTHS_KEY] = ",".join(map(str, widths))
+        return self.write_checkpoint(f"step_{step:06d}.safetensors", tensors, metadata, CHECKPOINT_PATTERN)
+
+    def write_checkpoint(self, name: str, tensors: dict[str, torch.Tensor], metadata: dict[str, str],
+                         pattern: re.Pattern) -> Path:
+        """Write `checkpoints/name` whole or not at all, readable like the run's other files, then delete all but
+        the newest `keep_checkpoints` of the checkpoints named by `pattern`."""
+        self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        path = self.checkpoint_dir / name
+        tmp = path.with_name(path.name + ".tmp")
         try:
-            metadata = {"step": str(step)}
-            if widths:
-                metadata[WIDTHS_KEY] = ",".join(map(str, widths))
             save_file(tensors, str(tmp), metadata=metadata)
             like_other_files(tmp)
             os.replace(tmp, path)
         finally:
             tmp.unlink(missing_ok=True)  # a partial file from a full disk
-        for _, old in self.checkpoints()[:-self.keep_checkpoints]:
+        for _, old in self.checkpoints(pattern)[:-self.keep_checkpoints]:
             old.unlink(missing_ok=True)
         return path
 

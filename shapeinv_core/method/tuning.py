@@ -11,7 +11,6 @@ stopped run resumes where it stopped.
 from __future__ import annotations
 
 import math
-import os
 import re
 import time
 from collections.abc import Callable
@@ -19,10 +18,8 @@ from collections.abc import Callable
 import torch
 from PIL import Image
 from safetensors import safe_open
-from safetensors.torch import save_file
 
 from ..errors import ShapeInvError
-from ..files.modes import like_other_files
 from ..files.runs import RunFolder
 from ..models.families import text_pairs
 from ..models.loading import LoadedModel, checkpointed_unet
@@ -144,32 +141,14 @@ def _state(vectors: torch.Tensor, unet, optimizer) -> dict[str, torch.Tensor]:
 
 
 def _save(run: RunFolder, phase1_steps: int, step: int, vectors, unet, optimizer) -> None:
-    """Written as phase 1's checkpoints are: whole or not at all, readable like the run's other files, and only
-    the newest `run.keep_checkpoints` kept (the LoRA phase is on by default, so a run must not pile them up)."""
-    run.checkpoint_dir.mkdir(parents=True, exist_ok=True)
-    path = run.checkpoint_dir / f"lora_step_{step:06d}.safetensors"
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        save_file(_state(vectors, unet, optimizer), str(tmp),
-                  metadata={"step": str(step), "after_steps": str(phase1_steps)})
-        like_other_files(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)  # a partial file from a full disk
-    saved = sorted((int(match.group(1)), old) for old in run.checkpoint_dir.iterdir()
-                   if (match := CHECKPOINT_PATTERN.match(old.name)))
-    for _, old in saved[:-run.keep_checkpoints]:
-        old.unlink(missing_ok=True)
+    run.write_checkpoint(f"lora_step_{step:06d}.safetensors", _state(vectors, unet, optimizer),
+                         {"step": str(step), "after_steps": str(phase1_steps)}, CHECKPOINT_PATTERN)
 
 
 def _resume(run: RunFolder, phase1_steps: int, vectors: torch.Tensor, unet, optimizer) -> int:
     """Load the newest phase-2 checkpoint made after this many phase-1 steps; return its step (0: none)."""
-    if not run.checkpoint_dir.is_dir():
-        return 0
-    found = sorted((int(match.group(1)), path) for path in run.checkpoint_dir.iterdir()
-                   if (match := CHECKPOINT_PATTERN.match(path.name)))
     params = dict(unet.named_parameters())
-    for step, path in reversed(found):
+    for step, path in reversed(run.checkpoints(CHECKPOINT_PATTERN)):
         try:
             with safe_open(str(path), framework="pt") as handle:
                 meta = handle.metadata()
