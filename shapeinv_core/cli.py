@@ -377,8 +377,7 @@ def run_invert(args: argparse.Namespace) -> int:
                        gradient_checkpointing=args.gradient_checkpointing)
     config = at_native_resolution(config, args, model)
     interrupted = _stop_on_ctrl_c()
-    bar = tqdm(total=config.steps + (config.lora_steps if config.tune == "lora" else 0), unit="step",
-               dynamic_ncols=True)
+    bar = tqdm(total=config.total_steps(), unit="step", dynamic_ncols=True)
     balance = {}
 
     def on_step(report) -> None:

@@ -155,6 +155,10 @@ class InversionConfig:
             return ()
         return sides if sides and all(side in ATTENTION_RESOLUTIONS for side in sides) else ()
 
+    def total_steps(self) -> int:
+        """The word's steps plus the LoRA phase's, if it has one: what progress and estimates count."""
+        return self.steps + (self.lora_steps if self.tune == "lora" else 0)
+
     def research_form(self) -> InversionConfig:
         """These settings in the research notes' form: the photo alone, `*s` started from the class word, no LoRA."""
         return dataclasses.replace(self, appearance="photo", initializer=self.class_word, tune="none")

@@ -83,6 +83,10 @@ API_CASES = {
     # the inversion form: numbers out of range, not numbers, huge
     "steps 0": (start(steps=0), r"Steps"),
     "steps over the limit": (start(steps=5000), r"5000 steps.* is more than this server allows"),
+    "the LoRA phase takes steps over the limit": (start(steps=2950, tune="lora", lora_steps=100),
+                                                  r"3050 steps \(LoRA phase included\) is more than this server"),
+    "a sweep's LoRA phase over the limit": (sweep(steps=2950, tune="lora", lora_steps=100),
+                                            r"3050 steps \(LoRA phase included\) is more than this server"),
     "steps not a number": (start(steps="many"), r"Steps"),
     "steps missing": (start(steps=None), r"Steps is missing; give a number"),
     "steps 2.5": (start(steps=2.5), r"Steps must be a whole number, not 2.5"),

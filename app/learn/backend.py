@@ -43,16 +43,13 @@ class LearnBackend:
 
     def inversion_config(self, **settings) -> InversionConfig:
         """Settings from the form; `steps` is held to the server's limit."""
-        steps = int(settings.get("steps", InversionConfig.steps))
-        if settings.get("tune", InversionConfig.tune) == "lora":
-            steps += int(settings.get("lora_steps", InversionConfig.lora_steps))
-        if steps > self.limits.max_steps:
-            raise InputError(f"{steps} steps (LoRA phase included) is more than this server allows "
-                             f"({self.limits.max_steps}). Ask for fewer steps, or run the CLI on your own GPU.")
         config = InversionConfig(**settings)
         for name in ("num_vectors", "map_resolution", "batch_size", "seed", "resolution", "checkpoint_every",
                      "steps", "balance_every", "lora_rank", "lora_steps"):
             setattr(config, name, int(getattr(config, name)))
+        if config.total_steps() > self.limits.max_steps:
+            raise InputError(f"{config.total_steps()} steps (LoRA phase included) is more than this server allows "
+                             f"({self.limits.max_steps}). Ask for fewer steps, or run the CLI on your own GPU.")
         check_for_model(config.validate(), self.layout)
         return config
 

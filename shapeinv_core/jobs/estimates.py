@@ -103,8 +103,7 @@ def run_seconds(store: JobStore, config: InversionConfig, concepts: int = 1) -> 
     per_unit, count = seconds_per_unit(store)
     if per_unit is None:
         return None, 0
-    steps = config.steps + (config.lora_steps if config.tune == "lora" else 0)
-    return per_unit * _units(config, concepts) * steps, count
+    return per_unit * _units(config, concepts) * config.total_steps(), count
 
 
 def drawing_seconds(store: JobStore, resolution: int, sample_steps: int, images: int) -> tuple[float | None, int]:
