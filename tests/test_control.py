@@ -161,8 +161,6 @@ def test_shape_guidance_adds_the_words_push_and_for_the_word_alone_is_more_guida
     settings = {"steps": 4, "seed": 3, "num_images": 2}
     edit = "a red chair in the shape of *s"
     normal = generate(model, concept, [edit], GenerationConfig(**settings))
-    off = generate(model, concept, [edit], GenerationConfig(shape_guidance=0.0, **settings))
-    assert [_pixels(r).tolist() for r in off] == [_pixels(r).tolist() for r in normal]
     guided = generate(model, concept, [edit], GenerationConfig(shape_guidance=3.0, **settings))
     assert np.abs(_pixels(guided[0]) - _pixels(normal[0])).mean() > 0.5, "the push toward *s changes the picture"
     # "*s" without its word is "", the unconditional prompt: c - w = c - u, so the sum is guidance + shape_guidance.

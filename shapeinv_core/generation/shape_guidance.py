@@ -30,10 +30,11 @@ class ShapeGuidance:
         self.pipe, self.without, self.scale = pipe, without, scale
         self.busy = False  # the hook's own UNet pass must not be guided again
 
-    def __call__(self, unet, args: tuple, kwargs: dict, output):
-        if self.busy or self.scale == 0.0:
+    def __call__(self, unet, args: tuple, kwargs: dict, output: tuple) -> tuple:
+        """The pipelines call the UNet with return_dict=False, so `output` is (prediction,)."""
+        if self.busy:
             return output
-        prediction = output[0] if isinstance(output, tuple) else output.sample
+        prediction = output[0]
         guided = self.pipe.do_classifier_free_guidance
         rows = prediction.shape[0] // 2 if guided else 0  # [unconditional; text] under guidance
         sample, timestep = args[0] if args else kwargs["sample"], args[1] if len(args) > 1 else kwargs["timestep"]
@@ -58,7 +59,7 @@ class ShapeGuidance:
             changed = torch.cat([prediction[:rows] + push / (1.0 - self.pipe.guidance_scale), text])
         else:
             changed = text + push
-        return (changed, *output[1:]) if isinstance(output, tuple) else type(output)(sample=changed)
+        return (changed, *output[1:])
 
 
 @contextmanager
